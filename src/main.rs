@@ -1,0 +1,20 @@
+//! `rmulti` binary: parse and dispatch; everything else lives in the library.
+
+use clap::Parser;
+use rmulti::cli::{Cli, Command, MULTI_COMMANDS};
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(first) = argv.get(1) {
+        if MULTI_COMMANDS.contains(&first.as_str()) || first == "help" {
+            let rest = if first == "multi" { argv[2..].to_vec() } else { argv[1..].to_vec() };
+            std::process::exit(rmulti::multi::run(rest));
+        }
+    }
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Worker(_args) => rmulti::exit::FAILURE,
+        Command::Call(_args) => rmulti::exit::FAILURE,
+    };
+    std::process::exit(code);
+}

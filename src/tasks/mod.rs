@@ -1,0 +1,100 @@
+//! Executors: where a task's code runs once a child has a request.
+//!
+//! A task name maps to a `TaskSpec` (executor + per-task options). Builtins
+//! are Rust functions; `exec` runs a command with the request as JSON on stdin.
+
+pub mod builtin;
+pub mod exec;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::protocol::ExceptionInfo;
+
+pub use builtin::Builtin;
+
+/// A Rust function registered through the library API.
+pub type NativeFn = fn(&Invocation) -> Outcome;
+
+#[derive(Debug, Clone)]
+pub enum Executor {
+    Builtin(Builtin),
+    /// argv of a command; request JSON on stdin, result JSON on stdout.
+    Exec(Vec<String>),
+    Native(NativeFn),
+}
+
+/// Per-task options from the app file; `None` means "use the app default".
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub executor: Executor,
+    pub acks_late: Option<bool>,
+    pub time_limit: Option<f64>,
+    pub soft_time_limit: Option<f64>,
+    pub ignore_result: bool,
+}
+
+impl TaskSpec {
+    pub fn new(executor: Executor) -> TaskSpec {
+        TaskSpec { executor, acks_late: None, time_limit: None, soft_time_limit: None, ignore_result: false }
+    }
+}
+
+/// What one run of a task gets.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    pub id: &'a str,
+    pub task: &'a str,
+    pub args: &'a [Value],
+    pub kwargs: &'a Map<String, Value>,
+    /// After this long the task should stop and fail with
+    /// `SoftTimeLimitExceeded` (executors that can, do).
+    pub soft_time_limit: Option<Duration>,
+}
+
+/// A task's failure: the exception Celery clients will re-raise, and a
+/// Python-style traceback text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskError {
+    pub exc: ExceptionInfo,
+    pub traceback: String,
+}
+
+pub type Outcome = Result<Value, TaskError>;
+
+impl Executor {
+    pub fn run(&self, inv: &Invocation) -> Outcome {
+        match self {
+            Executor::Builtin(b) => b.run(inv),
+            Executor::Exec(argv) => exec::run(argv, inv),
+            Executor::Native(f) => f(inv),
+        }
+    }
+}
+
+/// Task name → spec.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    tasks: BTreeMap<String, TaskSpec>,
+}
+
+impl Registry {
+    pub fn insert(&mut self, name: impl Into<String>, spec: TaskSpec) {
+        self.tasks.insert(name.into(), spec);
+    }
+    pub fn get(&self, name: &str) -> Option<&TaskSpec> {
+        self.tasks.get(name)
+    }
+    /// Sorted names, for the banner and `inspect registered`.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tasks.keys().map(String::as_str)
+    }
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
