@@ -59,3 +59,10 @@ impl AppConfig {
         Err(AppError::Invalid("not implemented".into()))
     }
 }
+
+impl AppConfig {
+    /// Applies a `key=value` setting override (the worker's `-- key=value`).
+    pub fn apply_override(&mut self, setting: &str) -> Result<(), AppError> {
+        Err(AppError::Invalid(format!("unknown setting {setting:?}")))
+    }
+}
