@@ -39,14 +39,16 @@ impl Envelope {
         let doc: Value =
             serde_json::from_str(raw).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
         let Value::Object(mut doc) = doc else {
-            return Err(EnvelopeError::NotEnvelope("top level is not a JSON object".into()));
+            return Err(EnvelopeError::NotEnvelope(
+                "top level is not a JSON object".into(),
+            ));
         };
         let headers = take_object(&mut doc, "headers")?;
         let properties = take_object(&mut doc, "properties")?;
         // kombu defaults: a missing content type is treated as JSON, the only
         // serializer this crate speaks; the task layer still checks it.
-        let content_type = take_string(&mut doc, "content-type")?
-            .unwrap_or_else(|| "application/json".into());
+        let content_type =
+            take_string(&mut doc, "content-type")?.unwrap_or_else(|| "application/json".into());
         let content_encoding =
             take_string(&mut doc, "content-encoding")?.unwrap_or_else(|| "utf-8".into());
         let body_text = match doc.remove("body") {
@@ -54,7 +56,11 @@ impl Envelope {
             Some(Value::Null) | None => {
                 return Err(EnvelopeError::NotEnvelope("no \"body\" string".into()))
             }
-            Some(_) => return Err(EnvelopeError::NotEnvelope("\"body\" is not a string".into())),
+            Some(_) => {
+                return Err(EnvelopeError::NotEnvelope(
+                    "\"body\" is not a string".into(),
+                ))
+            }
         };
         let encoded = match properties.get("body_encoding").and_then(Value::as_str) {
             Some("base64") => decode_base64(&body_text)?,
@@ -65,7 +71,14 @@ impl Envelope {
             Some(Value::String(c)) => decompress(c, &encoded)?,
             Some(other) => return Err(EnvelopeError::UnsupportedCompression(other.to_string())),
         };
-        Ok(Envelope { raw: raw.to_string(), content_type, content_encoding, headers, properties, body })
+        Ok(Envelope {
+            raw: raw.to_string(),
+            content_type,
+            content_encoding,
+            headers,
+            properties,
+            body,
+        })
     }
 
     /// `properties.delivery_tag`, if present.
@@ -74,11 +87,16 @@ impl Envelope {
     }
 }
 
-fn take_object(doc: &mut Map<String, Value>, key: &str) -> Result<Map<String, Value>, EnvelopeError> {
+fn take_object(
+    doc: &mut Map<String, Value>,
+    key: &str,
+) -> Result<Map<String, Value>, EnvelopeError> {
     match doc.remove(key) {
         Some(Value::Object(m)) => Ok(m),
         Some(Value::Null) | None => Ok(Map::new()),
-        Some(_) => Err(EnvelopeError::NotEnvelope(format!("\"{key}\" is not an object"))),
+        Some(_) => Err(EnvelopeError::NotEnvelope(format!(
+            "\"{key}\" is not an object"
+        ))),
     }
 }
 
@@ -86,7 +104,9 @@ fn take_string(doc: &mut Map<String, Value>, key: &str) -> Result<Option<String>
     match doc.remove(key) {
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Null) | None => Ok(None),
-        Some(_) => Err(EnvelopeError::NotEnvelope(format!("\"{key}\" is not a string"))),
+        Some(_) => Err(EnvelopeError::NotEnvelope(format!(
+            "\"{key}\" is not a string"
+        ))),
     }
 }
 
@@ -96,7 +116,11 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, EnvelopeError> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     STANDARD
         .decode(&compact)
-        .or_else(|e| STANDARD_NO_PAD.decode(compact.trim_end_matches('=')).map_err(|_| e))
+        .or_else(|e| {
+            STANDARD_NO_PAD
+                .decode(compact.trim_end_matches('='))
+                .map_err(|_| e)
+        })
         .map_err(|e| EnvelopeError::BadBase64(e.to_string()))
 }
 
@@ -111,13 +135,19 @@ fn decompress(compression: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> 
         "application/x-gzip" | "application/gzip" | "application/zlib" | "zlib" | "gzip" => {
             let mut out = Vec::new();
             if data.starts_with(&[0x1f, 0x8b]) {
-                flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(bad)?;
+                flate2::read::GzDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .map_err(bad)?;
             } else {
-                flate2::read::ZlibDecoder::new(data).read_to_end(&mut out).map_err(bad)?;
+                flate2::read::ZlibDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .map_err(bad)?;
             }
             Ok(out)
         }
-        _ => Err(EnvelopeError::UnsupportedCompression(compression.to_string())),
+        _ => Err(EnvelopeError::UnsupportedCompression(
+            compression.to_string(),
+        )),
     }
 }
 
@@ -125,10 +155,7 @@ fn decompress(compression: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> 
 mod tests {
     use super::*;
 
-    pub(crate) fn fixture(name: &str) -> Value {
-        let path = format!("{}/tests/fixtures/celery-5.7/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
+    use crate::protocol::test_fixture as fixture;
 
     #[test]
     fn parses_plain_envelope() {
@@ -136,7 +163,10 @@ mod tests {
         let env = Envelope::parse(f["raw"].as_str().unwrap()).unwrap();
         assert_eq!(env.content_type, "application/json");
         assert_eq!(env.content_encoding, "utf-8");
-        assert_eq!(env.delivery_tag(), Some("f93b33ab-1478-45f0-930b-7672ea6ec83c"));
+        assert_eq!(
+            env.delivery_tag(),
+            Some("f93b33ab-1478-45f0-930b-7672ea6ec83c")
+        );
         assert_eq!(env.headers["task"], "proj.add");
         let body: Value = serde_json::from_slice(&env.body).unwrap();
         assert_eq!(body, f["decoded"]["body"]);
@@ -168,15 +198,25 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(matches!(Envelope::parse("nope"), Err(EnvelopeError::NotJson(_))));
-        assert!(matches!(Envelope::parse("[1]"), Err(EnvelopeError::NotEnvelope(_))));
-        assert!(matches!(Envelope::parse(r#"{"headers": {}}"#), Err(EnvelopeError::NotEnvelope(_))));
+        assert!(matches!(
+            Envelope::parse("nope"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            Envelope::parse("[1]"),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(r#"{"headers": {}}"#),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
         assert!(matches!(
             Envelope::parse(r#"{"body": "!!!", "properties": {"body_encoding": "base64"}}"#),
             Err(EnvelopeError::BadBase64(_))
         ));
         assert_eq!(
-            Envelope::parse(r#"{"body": "", "headers": {"compression": "application/x-bz2"}}"#).unwrap_err(),
+            Envelope::parse(r#"{"body": "", "headers": {"compression": "application/x-bz2"}}"#)
+                .unwrap_err(),
             EnvelopeError::UnsupportedCompression("application/x-bz2".into())
         );
         assert!(matches!(

@@ -90,7 +90,11 @@ pub fn float_repr(f: f64) -> String {
         None => (false, mantissa),
     };
     let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    let digits = if digits.is_empty() { "0".to_string() } else { digits };
+    let digits = if digits.is_empty() {
+        "0".to_string()
+    } else {
+        digits
+    };
     let mut out = String::new();
     if neg {
         out.push('-');
@@ -159,15 +163,20 @@ mod tests {
 
     #[test]
     fn separators_and_order() {
-        let v: Value = serde_json::from_str(r#"{"b": 1, "a": [1, 2, {"c": null}], "d": true}"#).unwrap();
-        assert_eq!(to_string(&v), r#"{"b": 1, "a": [1, 2, {"c": null}], "d": true}"#);
+        let v: Value =
+            serde_json::from_str(r#"{"b": 1, "a": [1, 2, {"c": null}], "d": true}"#).unwrap();
+        assert_eq!(
+            to_string(&v),
+            r#"{"b": 1, "a": [1, 2, {"c": null}], "d": true}"#
+        );
         assert_eq!(to_string(&json!([])), "[]");
         assert_eq!(to_string(&json!({})), "{}");
     }
 
     #[test]
     fn ensure_ascii_escapes() {
-        let v = json!("h\u{e9}llo \u{2603} \u{2028} \"q\" \\ \n\r\t\u{8}\u{c}\u{1}\u{7f} \u{1F600}");
+        let v =
+            json!("h\u{e9}llo \u{2603} \u{2028} \"q\" \\ \n\r\t\u{8}\u{c}\u{1}\u{7f} \u{1F600}");
         assert_eq!(
             to_string(&v),
             r#""h\u00e9llo \u2603 \u2028 \"q\" \\ \n\r\t\b\f\u0001\u007f \ud83d\ude00""#

@@ -26,7 +26,13 @@ pub fn repr(value: &Value) -> String {
 /// `(2, 3)` / `(1,)` / `()`: the repr of args as a tuple.
 pub fn args_repr(args: &[Value]) -> String {
     let mut tokens = Vec::new();
-    push_seq(&mut tokens, args.iter(), "(", if args.len() == 1 { ",)" } else { ")" }, 0);
+    push_seq(
+        &mut tokens,
+        args.iter(),
+        "(",
+        if args.len() == 1 { ",)" } else { ")" },
+        0,
+    );
     render(&tokens, Some(ARGSREPR_MAXSIZE))
 }
 
@@ -54,7 +60,11 @@ pub fn python_repr(value: &Value) -> String {
 
 /// Builtin `repr()` of a `str`.
 pub fn python_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -336,15 +346,25 @@ mod tests {
         assert_eq!(args(json!([1])), "(1,)");
         assert_eq!(args(json!([])), "()");
         assert_eq!(args(json!([[0, 2, 4]])), "([0, 2, 4],)");
-        assert_eq!(args(json!([null, true, false, 1.0, "x"])), "(None, True, False, 1.0, 'x')");
+        assert_eq!(
+            args(json!([null, true, false, 1.0, "x"])),
+            "(None, True, False, 1.0, 'x')"
+        );
     }
 
     #[test]
     fn kwargs_dicts() {
         assert_eq!(kwargs_repr(json!({}).as_object().unwrap()), "{}");
-        assert_eq!(kwargs_repr(json!({"y": 10}).as_object().unwrap()), "{'y': 10}");
         assert_eq!(
-            kwargs_repr(json!({"a": [1, {"b": "c"}], "it's": 2}).as_object().unwrap()),
+            kwargs_repr(json!({"y": 10}).as_object().unwrap()),
+            "{'y': 10}"
+        );
+        assert_eq!(
+            kwargs_repr(
+                json!({"a": [1, {"b": "c"}], "it's": 2})
+                    .as_object()
+                    .unwrap()
+            ),
             "{'a': [1, {'b': 'c'}], 'it\\'s': 2}"
         );
     }
@@ -352,7 +372,10 @@ mod tests {
     #[test]
     fn celery_string_quoting() {
         // From task-v2-unicode.json: U+2028 and double quotes stay raw.
-        assert_eq!(args(json!(["h\u{e9}llo \u{2603} \u{2028} \"q\""])), "('h\u{e9}llo \u{2603} \u{2028} \"q\"',)");
+        assert_eq!(
+            args(json!(["h\u{e9}llo \u{2603} \u{2028} \"q\""])),
+            "('h\u{e9}llo \u{2603} \u{2028} \"q\"',)"
+        );
         assert_eq!(repr(&json!("it's")), "'it\\'s'");
         assert_eq!(repr(&json!("a\nb")), "'a\nb'");
         assert_eq!(repr(&json!(42)), "42");
@@ -388,8 +411,17 @@ mod tests {
         assert_eq!(python_repr(&json!("abc")), "'abc'");
         assert_eq!(python_repr(&json!("it's")), "\"it's\"");
         assert_eq!(python_repr(&json!("it's \"q\"")), "'it\\'s \"q\"'");
-        assert_eq!(python_repr(&json!("a\\b\n\t\r\u{1}\u{7f}")), "'a\\\\b\\n\\t\\r\\x01\\x7f'");
-        assert_eq!(python_repr(&json!("h\u{e9}llo \u{2603} \u{2028}")), "'h\u{e9}llo \u{2603} \\u2028'");
-        assert_eq!(python_repr(&json!([null, true, 1.5, {"k": "v"}])), "[None, True, 1.5, {'k': 'v'}]");
+        assert_eq!(
+            python_repr(&json!("a\\b\n\t\r\u{1}\u{7f}")),
+            "'a\\\\b\\n\\t\\r\\x01\\x7f'"
+        );
+        assert_eq!(
+            python_repr(&json!("h\u{e9}llo \u{2603} \u{2028}")),
+            "'h\u{e9}llo \u{2603} \\u2028'"
+        );
+        assert_eq!(
+            python_repr(&json!([null, true, 1.5, {"k": "v"}])),
+            "[None, True, 1.5, {'k': 'v'}]"
+        );
     }
 }

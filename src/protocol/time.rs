@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(t.timestamp_subsec_micros(), 982474);
         assert_eq!(format_iso(t), "2026-11-23T23:33:22.982474+00:00");
         assert_eq!(parse_iso("2026-11-23T23:33:22.982474").unwrap(), t);
-        assert_eq!(parse_iso("2030-01-01"), Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()));
+        assert_eq!(
+            parse_iso("2030-01-01"),
+            Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap())
+        );
         assert_eq!(parse_iso("not a date"), None);
         assert_eq!(parse_iso(""), None);
     }
