@@ -146,7 +146,7 @@ impl TaskMessage {
                 ));
             }
             // `taskset` is the pre-3.0 name of `group`.
-            if fields.get("group").map_or(true, Value::is_null) {
+            if fields.get("group").is_none_or(Value::is_null) {
                 if let Some(ts) = fields.get("taskset").filter(|v| !v.is_null()).cloned() {
                     fields.insert("group".into(), ts);
                 }
