@@ -120,7 +120,9 @@ fn spawn(argv: &[String]) -> std::io::Result<Child> {
     // and exec.
     unsafe {
         command.pre_exec(move || {
-            // A killed pool child must not leave its task running.
+            // A killed pool child must not leave its task running. The
+            // signal follows the forking *thread*, so callers should run
+            // exec tasks on a thread that outlives the task (the child's main).
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -218,20 +220,13 @@ fn drive(child: &mut Child, input: &[u8], soft_deadline: Option<Instant>) -> std
             stdin = None; // EOF tells the command its input is complete.
         }
         let now = Instant::now();
-        if !soft_limited && soft_deadline.is_some_and(|d| now >= d) {
-            soft_limited = true;
-            kill_group(child, Signal::SIGTERM);
-            kill_at = Some(now + TERM_GRACE);
-        }
-        if kill_at.is_some_and(|k| now >= k) {
-            kill_group(child, Signal::SIGKILL);
-            kill_at = None;
-        }
         if status.is_none() {
             status = child.try_wait()?;
         }
-        // Once the process is gone, only what is already buffered is ours;
-        // a grandchild holding the pipes open must not keep us waiting.
+        // Checked before the deadlines, so a command finishing just in time
+        // is not failed. Once the process is gone, only what is already
+        // buffered is ours: a grandchild holding the pipes open must not
+        // keep us waiting.
         if let Some(status) = status {
             if let Some(f) = stdout.as_mut() {
                 drain(f, &mut out)?;
@@ -246,21 +241,27 @@ fn drive(child: &mut Child, input: &[u8], soft_deadline: Option<Instant>) -> std
                 soft_limited,
             });
         }
+        if !soft_limited && soft_deadline.is_some_and(|d| now >= d) {
+            soft_limited = true;
+            kill_group(child, Signal::SIGTERM);
+            kill_at = Some(now + TERM_GRACE);
+        }
+        if kill_at.is_some_and(|k| now >= k) {
+            kill_group(child, Signal::SIGKILL);
+            kill_at = None;
+        }
+        let pending = if soft_limited { None } else { soft_deadline };
         if stdout.is_none() && stderr.is_none() && stdin.is_none() {
-            // Only the exit remains; poll has nothing to wait on.
-            std::thread::sleep(Duration::from_millis(2).min(time_left(
-                now,
-                soft_deadline,
-                kill_at,
-            )));
+            // Only the exit remains and poll has nothing to wait on.
+            if pending.is_none() && kill_at.is_none() {
+                status = Some(child.wait()?);
+            } else {
+                std::thread::sleep(Duration::from_millis(2).min(time_left(now, pending, kill_at)));
+            }
             continue;
         }
 
-        let timeout = EXIT_CHECK.min(time_left(
-            now,
-            if soft_limited { None } else { soft_deadline },
-            kill_at,
-        ));
+        let timeout = EXIT_CHECK.min(time_left(now, pending, kill_at));
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::ZERO);
         let (in_ready, out_ready, err_ready) = {
             let mut fds = Vec::with_capacity(3);
