@@ -841,10 +841,3 @@ visibility_timeout = 60
         assert_eq!(app.tasks.len(), 10);
     }
 }
-
-impl AppConfig {
-    /// Applies a `key=value` setting override (the worker's `-- key=value`).
-    pub fn apply_override(&mut self, setting: &str) -> Result<(), AppError> {
-        Err(AppError::Invalid(format!("unknown setting {setting:?}")))
-    }
-}
