@@ -26,9 +26,14 @@ pub enum Report {
     /// Connected and consuming.
     Ready,
     /// A task message arrived (logged by the main process as Celery does).
-    Received { id: String, task: String },
+    Received {
+        id: String,
+        task: String,
+    },
     Started(Started),
-    Done { id: String },
+    Done {
+        id: String,
+    },
 }
 
 impl Report {
