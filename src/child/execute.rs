@@ -14,7 +14,7 @@ use crate::broker::backend::Backend;
 use crate::broker::reserve::{now_secs, Reserved, Scripts};
 use crate::broker::{keys, BrokerError};
 use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
-use crate::tasks::{Invocation, TaskSpec};
+use crate::tasks::{Executor as TaskExecutor, Invocation, TaskSpec};
 
 /// How far in the future an ETA must be to park the message rather than run it.
 const ETA_SLACK: Duration = Duration::from_millis(5);
@@ -228,10 +228,23 @@ impl<'a> Executor<'a> {
         if !ignore_result {
             self.store_with_retry(conns, &meta)?;
         }
+        // A builtin called with the wrong arguments is bad input, not a task
+        // that ran and failed: keep the message for the operator too.
+        if let (Err(err), TaskExecutor::Builtin(_)) = (&result, &spec.executor) {
+            if err.exc.exc_type == "TypeError" {
+                let reason = format!(
+                    "wrong arguments for builtin {}: {}",
+                    task.task,
+                    err.exc.repr()
+                );
+                let record =
+                    self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+            }
+        }
         if acks_late {
             scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
         }
-        let _ = msg;
         if reporter
             .send(&Report::Done {
                 id: task.id.clone(),
@@ -303,6 +316,18 @@ impl<'a> Executor<'a> {
         let tag = Envelope::parse(&msg.raw)
             .ok()
             .and_then(|e| e.delivery_tag().map(str::to_string));
+        let record = self.dead_letter_record(msg, reason, task_id, task);
+        scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
+    }
+
+    /// The JSON record kept in the dead-letter list (documented in the README).
+    fn dead_letter_record(
+        &self,
+        msg: &Reserved,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> String {
         let record = json!({
             "reason": reason,
             "task_id": task_id,
@@ -313,11 +338,6 @@ impl<'a> Executor<'a> {
             "unix_time": now_secs(),
             "message": msg.raw,
         });
-        scripts.dead_letter(
-            conns.broker()?,
-            held,
-            tag.as_deref(),
-            &pyjson::to_string(&record),
-        )
+        pyjson::to_string(&record)
     }
 }
