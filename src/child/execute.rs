@@ -13,6 +13,7 @@ use super::ChildSpec;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{now_secs, Reserved, Scripts};
 use crate::broker::{keys, BrokerError};
+use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
 use crate::tasks::{Executor as TaskExecutor, Invocation, TaskSpec};
 
@@ -313,9 +314,7 @@ impl<'a> Executor<'a> {
         task_id: Option<&str>,
         task: Option<&str>,
     ) -> Result<(), BrokerError> {
-        let tag = Envelope::parse(&msg.raw)
-            .ok()
-            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = delivery_tag_of(&msg.raw);
         let record = self.dead_letter_record(msg, reason, task_id, task);
         scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
     }

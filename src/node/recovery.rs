@@ -11,7 +11,8 @@ use crate::broker::backend::Backend;
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, keys, BrokerError};
 use crate::child::report::Started;
-use crate::protocol::{pyjson, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
+use crate::protocol::envelope::delivery_tag_of;
+use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.
 pub enum Lost {
@@ -152,10 +153,7 @@ impl Recovery {
                 self.store.store(con, &task.id, &json)?;
             }
         }
-        let tag = raw
-            .as_deref()
-            .and_then(|r| Envelope::parse(r).ok())
-            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = raw.as_deref().and_then(delivery_tag_of);
         self.broker()?;
         match self.broker.as_mut() {
             Some(con) => self.scripts.ack(con, &held, tag.as_deref()),
@@ -200,9 +198,7 @@ impl Recovery {
             }
             _ => self.default_queue.clone(),
         };
-        let tag = Envelope::parse(raw)
-            .ok()
-            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = delivery_tag_of(raw);
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
         self.broker()?;
         match self.broker.as_mut() {
