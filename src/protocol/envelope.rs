@@ -151,6 +151,18 @@ fn decompress(compression: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> 
     }
 }
 
+/// `properties.delivery_tag` of anything that is JSON, even when it is not a
+/// usable envelope (no body, bad base64), so such a message can still be
+/// removed from `unacked`.
+pub fn delivery_tag_of(raw: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(raw).ok()?;
+    value
+        .get("properties")?
+        .get("delivery_tag")?
+        .as_str()
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,16 +238,4 @@ mod tests {
             Err(EnvelopeError::BadCompression { .. })
         ));
     }
-}
-
-/// `properties.delivery_tag` of anything that is JSON, even when it is not a
-/// usable envelope (no body, bad base64), so such a message can still be
-/// removed from `unacked`.
-pub fn delivery_tag_of(raw: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(raw).ok()?;
-    value
-        .get("properties")?
-        .get("delivery_tag")?
-        .as_str()
-        .map(str::to_string)
 }
