@@ -434,3 +434,73 @@ fn rmulti_call_sends_a_task_and_prints_its_result() {
         .code_is(1);
     assert!(run.stdout().contains("ValueError"), "{}", run.stdout());
 }
+
+#[test]
+fn unacked_messages_past_the_visibility_timeout_are_restored_and_run() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app(
+        "proj",
+        "[broker_transport_options]\nvisibility_timeout = 60",
+    );
+    // What a crashed Python worker leaves behind: kombu's unacked entry, old.
+    let (id, env) = task_envelope("celery", "proj.tasks.add", &json!([2, 3]), &json!({}));
+    let tag = env["properties"]["delivery_tag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let entry = json!([env, "", "celery"]).to_string();
+    redis.cmd(&["HSET", "unacked", &tag, &entry]);
+    redis.cmd(&["ZADD", "unacked_index", "1000", &tag]);
+    let (run, _guard) = start(&dir, &["-c", "1"]);
+    run.success();
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("restored and run");
+    assert_eq!(meta["result"], 5);
+    // The child may finish the task before the main process logs the restore.
+    assert!(
+        wait_until(Duration::from_secs(5), || dir
+            .read("w1.log")
+            .contains("Restored 1 unacknowledged message(s)")),
+        "{}",
+        dir.read("w1.log")
+    );
+    assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
+}
+
+#[test]
+fn umask_and_workdir_apply_to_pidfile_and_logs() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    std::fs::create_dir(dir.join("wd")).unwrap();
+    dir.write(
+        "wd/proj.toml",
+        std::fs::read(dir.write_app("proj", "")).unwrap(),
+    );
+    let mut guard = NodeGuard::new(&dir.join("wd"), &["w1.pid"]);
+    Rmulti::new(&dir)
+        .args([
+            "worker",
+            "-A",
+            "proj",
+            "-n",
+            NODE,
+            "-c",
+            "1",
+            "--detach",
+            "--workdir=wd",
+            "--umask=0077",
+            "--pidfile=%n.pid",
+            "--logfile=%n%I.log",
+        ])
+        .run()
+        .success();
+    guard.remember();
+    for f in ["wd/w1.pid", "wd/w1.log", "wd/w1-1.log"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f} created under umask 0077");
+    }
+    assert!(!dir.join("w1.pid").exists());
+}

@@ -45,6 +45,9 @@ pub const HANDLED: &[Signal] = &[
 /// so a child that cannot start does not spin the CPU.
 const SHORT_LIFE: Duration = Duration::from_secs(1);
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+/// How often the visibility-timeout restore runs (kombu: every 10 s, scanning
+/// on every 10th call).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -82,6 +85,7 @@ pub struct Supervisor {
     exit_code: i32,
     respawn_after: HashMap<usize, Instant>,
     main_pid: Pid,
+    next_sweep: Instant,
 }
 
 impl Supervisor {
@@ -105,6 +109,7 @@ impl Supervisor {
             exit_code: exit::OK,
             respawn_after: HashMap::new(),
             main_pid: getpid(),
+            next_sweep: Instant::now(),
         }
     }
 
@@ -123,6 +128,7 @@ impl Supervisor {
             self.reap();
             self.enforce_time_limits();
             self.check_ready();
+            self.sweep_when_due();
         }
         self.finish();
         self.exit_code
@@ -544,6 +550,13 @@ impl Supervisor {
                 c.time_limit_hit = Some(limit);
                 kill_group(c.pid);
             }
+        }
+    }
+
+    fn sweep_when_due(&mut self) {
+        if self.phase == Phase::Running && Instant::now() >= self.next_sweep {
+            self.next_sweep = Instant::now() + SWEEP_INTERVAL;
+            self.recovery.sweep(self.cfg.app.visibility_timeout);
         }
     }
 
