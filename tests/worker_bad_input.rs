@@ -258,3 +258,28 @@ fn envelope_without_headers_or_body_is_dead_lettered() {
     n.wait_dead_letter("[1, 2, 3]");
     n.still_serves();
 }
+
+#[test]
+fn a_result_redis_refuses_to_store_is_kept_not_lost() {
+    let n = node();
+    let (id, env) = task_envelope("celery", "proj.tasks.add", &json!([1, 1]), &json!({}));
+    // Someone else's data under the result key: Redis answers WRONGTYPE.
+    n.redis.cmd_db(
+        RESULT_DB,
+        &["HSET", &format!("celery-task-meta-{id}"), "f", "v"],
+    );
+    publish_raw(&n.redis, "celery", env.to_string().as_bytes());
+    let rec = n.wait_dead_letter(&id);
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("result could not be stored"),
+        "{rec}"
+    );
+    assert!(
+        rec["reason"].as_str().unwrap().contains("\"result\": 2"),
+        "{rec}"
+    );
+    n.still_serves();
+}

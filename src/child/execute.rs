@@ -227,7 +227,27 @@ impl<'a> Executor<'a> {
             }
         };
         if !ignore_result {
-            self.store_with_retry(conns, &meta)?;
+            match self.store_with_retry(conns, &meta) {
+                Ok(()) => {}
+                // Redis answers but refuses the write (wrong key type, OOM...):
+                // the outcome goes to the dead-letter list instead of nowhere.
+                Err(e) if !e.is_connection_problem() => {
+                    tracing::error!(
+                        "Cannot store the result of {}[{}]: {e}; kept in {}",
+                        task.task,
+                        task.id,
+                        keys::DEAD_LETTER
+                    );
+                    let reason = format!(
+                        "result could not be stored: {e}; result: {}",
+                        meta.to_json()
+                    );
+                    let record =
+                        self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                    crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         // A builtin called with the wrong arguments is bad input, not a task
         // that ran and failed: keep the message for the operator too.
@@ -317,6 +337,21 @@ impl<'a> Executor<'a> {
         let tag = delivery_tag_of(&msg.raw);
         let record = self.dead_letter_record(msg, reason, task_id, task);
         scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
+    }
+
+    /// Dead-letters a message that cannot be handled at all.
+    pub fn give_up(
+        &self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let task = TaskMessage::decode(&msg.raw).ok();
+        let id = task.as_ref().map(|t| t.id.as_str());
+        let name = task.as_ref().map(|t| t.task.as_str());
+        self.dead_letter(msg, held, scripts, conns, reason, id, name)
     }
 
     /// The JSON record kept in the dead-letter list (documented in the README).
