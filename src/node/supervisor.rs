@@ -67,6 +67,8 @@ struct Child {
     spawned: Instant,
     current: Option<(Started, Instant)>,
     time_limit_hit: Option<f64>,
+    /// What the child said before dying, if it could not run at all.
+    fatal: Option<String>,
     /// Asked to leave (warm stop, HUP, shrink): not counted as a slot's occupant for respawns.
     retiring: bool,
     jobs: usize,
@@ -405,6 +407,7 @@ impl Supervisor {
                         spawned: Instant::now(),
                         current: None,
                         time_limit_hit: None,
+                        fatal: None,
                         retiring: false,
                         jobs: 0,
                     },
@@ -430,6 +433,7 @@ impl Supervisor {
             for report in take_lines(&mut c.buf) {
                 match report {
                     Report::Ready => c.ready = true,
+                    Report::Fatal { message } => c.fatal = Some(message),
                     Report::Received { id, task } => {
                         received.push(format!("Task {task}[{id}] received"))
                     }
@@ -486,6 +490,7 @@ impl Supervisor {
                 Report::Done { .. } => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
+                Report::Fatal { message } => c.fatal = Some(message),
             }
         }
         let name = format!("ForkPoolWorker-{}", c.number);
@@ -515,10 +520,13 @@ impl Supervisor {
                 .logfile(c.slot)
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "stderr".into());
-            let msg = format!(
+            let mut msg = format!(
                 "Pool child {name} exited during start-up ({}); see {log}",
                 abnormal.unwrap_or_else(|| "exitcode 0".to_string())
             );
+            if let Some(fatal) = &c.fatal {
+                msg = format!("{fatal}\n{msg}");
+            }
             tracing::error!("{msg}");
             self.notifier.fail(exit::FAILURE, &msg);
             self.exit_code = exit::FAILURE;
