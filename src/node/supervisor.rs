@@ -561,10 +561,44 @@ impl Supervisor {
     }
 }
 
-/// Kills a child and its process group (an exec task's processes with it).
+/// Kills a pool child, its process group, and the process group of each of
+/// its own children. An exec task's command runs in a group of its own
+/// (`tasks::exec`), so killing the pool child's group alone would leave
+/// whatever the command started (`sh -c 'sleep 30; ...'`) running as an
+/// orphan: PR_SET_PDEATHSIG reaches the command, not its children. The
+/// command's group is killed first, while it is still the pool child's.
 fn kill_group(pid: Pid) {
+    let own_group = nix::unistd::getpgrp();
+    for kid in children_of(pid) {
+        if nix::unistd::getpgid(Some(kid)) == Ok(kid) && kid != own_group && kid != pid {
+            let _ = killpg(kid, Signal::SIGKILL);
+        }
+        let _ = kill(kid, Signal::SIGKILL);
+    }
     let _ = killpg(pid, Signal::SIGKILL);
     let _ = kill(pid, Signal::SIGKILL);
+}
+
+/// The live children of `pid`, from the parent field of `/proc/<p>/stat`.
+fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name may hold spaces: the fields start after the last ')'.
+                    let rest = stat.get(stat.rfind(')')? + 2..)?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
 
 /// The body of a forked pool child.
