@@ -608,3 +608,27 @@ fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
         .unwrap_or_else(|| panic!("the held task was not run again\n{}", logs(&dir)));
     assert_eq!(exc_type(&meta), "TimeLimitExceeded", "{meta}");
 }
+
+#[test]
+fn a_lost_task_is_recorded_after_redis_restarted() {
+    let mut redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", TRACK_STARTED);
+    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    assert_serves(&redis, &dir, 1, 2);
+
+    // Redis restarts: every connection the node had is dead.
+    redis.stop();
+    redis.restart();
+    assert_serves(&redis, &dir, 3, 4);
+
+    // The main process, not the child, records the outcome of a lost task.
+    let child = only_child(pid);
+    let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
+    wait_started(&redis, &id);
+    signal(child, libc::SIGKILL);
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("outcome of the lost task not recorded\n{}", logs(&dir)));
+    assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
+}
