@@ -632,3 +632,25 @@ fn a_lost_task_is_recorded_after_redis_restarted() {
         .unwrap_or_else(|| panic!("outcome of the lost task not recorded\n{}", logs(&dir)));
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
 }
+
+#[test]
+fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let (_guard, _pid) = start(&dir, &["-c", "1", "--max-tasks-per-child", "1"]);
+
+    let begun = Instant::now();
+    let ids: Vec<String> = (0..6)
+        .map(|i| publish_task(&redis, "celery", "proj.tasks.add", &format!("[{i}, 1]")))
+        .collect();
+    for id in &ids {
+        redis
+            .wait_result(id, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no result for {id}\n{}", logs(&dir)));
+    }
+    // Six children in a row, each one task: a healthy child that did its
+    // work is replaced at once, not after the crash-loop back-off.
+    let took = begun.elapsed();
+    assert!(took < Duration::from_millis(2000), "6 tasks took {took:?}");
+}
