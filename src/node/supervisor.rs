@@ -476,7 +476,10 @@ impl Supervisor {
         c.buf.extend_from_slice(&rest);
         for report in take_lines(&mut c.buf) {
             match report {
-                Report::Started(s) => c.current = Some((s, Instant::now())),
+                Report::Started(s) => {
+                    c.current = Some((s, Instant::now()));
+                    c.jobs += 1;
+                }
                 Report::Done { .. } => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
@@ -520,7 +523,11 @@ impl Supervisor {
             self.retire_all(Signal::SIGKILL);
             return;
         }
-        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring {
+        // The back-off is for children that cannot start or crash at once; a
+        // child that ran tasks and left normally (max-tasks-per-child,
+        // max-memory-per-child) is replaced at once.
+        let healthy = abnormal.is_none() && c.jobs > 0;
+        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring && !healthy {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
         }
