@@ -396,3 +396,62 @@ fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
         .expect("result");
     assert_eq!(meta["result"], 5);
 }
+
+#[test]
+fn quit_requeues_a_running_acks_late_task() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+
+    let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
+    wait_started(&redis, &id);
+    signal(pid, libc::SIGQUIT);
+    assert!(
+        wait_until(Duration::from_secs(3), || node_gone(&dir, pid)),
+        "node still there 3 s after QUIT\n{}",
+        log_excerpt(&dir)
+    );
+    // Late ack: the message goes back to its queue for the next worker,
+    // marked redelivered; no failure is recorded.
+    let queued = redis.cmd(&["LRANGE", "celery", "0", "-1"]).strings();
+    assert_eq!(queued.len(), 1, "{queued:?}\n{}", log_excerpt(&dir));
+    let env: Value = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(env["headers"]["id"], id.as_str());
+    assert_eq!(env["headers"]["redelivered"], true);
+    assert_eq!(redis.result(&id).unwrap()["status"], "STARTED");
+    assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
+    let held = redis.cmd(&["KEYS", "rmulti.held.*"]).strings();
+    assert!(held.is_empty(), "{held:?}");
+}
+
+#[test]
+fn a_parked_eta_message_survives_a_warm_shutdown() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+
+    let eta = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let (_id, mut envelope) = task_envelope(
+        "celery",
+        "proj.tasks.add",
+        &serde_json::json!([1, 2]),
+        &serde_json::json!({}),
+    );
+    envelope["headers"]["eta"] =
+        serde_json::json!(eta.to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+    publish_raw(&redis, "celery", envelope.to_string().as_bytes());
+    assert!(
+        wait_until(Duration::from_secs(3), || redis
+            .cmd(&["ZCARD", "rmulti.eta"])
+            .int()
+            == 1),
+        "not parked\n{}",
+        log_excerpt(&dir)
+    );
+    signal(pid, libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(3), || node_gone(&dir, pid)));
+    assert_eq!(redis.cmd(&["ZCARD", "rmulti.eta"]).int(), 1);
+    assert_eq!(redis.cmd(&["HLEN", "rmulti.eta.messages"]).int(), 1);
+}
