@@ -14,4 +14,5 @@ pub mod logging;
 pub mod multi;
 pub mod node;
 pub mod protocol;
+pub mod signals;
 pub mod tasks;

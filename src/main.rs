@@ -13,7 +13,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Worker(_args) => rmulti::exit::FAILURE,
+        Command::Worker(args) => rmulti::node::run_worker(*args),
         Command::Call(_args) => rmulti::exit::FAILURE,
     };
     std::process::exit(code);
