@@ -9,6 +9,7 @@ pub mod app;
 pub mod broker;
 pub mod child;
 pub mod cli;
+pub mod client;
 pub mod exit;
 pub mod logging;
 pub mod multi;

@@ -51,7 +51,11 @@ pub fn parse_level(text: &str) -> Result<LevelFilter, LogError> {
 
 /// Opens (creating) a log file in append mode.
 pub fn open(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new().create(true).append(true).open(path).map_err(|e| LogError::Open(path.to_path_buf(), e))
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| LogError::Open(path.to_path_buf(), e))
 }
 
 /// Installs the global subscriber. `file` None logs to stderr.
@@ -73,7 +77,10 @@ pub fn set_target(file: Option<File>, process: &str) {
         None => Target::Stderr,
     };
     if let Ok(mut state) = STATE.lock() {
-        *state = Some(State { target, process: process.to_string() });
+        *state = Some(State {
+            target,
+            process: process.to_string(),
+        });
     }
 }
 
@@ -102,7 +109,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let now = chrono::Local::now();
         write!(
             writer,
@@ -130,7 +142,9 @@ impl<'a> MakeWriter<'a> for SharedWriter {
 impl Write for LineWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // One write_all per record keeps lines whole in a shared O_APPEND file.
-        let mut guard = STATE.lock().map_err(|_| std::io::Error::other("log state poisoned"))?;
+        let mut guard = STATE
+            .lock()
+            .map_err(|_| std::io::Error::other("log state poisoned"))?;
         match guard.as_mut().map(|s| &mut s.target) {
             Some(Target::File(f)) => f.write_all(buf)?,
             _ => std::io::stderr().write_all(buf)?,

@@ -48,12 +48,19 @@ impl SelfPipe {
 pub fn install(signals: &[Signal]) -> nix::Result<SelfPipe> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     WAKE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
-    let action = SigAction::new(SigHandler::Handler(record), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(record),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in signals {
         // SAFETY: the handler only touches atomics and write(2).
         unsafe { signal::sigaction(*sig, &action)? };
     }
-    Ok(SelfPipe { read, _write: write })
+    Ok(SelfPipe {
+        read,
+        _write: write,
+    })
 }
 
 /// Takes (and clears) how many times `sig` arrived since the last call.
@@ -79,7 +86,11 @@ pub fn reset_in_child(signals: &[Signal]) {
 
 /// Installs `record` without a wake pipe (pool children poll `take`).
 pub fn install_flags(signals: &[Signal]) -> nix::Result<()> {
-    let action = SigAction::new(SigHandler::Handler(record), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(record),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in signals {
         // SAFETY: the handler only touches atomics.
         unsafe { signal::sigaction(*sig, &action)? };

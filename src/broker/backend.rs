@@ -30,12 +30,20 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(expires: Option<u64>) -> Backend {
-        Backend { store: Script::new(STORE), expires }
+        Backend {
+            store: Script::new(STORE),
+            expires,
+        }
     }
 
     /// Stores `meta_json` for `task_id`. Returns false when a SUCCESS was
     /// already stored (a duplicate delivery must not overwrite it).
-    pub fn store(&self, con: &mut Connection, task_id: &str, meta_json: &str) -> Result<bool, BrokerError> {
+    pub fn store(
+        &self,
+        con: &mut Connection,
+        task_id: &str,
+        meta_json: &str,
+    ) -> Result<bool, BrokerError> {
         let stored: i64 = self
             .store
             .key(keys::result_key(task_id))

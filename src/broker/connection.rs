@@ -12,9 +12,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("invalid Redis URL {url}: {source}")]
-    BadUrl { url: String, source: redis::RedisError },
+    BadUrl {
+        url: String,
+        source: redis::RedisError,
+    },
     #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: redis::RedisError },
+    Connect {
+        url: String,
+        source: redis::RedisError,
+    },
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from Redis: {0}")]
@@ -26,7 +32,12 @@ impl BrokerError {
     pub fn is_connection_problem(&self) -> bool {
         match self {
             BrokerError::Connect { .. } => true,
-            BrokerError::Redis(e) => e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal(),
+            BrokerError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+            }
             _ => false,
         }
     }
@@ -35,10 +46,16 @@ impl BrokerError {
 /// Connects to `url` (masked in errors) with rmulti's timeouts.
 pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
     let shown = super::url::masked(url);
-    let client = redis::Client::open(url).map_err(|source| BrokerError::BadUrl { url: shown.clone(), source })?;
+    let client = redis::Client::open(url).map_err(|source| BrokerError::BadUrl {
+        url: shown.clone(),
+        source,
+    })?;
     let con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|source| BrokerError::Connect { url: shown.clone(), source })?;
+        .map_err(|source| BrokerError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(con)
@@ -48,5 +65,8 @@ pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
 pub fn validate_url(url: &str) -> Result<(), BrokerError> {
     redis::Client::open(url)
         .map(|_| ())
-        .map_err(|source| BrokerError::BadUrl { url: super::url::masked(url), source })
+        .map_err(|source| BrokerError::BadUrl {
+            url: super::url::masked(url),
+            source,
+        })
 }

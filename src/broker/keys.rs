@@ -19,7 +19,12 @@ pub const DEAD_LETTER: &str = "rmulti.deadletter";
 
 /// The list key of `queue` for a message priority (largest step ≤ priority).
 pub fn priority_key(queue: &str, priority: u8) -> String {
-    let step = PRIORITY_STEPS.iter().rev().find(|s| **s <= priority.min(9)).copied().unwrap_or(0);
+    let step = PRIORITY_STEPS
+        .iter()
+        .rev()
+        .find(|s| **s <= priority.min(9))
+        .copied()
+        .unwrap_or(0);
     if step == 0 {
         queue.to_string()
     } else {

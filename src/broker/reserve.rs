@@ -155,9 +155,18 @@ pub fn now_secs() -> f64 {
 
 impl Scripts {
     /// Takes the held message, or the first message in `queue_keys` order.
-    pub fn reserve(&self, con: &mut Connection, held: &str, queue_keys: &[String]) -> Result<Option<Reserved>, BrokerError> {
+    pub fn reserve(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        queue_keys: &[String],
+    ) -> Result<Option<Reserved>, BrokerError> {
         let mut inv = self.reserve.prepare_invoke();
-        inv.key(held).key(keys::UNACKED).key(keys::UNACKED_INDEX).key(keys::ETA_INDEX).key(keys::ETA_MESSAGES);
+        inv.key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::ETA_INDEX)
+            .key(keys::ETA_MESSAGES);
         for k in queue_keys {
             inv.key(k);
         }
@@ -168,18 +177,29 @@ impl Scripts {
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it
     /// into the held list atomically. `reserve` then registers it.
-    pub fn wait(&self, con: &mut Connection, first_key: &str, held: &str) -> Result<(), BrokerError> {
-        let _: Option<String> = redis::cmd("BLMOVE")
+    /// Returns whether a message was moved.
+    pub fn wait(
+        &self,
+        con: &mut Connection,
+        first_key: &str,
+        held: &str,
+    ) -> Result<bool, BrokerError> {
+        let moved: Option<String> = redis::cmd("BLMOVE")
             .arg(first_key)
             .arg(held)
             .arg("RIGHT")
             .arg("LEFT")
             .arg(BLOCK_TIMEOUT.as_secs_f64())
             .query(con)?;
-        Ok(())
+        Ok(moved.is_some())
     }
 
-    pub fn ack(&self, con: &mut Connection, held: &str, tag: Option<&str>) -> Result<(), BrokerError> {
+    pub fn ack(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+    ) -> Result<(), BrokerError> {
         let _: i64 = self
             .ack
             .key(held)
@@ -190,7 +210,15 @@ impl Scripts {
         Ok(())
     }
 
-    pub fn park(&self, con: &mut Connection, held: &str, tag: &str, due: f64, queue_key: &str, raw: &str) -> Result<(), BrokerError> {
+    pub fn park(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: &str,
+        due: f64,
+        queue_key: &str,
+        raw: &str,
+    ) -> Result<(), BrokerError> {
         let _: i64 = self
             .park
             .key(held)
@@ -206,7 +234,13 @@ impl Scripts {
         Ok(())
     }
 
-    pub fn dead_letter(&self, con: &mut Connection, held: &str, tag: Option<&str>, record: &str) -> Result<(), BrokerError> {
+    pub fn dead_letter(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+        record: &str,
+    ) -> Result<(), BrokerError> {
         let _: i64 = self
             .dead_letter
             .key(held)
@@ -221,7 +255,15 @@ impl Scripts {
 
     /// Puts `raw` back on `queue_key` (head, or tail when `tail`) and forgets
     /// the held/unacked copies.
-    pub fn restore(&self, con: &mut Connection, held: &str, tag: Option<&str>, queue_key: &str, raw: &str, tail: bool) -> Result<(), BrokerError> {
+    pub fn restore(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+        queue_key: &str,
+        raw: &str,
+        tail: bool,
+    ) -> Result<(), BrokerError> {
         let _: i64 = self
             .restore
             .key(held)
@@ -236,6 +278,15 @@ impl Scripts {
     }
 }
 
+/// Keeps a record in the dead-letter list without touching any message state.
+pub fn push_dead_letter(con: &mut Connection, record: &str) -> Result<(), BrokerError> {
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(keys::DEAD_LETTER)
+        .arg(record)
+        .query(con)?;
+    Ok(())
+}
+
 /// The held message of a slot, if any (for the main process's recovery).
 pub fn held_message(con: &mut Connection, held: &str) -> Result<Option<String>, BrokerError> {
     Ok(redis::cmd("LINDEX").arg(held).arg(-1).query(con)?)
@@ -243,7 +294,9 @@ pub fn held_message(con: &mut Connection, held: &str) -> Result<Option<String>, 
 
 /// Every held list of `node` (start-up recovery after a node was killed).
 pub fn held_keys(con: &mut Connection, node: &str) -> Result<Vec<String>, BrokerError> {
-    let keys: Vec<String> = redis::cmd("KEYS").arg(keys::held_pattern(node)).query(con)?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(keys::held_pattern(node))
+        .query(con)?;
     Ok(keys)
 }
 
@@ -255,7 +308,10 @@ pub fn declare_queues(con: &mut Connection, queues: &[String]) -> Result<(), Bro
     for q in queues {
         let member = keys::binding_member(q, q);
         pipe.cmd("SADD").arg(keys::binding(q)).arg(&member).ignore();
-        pipe.cmd("SADD").arg(keys::binding_permanent(q)).arg(&member).ignore();
+        pipe.cmd("SADD")
+            .arg(keys::binding_permanent(q))
+            .arg(&member)
+            .ignore();
     }
     pipe.query::<()>(con)?;
     Ok(())

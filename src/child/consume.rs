@@ -24,21 +24,30 @@ pub struct Conns {
 
 impl Conns {
     pub fn new(broker_url: &str, backend_url: &str) -> Conns {
-        Conns { broker_url: broker_url.to_string(), backend_url: backend_url.to_string(), broker: None, backend: None }
+        Conns {
+            broker_url: broker_url.to_string(),
+            backend_url: backend_url.to_string(),
+            broker: None,
+            backend: None,
+        }
     }
 
     pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
         if self.broker.is_none() {
             self.broker = Some(broker::connect(&self.broker_url)?);
         }
-        self.broker.as_mut().ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+        self.broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
     }
 
     pub fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
         if self.backend.is_none() {
             self.backend = Some(broker::connect(&self.backend_url)?);
         }
-        self.backend.as_mut().ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+        self.backend
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
     }
 
     /// Drops both connections so the next use reconnects.
@@ -47,6 +56,9 @@ impl Conns {
         self.backend = None;
     }
 }
+
+/// How often Redis may refuse to process one message before it is dead-lettered.
+const MAX_REFUSALS: u32 = 3;
 
 /// True once the main process asked this child to leave (SIGTERM).
 pub fn stop_requested() -> bool {
@@ -57,7 +69,9 @@ pub fn stop_requested() -> bool {
 pub fn nap(total: Duration) {
     let end = Instant::now() + total;
     while Instant::now() < end && !stop_requested() {
-        std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+        );
     }
 }
 
@@ -78,24 +92,54 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     }
     let mut failures: u32 = 0;
     let mut done: u64 = 0;
+    let mut refused: u32 = 0;
+    let mut last_refused: Option<String> = None;
+    // The key a BLMOVE took a message from, so the message keeps its queue.
+    let mut moved_from: Option<&str> = None;
     while !stop_requested() {
-        let reserved = conns.broker().and_then(|con| scripts.reserve(con, &held, &queue_keys));
+        let reserved = conns
+            .broker()
+            .and_then(|con| scripts.reserve(con, &held, &queue_keys));
         match reserved {
-            Ok(Some(msg)) => {
+            Ok(Some(mut msg)) => {
+                if msg.source.is_empty() {
+                    msg.source = moved_from.take().unwrap_or_default().to_string();
+                }
                 failures = 0;
                 if let Err(e) = executor.handle(&msg, &held, &scripts, &mut conns, reporter) {
                     if e.is_connection_problem() {
                         tracing::error!("consumer: Connection to broker lost: {e}. Trying to re-establish the connection...");
                         conns.reset();
                         nap(Duration::from_secs(1));
-                    } else {
-                        tracing::error!("{e}");
+                        continue;
                     }
+                    // The same held message comes back on the next reserve; a
+                    // message Redis keeps refusing must not loop forever.
+                    refused = if last_refused.as_deref() == Some(msg.raw.as_str()) {
+                        refused + 1
+                    } else {
+                        1
+                    };
+                    last_refused = Some(msg.raw.clone());
+                    tracing::error!("Cannot handle message ({refused}/{MAX_REFUSALS}): {e}");
+                    if refused >= MAX_REFUSALS {
+                        refused = 0;
+                        let reason =
+                            format!("Redis refused to process it {MAX_REFUSALS} times: {e}");
+                        if let Err(e) = executor.give_up(&msg, &held, &scripts, &mut conns, &reason)
+                        {
+                            tracing::error!("Cannot dead-letter the message either: {e}");
+                        }
+                    }
+                    nap(Duration::from_secs(1));
                     continue;
                 }
+                refused = 0;
                 done += 1;
                 if spec.max_tasks.is_some_and(|max| done >= max) {
-                    tracing::info!("Child reached max-tasks-per-child ({done}); exiting to be replaced");
+                    tracing::info!(
+                        "Child reached max-tasks-per-child ({done}); exiting to be replaced"
+                    );
                     break;
                 }
                 if let (Some(limit), Some(rss)) = (spec.max_memory_kib, resident_kib()) {
@@ -106,14 +150,27 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                 }
             }
             Ok(None) => {
-                if let Err(e) = conns.broker().and_then(|con| scripts.wait(con, &first_key, &held)) {
-                    failures += 1;
-                    report_broker_error(&e, failures);
-                    conns.reset();
-                    nap(backoff(failures));
+                match conns
+                    .broker()
+                    .and_then(|con| scripts.wait(con, &first_key, &held))
+                {
+                    Ok(true) => moved_from = Some(first_key.as_str()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        if stop_requested() {
+                            break;
+                        }
+                        failures += 1;
+                        report_broker_error(&e, failures);
+                        conns.reset();
+                        nap(backoff(failures));
+                    }
                 }
             }
             Err(e) => {
+                if stop_requested() {
+                    break;
+                }
                 failures += 1;
                 report_broker_error(&e, failures);
                 conns.reset();
@@ -127,7 +184,10 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
 fn wait_connected(conns: &mut Conns) -> bool {
     let mut attempt = 0;
     loop {
-        let connected = conns.broker().map(|_| ()).and_then(|()| conns.backend().map(|_| ()));
+        let connected = conns
+            .broker()
+            .map(|_| ())
+            .and_then(|()| conns.backend().map(|_| ()));
         match connected {
             Ok(()) => return true,
             Err(e) => {
@@ -145,7 +205,9 @@ fn wait_connected(conns: &mut Conns) -> bool {
 
 fn report_broker_error(e: &BrokerError, attempt: u32) {
     let wait = backoff(attempt).as_secs_f64();
-    tracing::error!("consumer: Cannot connect to broker: {e}. Trying again in {wait:.2} seconds... ({attempt})");
+    tracing::error!(
+        "consumer: Cannot connect to broker: {e}. Trying again in {wait:.2} seconds... ({attempt})"
+    );
 }
 
 fn backoff(attempt: u32) -> Duration {

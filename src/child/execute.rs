@@ -5,17 +5,17 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::consume::Conns;
-use super::outcome;
 use super::report::{Report, Reporter, Started};
 use super::ChildSpec;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{now_secs, Reserved, Scripts};
 use crate::broker::{keys, BrokerError};
-use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, State, TaskMessage};
-use crate::tasks::{Invocation, TaskSpec};
+use crate::protocol::envelope::delivery_tag_of;
+use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
+use crate::tasks::{Executor as TaskExecutor, Invocation, TaskSpec};
 
 /// How far in the future an ETA must be to park the message rather than run it.
 const ETA_SLACK: Duration = Duration::from_millis(5);
@@ -28,29 +28,63 @@ pub struct Executor<'a> {
 
 impl<'a> Executor<'a> {
     pub fn new(spec: &'a ChildSpec) -> Executor<'a> {
-        Executor { spec, backend: Backend::new(spec.app.result_expires), pid: std::process::id() }
+        Executor {
+            spec,
+            backend: Backend::new(spec.app.result_expires),
+            pid: std::process::id(),
+        }
     }
 
     /// Handles one message. An error means Redis failed; the message is still
     /// held and is handled again after reconnecting.
-    pub fn handle(&mut self, msg: &Reserved, held: &str, scripts: &Scripts, conns: &mut Conns, reporter: &mut Reporter) -> Result<(), BrokerError> {
+    pub fn handle(
+        &mut self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
         let task = match TaskMessage::decode(&msg.raw) {
             Ok(t) => t,
             Err(e) => {
-                let content_type = Envelope::parse(&msg.raw).map(|env| env.content_type).unwrap_or_default();
-                let exc = if e.reason.contains("not accepted") {
-                    outcome::celery_exception("ContentDisallowed", "kombu.exceptions", json!(e.reason))
+                let content_type = Envelope::parse(&msg.raw)
+                    .map(|env| env.content_type)
+                    .unwrap_or_default();
+                let exc_type = if e.reason.contains("not accepted") {
+                    "ContentDisallowed"
                 } else {
-                    outcome::celery_exception("DecodeError", "kombu.exceptions", json!(e.reason))
+                    "DecodeError"
                 };
-                tracing::error!("Received invalid task message ({}): {}; kept in {}", content_type, e.reason, keys::DEAD_LETTER);
+                let exc =
+                    ExceptionInfo::new(exc_type, Some("kombu.exceptions"), vec![json!(e.reason)]);
+                tracing::error!(
+                    "Received invalid task message ({}): {}; kept in {}",
+                    content_type,
+                    e.reason,
+                    keys::DEAD_LETTER
+                );
                 if let Some(id) = &e.task_id {
-                    self.store(conns, &outcome::failure(id, &exc, None, None, None))?;
+                    self.store(
+                        conns,
+                        &ResultMeta::failure_for_id(id, exc, None, Utc::now()),
+                    )?;
                 }
-                return self.dead_letter(msg, held, scripts, conns, &e.reason, e.task_id.as_deref(), e.task.as_deref());
+                return self.dead_letter(
+                    msg,
+                    held,
+                    scripts,
+                    conns,
+                    &e.reason,
+                    e.task_id.as_deref(),
+                    e.task.as_deref(),
+                );
             }
         };
-        let _ = reporter.send(&Report::Received { id: task.id.clone(), task: task.display_name().to_string() });
+        let _ = reporter.send(&Report::Received {
+            id: task.id.clone(),
+            task: task.display_name().to_string(),
+        });
 
         let Some(spec) = self.spec.app.tasks.get(&task.task).cloned() else {
             tracing::error!(
@@ -59,19 +93,32 @@ impl<'a> Executor<'a> {
                 msg.raw,
                 keys::DEAD_LETTER
             );
-            let exc = outcome::celery_exception("NotRegistered", "celery.exceptions", json!(task.task));
-            self.store(conns, &outcome::failure(&task.id, &exc, None, task.group.as_deref(), task.parent_id.as_deref()))?;
+            let exc = ExceptionInfo::not_registered(&task.task);
+            self.store(conns, &ResultMeta::failure(&task, exc, None, Utc::now()))?;
             let reason = format!("unregistered task {:?}", task.task);
-            return self.dead_letter(msg, held, scripts, conns, &reason, Some(&task.id), Some(&task.task));
+            return self.dead_letter(
+                msg,
+                held,
+                scripts,
+                conns,
+                &reason,
+                Some(&task.id),
+                Some(&task.task),
+            );
         };
 
         let now = Utc::now();
         if task.expires.is_some_and(|exp| exp <= now) {
-            tracing::info!("Discarding expired task: {}[{}]", task.display_name(), task.id);
+            tracing::info!(
+                "Discarding expired task: {}[{}]",
+                task.display_name(),
+                task.id
+            );
             if !task.ignore_result && !spec.ignore_result {
-                let exc = outcome::celery_exception("TaskRevokedError", "celery.exceptions", json!("expired"));
-                let meta = outcome::meta(State::Revoked, &task.id, outcome::exception_value(&exc), None, task.group.as_deref(), task.parent_id.as_deref());
-                self.store(conns, &meta)?;
+                self.store(
+                    conns,
+                    &ResultMeta::revoked(&task.id, "expired", now).with_request(&task),
+                )?;
             }
             return scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref());
         }
@@ -81,7 +128,13 @@ impl<'a> Executor<'a> {
                 let tag = task.delivery_tag.clone().unwrap_or_else(|| task.id.clone());
                 let due = eta.timestamp_micros() as f64 / 1e6;
                 scripts.park(conns.broker()?, held, &tag, due, &queue_key, &msg.raw)?;
-                tracing::info!("Task {}[{}] scheduled for {} (parked in {})", task.display_name(), task.id, eta.to_rfc3339(), keys::ETA_INDEX);
+                tracing::info!(
+                    "Task {}[{}] scheduled for {} (parked in {})",
+                    task.display_name(),
+                    task.id,
+                    eta.to_rfc3339(),
+                    keys::ETA_INDEX
+                );
                 return Ok(());
             }
         }
@@ -89,12 +142,29 @@ impl<'a> Executor<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run(&mut self, msg: &Reserved, task: &TaskMessage, spec: &TaskSpec, held: &str, scripts: &Scripts, conns: &mut Conns, reporter: &mut Reporter) -> Result<(), BrokerError> {
+    fn run(
+        &mut self,
+        msg: &Reserved,
+        task: &TaskMessage,
+        spec: &TaskSpec,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
         let app = &self.spec.app;
         let acks_late = spec.acks_late.unwrap_or(app.task_acks_late);
         let ignore_result = task.ignore_result || spec.ignore_result;
-        let time_limit = task.time_limit.or(spec.time_limit).or(self.spec.time_limit).or(app.task_time_limit);
-        let soft_limit = task.soft_time_limit.or(spec.soft_time_limit).or(self.spec.soft_time_limit).or(app.task_soft_time_limit);
+        let time_limit = task
+            .time_limit
+            .or(spec.time_limit)
+            .or(self.spec.time_limit)
+            .or(app.task_time_limit);
+        let soft_limit = task
+            .soft_time_limit
+            .or(spec.soft_time_limit)
+            .or(self.spec.soft_time_limit)
+            .or(app.task_soft_time_limit);
         let started = Started {
             id: task.id.clone(),
             task: task.display_name().to_string(),
@@ -114,8 +184,10 @@ impl<'a> Executor<'a> {
             scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
         }
         if app.task_track_started && !ignore_result {
-            let result = json!({"pid": self.pid, "hostname": self.spec.node});
-            self.store(conns, &outcome::meta(State::Started, &task.id, result, None, task.group.as_deref(), task.parent_id.as_deref()))?;
+            self.store(
+                conns,
+                &ResultMeta::started(&task.id, self.pid, &self.spec.node).with_request(task),
+            )?;
         }
         let inv = Invocation {
             id: &task.id,
@@ -127,25 +199,79 @@ impl<'a> Executor<'a> {
         let begun = Instant::now();
         let result = spec.executor.run(&inv);
         let runtime = begun.elapsed().as_secs_f64();
-        let (group, parent) = (task.group.as_deref(), task.parent_id.as_deref());
         let meta = match &result {
             Ok(value) => {
-                tracing::info!("Task {}[{}] succeeded in {}s: {}", task.display_name(), task.id, runtime, pyrepr::repr(value));
-                outcome::meta(State::Success, &task.id, value.clone(), None, group, parent)
+                tracing::info!(
+                    "Task {}[{}] succeeded in {}s: {}",
+                    task.display_name(),
+                    task.id,
+                    runtime,
+                    pyrepr::repr(value)
+                );
+                ResultMeta::success(task, value.clone(), Utc::now())
             }
             Err(err) => {
-                tracing::error!("Task {}[{}] raised unexpected: {}\n{}", task.display_name(), task.id, outcome::exception_repr(&err.exc), err.traceback.trim_end());
-                outcome::failure(&task.id, &err.exc, Some(err.traceback.clone()), group, parent)
+                tracing::error!(
+                    "Task {}[{}] raised unexpected: {}\n{}",
+                    task.display_name(),
+                    task.id,
+                    err.exc.repr(),
+                    err.traceback.trim_end()
+                );
+                ResultMeta::failure(
+                    task,
+                    err.exc.clone(),
+                    Some(err.traceback.clone()),
+                    Utc::now(),
+                )
             }
         };
         if !ignore_result {
-            self.store_with_retry(conns, &meta)?;
+            match self.store_with_retry(conns, &meta) {
+                Ok(()) => {}
+                // Redis answers but refuses the write (wrong key type, OOM...):
+                // the outcome goes to the dead-letter list instead of nowhere.
+                Err(e) if !e.is_connection_problem() => {
+                    tracing::error!(
+                        "Cannot store the result of {}[{}]: {e}; kept in {}",
+                        task.task,
+                        task.id,
+                        keys::DEAD_LETTER
+                    );
+                    let reason = format!(
+                        "result could not be stored: {e}; result: {}",
+                        meta.to_json()
+                    );
+                    let record =
+                        self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                    crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // A builtin called with the wrong arguments is bad input, not a task
+        // that ran and failed: keep the message for the operator too.
+        if let (Err(err), TaskExecutor::Builtin(_)) = (&result, &spec.executor) {
+            if err.exc.exc_type == "TypeError" {
+                let reason = format!(
+                    "wrong arguments for builtin {}: {}",
+                    task.task,
+                    err.exc.repr()
+                );
+                let record =
+                    self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+            }
         }
         if acks_late {
             scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
         }
-        let _ = msg;
-        if reporter.send(&Report::Done { id: task.id.clone() }).is_err() {
+        if reporter
+            .send(&Report::Done {
+                id: task.id.clone(),
+            })
+            .is_err()
+        {
             std::process::exit(1);
         }
         Ok(())
@@ -154,7 +280,11 @@ impl<'a> Executor<'a> {
     fn queue_key(&self, msg: &Reserved, task: &TaskMessage) -> String {
         if msg.source.is_empty() {
             let queue = if task.delivery_info.routing_key.is_empty() {
-                self.spec.queues.first().cloned().unwrap_or_else(|| "celery".to_string())
+                self.spec
+                    .queues
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "celery".to_string())
             } else {
                 task.delivery_info.routing_key.clone()
             };
@@ -166,7 +296,9 @@ impl<'a> Executor<'a> {
 
     fn store(&self, conns: &mut Conns, meta: &ResultMeta) -> Result<(), BrokerError> {
         let json = meta.to_json();
-        self.backend.store(conns.backend()?, &meta.task_id, &json).map(|_| ())
+        self.backend
+            .store(conns.backend()?, &meta.task_id, &json)
+            .map(|_| ())
     }
 
     /// A finished task's result is retried across reconnects for a while: the
@@ -179,7 +311,10 @@ impl<'a> Executor<'a> {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_connection_problem() && Instant::now() < deadline => {
                     attempt += 1;
-                    tracing::error!("Cannot store result of task {}: {e}; retrying ({attempt})", meta.task_id);
+                    tracing::error!(
+                        "Cannot store result of task {}: {e}; retrying ({attempt})",
+                        meta.task_id
+                    );
                     conns.reset();
                     super::consume::nap(Duration::from_millis(500));
                 }
@@ -189,8 +324,44 @@ impl<'a> Executor<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn dead_letter(&self, msg: &Reserved, held: &str, scripts: &Scripts, conns: &mut Conns, reason: &str, task_id: Option<&str>, task: Option<&str>) -> Result<(), BrokerError> {
-        let tag = Envelope::parse(&msg.raw).ok().and_then(|e| e.delivery_tag().map(str::to_string));
+    fn dead_letter(
+        &self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let tag = delivery_tag_of(&msg.raw);
+        let record = self.dead_letter_record(msg, reason, task_id, task);
+        scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
+    }
+
+    /// Dead-letters a message that cannot be handled at all.
+    pub fn give_up(
+        &self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let task = TaskMessage::decode(&msg.raw).ok();
+        let id = task.as_ref().map(|t| t.id.as_str());
+        let name = task.as_ref().map(|t| t.task.as_str());
+        self.dead_letter(msg, held, scripts, conns, reason, id, name)
+    }
+
+    /// The JSON record kept in the dead-letter list (documented in the README).
+    fn dead_letter_record(
+        &self,
+        msg: &Reserved,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> String {
         let record = json!({
             "reason": reason,
             "task_id": task_id,
@@ -201,11 +372,6 @@ impl<'a> Executor<'a> {
             "unix_time": now_secs(),
             "message": msg.raw,
         });
-        scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &pyjson::to_string(&record))
+        pyjson::to_string(&record)
     }
-}
-
-/// Keeps the ExceptionInfo import meaningful for callers building failures.
-pub fn lost_exception(reason: &str) -> ExceptionInfo {
-    outcome::celery_exception("WorkerLostError", "billiard.exceptions", Value::String(reason.to_string()))
 }

@@ -4,7 +4,6 @@
 
 pub mod consume;
 pub mod execute;
-pub mod outcome;
 pub mod report;
 
 use std::path::PathBuf;

@@ -27,6 +27,12 @@ impl Notifier {
         Notifier { pipe: None }
     }
 
+    /// Closes the pipe in a forked pool child, so the launcher sees EOF when
+    /// the node itself is done with it.
+    pub fn close_in_child(&mut self) {
+        self.pipe = None;
+    }
+
     pub fn is_detached(&self) -> bool {
         self.pipe.is_some()
     }
@@ -92,17 +98,25 @@ pub fn daemonize(logfile_hint: &str) -> Notifier {
         }
         Ok(ForkResult::Child) => {}
         Err(e) => {
-            let mut n = Notifier { pipe: Some(File::from(write)) };
+            let mut n = Notifier {
+                pipe: Some(File::from(write)),
+            };
             n.fail(exit::FAILURE, &format!("cannot detach: fork: {e}"));
             std::process::exit(exit::FAILURE);
         }
     }
     redirect_stdio();
-    Notifier { pipe: Some(File::from(write)) }
+    Notifier {
+        pipe: Some(File::from(write)),
+    }
 }
 
 fn redirect_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..=2 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
@@ -122,7 +136,8 @@ fn wait_for_node(read: OwnedFd, logfile_hint: &str) -> i32 {
             return exit::FAILURE;
         }
         let mut fds = [PollFd::new(file_fd(&file), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(0) => continue,
             Ok(_) => {}
@@ -134,6 +149,9 @@ fn wait_for_node(read: OwnedFd, logfile_hint: &str) -> i32 {
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 relay_warnings(&mut buf);
+                if buf.starts_with(b"0\n") {
+                    return exit::OK;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
@@ -154,7 +172,9 @@ fn wait_for_node(read: OwnedFd, logfile_hint: &str) -> i32 {
 /// Prints and removes complete `w\n<line>\n` warning records from the front of `buf`.
 fn relay_warnings(buf: &mut Vec<u8>) {
     while buf.starts_with(b"w\n") {
-        let Some(end) = buf[2..].iter().position(|b| *b == b'\n') else { return };
+        let Some(end) = buf[2..].iter().position(|b| *b == b'\n') else {
+            return;
+        };
         let line: Vec<u8> = buf.drain(..end + 3).collect();
         eprintln!("{}", String::from_utf8_lossy(&line[2..line.len() - 1]));
     }

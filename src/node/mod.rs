@@ -53,8 +53,15 @@ pub fn run_worker(args: WorkerArgs) -> i32 {
         eprintln!("Error: {e}");
         return exit::FAILURE;
     }
-    let hint = cfg.logfile(0).map(|p| p.display().to_string()).unwrap_or_else(|| "the node's log".to_string());
-    let mut notifier = if args.detach { detach::daemonize(&hint) } else { Notifier::foreground() };
+    let hint = cfg
+        .logfile(0)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the node's log".to_string());
+    let mut notifier = if args.detach {
+        detach::daemonize(&hint)
+    } else {
+        Notifier::foreground()
+    };
     match start(cfg, &mut notifier) {
         Ok((supervisor, pidfile)) => {
             let code = supervisor.run();
@@ -70,9 +77,14 @@ pub fn run_worker(args: WorkerArgs) -> i32 {
 }
 
 /// Everything between detaching and the supervisor loop.
-fn start(cfg: NodeConfig, notifier: &mut Notifier) -> Result<(supervisor::Supervisor, Option<Pidfile>), StartError> {
+fn start(
+    cfg: NodeConfig,
+    notifier: &mut Notifier,
+) -> Result<(supervisor::Supervisor, Option<Pidfile>), StartError> {
     let log = match cfg.logfile(0) {
-        Some(path) => Some(logging::open(&path).map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?),
+        Some(path) => {
+            Some(logging::open(&path).map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?)
+        }
         None => None,
     };
     logging::init(cfg.level, log, "MainProcess");
@@ -81,13 +93,14 @@ fn start(cfg: NodeConfig, notifier: &mut Notifier) -> Result<(supervisor::Superv
     let pidfile = match &cfg.pidfile {
         Some(path) => {
             let node = cfg.node.clone();
-            let (pf, warnings) = Pidfile::acquire(path, &|pid| is_live_worker(pid, &node)).map_err(|e| {
-                let code = match e {
-                    pidfile::PidfileError::AlreadyRunning { .. } => exit::CANTCREAT,
-                    _ => exit::FAILURE,
-                };
-                StartError::new(code, e.to_string())
-            })?;
+            let (pf, warnings) = Pidfile::acquire(path, &|pid| is_live_worker(pid, &node))
+                .map_err(|e| {
+                    let code = match e {
+                        pidfile::PidfileError::AlreadyRunning { .. } => exit::CANTCREAT,
+                        _ => exit::FAILURE,
+                    };
+                    StartError::new(code, e.to_string())
+                })?;
             for w in warnings {
                 tracing::warn!("{w}");
                 notifier.warn(&w);
@@ -100,11 +113,17 @@ fn start(cfg: NodeConfig, notifier: &mut Notifier) -> Result<(supervisor::Superv
     let mut recovery = Recovery::new(&cfg.app, &keys_first_queue(&cfg));
     connect_with_grace(&mut recovery, &cfg)?;
     tracing::info!("Connected to {}", broker::url::masked(&cfg.app.broker_url));
-    let con = recovery.broker().map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?;
-    broker::reserve::declare_queues(con, &cfg.queues).map_err(|e| StartError::new(exit::FAILURE, format!("cannot declare queues: {e}")))?;
+    let con = recovery
+        .broker()
+        .map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?;
+    broker::reserve::declare_queues(con, &cfg.queues)
+        .map_err(|e| StartError::new(exit::FAILURE, format!("cannot declare queues: {e}")))?;
     match recovery.recover_node(&cfg.node) {
         Ok(0) => {}
-        Ok(n) => tracing::warn!("Restored {n} message(s) held by an earlier run of {} to their queues", cfg.node),
+        Ok(n) => tracing::warn!(
+            "Restored {n} message(s) held by an earlier run of {} to their queues",
+            cfg.node
+        ),
         Err(e) => tracing::error!("Cannot look for messages held by an earlier run: {e}"),
     }
 
@@ -113,13 +132,24 @@ fn start(cfg: NodeConfig, notifier: &mut Notifier) -> Result<(supervisor::Superv
     if !notifier.is_detached() {
         println!("{text}");
     }
-    let pipe = signals::install(supervisor::HANDLED).map_err(|e| StartError::new(exit::FAILURE, format!("cannot install signal handlers: {e}")))?;
+    let pipe = signals::install(supervisor::HANDLED).map_err(|e| {
+        StartError::new(
+            exit::FAILURE,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
     let notifier = std::mem::replace(notifier, Notifier::foreground());
-    Ok((supervisor::Supervisor::new(cfg, pipe, notifier, recovery), pidfile))
+    Ok((
+        supervisor::Supervisor::new(cfg, pipe, notifier, recovery),
+        pidfile,
+    ))
 }
 
 fn keys_first_queue(cfg: &NodeConfig) -> String {
-    cfg.queues.first().cloned().unwrap_or_else(|| "celery".to_string())
+    cfg.queues
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "celery".to_string())
 }
 
 fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), StartError> {
@@ -134,7 +164,10 @@ fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), S
             Err(e) => {
                 return Err(StartError::new(
                     exit::FAILURE,
-                    format!("consumer: Cannot connect to {}: {e}", broker::url::masked(&cfg.app.broker_url)),
+                    format!(
+                        "consumer: Cannot connect to {}: {e}",
+                        broker::url::masked(&cfg.app.broker_url)
+                    ),
                 ))
             }
         }
@@ -143,9 +176,15 @@ fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), S
 
 /// Whether `pid` is a live rmulti worker (the pidfile's owner is still running).
 fn is_live_worker(pid: i32, _node: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
             return false;
         }
     }

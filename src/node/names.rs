@@ -30,7 +30,11 @@ pub fn node_name(arg: Option<&str>, host: &str) -> String {
     match arg {
         None => format!("celery@{host}"),
         Some(v) => match v.split_once('@') {
-            Some((name, h)) => format!("{}@{}", expand_host_part(name, host), expand_host_part(h, host)),
+            Some((name, h)) => format!(
+                "{}@{}",
+                expand_host_part(name, host),
+                expand_host_part(h, host)
+            ),
             None => format!("celery@{}", expand_host_part(v, host)),
         },
     }
@@ -50,7 +54,11 @@ pub fn expand_file(template: &str, node: &str, index: usize) -> String {
         'n' => Some(name.to_string()),
         'd' => Some(domain.to_string()),
         'i' => Some(index.to_string()),
-        'I' => Some(if index == 0 { String::new() } else { format!("-{index}") }),
+        'I' => Some(if index == 0 {
+            String::new()
+        } else {
+            format!("-{index}")
+        }),
         _ => None,
     })
 }
@@ -100,7 +108,10 @@ mod tests {
         assert_eq!(expand_file("%n%I.log", "w1@vm", 0), "w1.log");
         assert_eq!(expand_file("%n%I.log", "w1@vm", 2), "w1-2.log");
         assert_eq!(expand_file("%n-%i.log", "w1@vm", 0), "w1-0.log");
-        assert_eq!(expand_file("%p|%h|%d", "foo@box.example.org", 0), "foo@box.example.org|box.example.org|example.org");
+        assert_eq!(
+            expand_file("%p|%h|%d", "foo@box.example.org", 0),
+            "foo@box.example.org|box.example.org|example.org"
+        );
         assert_eq!(expand_file("100%%-%x", "w1@vm", 0), "100%-%x");
     }
 }

@@ -37,7 +37,10 @@ pub fn read(path: &Path) -> Content {
         Ok(_) => {}
     }
     let mut text = String::new();
-    let opened = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
     match opened.and_then(|mut f| f.read_to_string(&mut text)) {
         Ok(_) => parse(&text),
         Err(_) => Content::Missing,
@@ -45,7 +48,11 @@ pub fn read(path: &Path) -> Content {
 }
 
 fn parse(text: &str) -> Content {
-    match text.strip_suffix('\n').map(str::trim).map(str::parse::<i32>) {
+    match text
+        .strip_suffix('\n')
+        .map(str::trim)
+        .map(str::parse::<i32>)
+    {
         Some(Ok(pid)) if pid > 0 => Content::Pid(pid),
         _ => Content::Broken,
     }
@@ -66,7 +73,10 @@ impl Pidfile {
     /// Creates the pidfile for the current process. `is_live_node(pid)` says
     /// whether a pid belongs to a running rmulti worker. Warnings about
     /// replaced files are returned for the caller to print and log.
-    pub fn acquire(path: &Path, is_live_node: &dyn Fn(i32) -> bool) -> Result<(Pidfile, Vec<String>), PidfileError> {
+    pub fn acquire(
+        path: &Path,
+        is_live_node: &dyn Fn(i32) -> bool,
+    ) -> Result<(Pidfile, Vec<String>), PidfileError> {
         let path = absolute(path);
         let pid = std::process::id() as i32;
         let mut warnings = Vec::new();
@@ -80,7 +90,9 @@ impl Pidfile {
                     if read(&path) != Content::Pid(pid) {
                         return Err(PidfileError::Create(
                             path.clone(),
-                            std::io::Error::other("Inconsistency: Pidfile content doesn't match at re-read"),
+                            std::io::Error::other(
+                                "Inconsistency: Pidfile content doesn't match at re-read",
+                            ),
                         ));
                     }
                     return Ok((Pidfile { path, pid }, warnings));
@@ -91,11 +103,16 @@ impl Pidfile {
             let existing = read(&path);
             match &existing {
                 Content::Missing => continue,
-                Content::Symlink => warnings.push("Pidfile is a symbolic link - Removing it.".to_string()),
+                Content::Symlink => {
+                    warnings.push("Pidfile is a symbolic link - Removing it.".to_string())
+                }
                 Content::Broken => warnings.push("Broken pidfile found - Removing it.".to_string()),
                 Content::Pid(p) if *p == pid => {}
                 Content::Pid(p) if is_live_node(*p) => {
-                    return Err(PidfileError::AlreadyRunning { path: path.clone(), pid: *p });
+                    return Err(PidfileError::AlreadyRunning {
+                        path: path.clone(),
+                        pid: *p,
+                    });
                 }
                 Content::Pid(_) => warnings.push("Stale pidfile exists - Removing it.".to_string()),
             }
@@ -121,12 +138,17 @@ fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
     }
 }
 
 fn temp_path(path: &Path, pid: i32) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{pid}.tmp"))
 }
 
@@ -162,14 +184,20 @@ mod tests {
         let path = dir.path().join("w1.pid");
         fs::write(&path, "999999\n").unwrap();
         let (pf, warnings) = Pidfile::acquire(&path, &|_| false).unwrap();
-        assert_eq!(warnings, vec!["Stale pidfile exists - Removing it.".to_string()]);
+        assert_eq!(
+            warnings,
+            vec!["Stale pidfile exists - Removing it.".to_string()]
+        );
         assert_eq!(read(&path), Content::Pid(std::process::id() as i32));
         drop(pf);
         assert_eq!(read(&path), Content::Missing);
 
         fs::write(&path, "4242\n").unwrap();
         let err = Pidfile::acquire(&path, &|p| p == 4242).unwrap_err();
-        assert!(matches!(err, PidfileError::AlreadyRunning { pid: 4242, .. }));
+        assert!(matches!(
+            err,
+            PidfileError::AlreadyRunning { pid: 4242, .. }
+        ));
         assert_eq!(read(&path), Content::Pid(4242));
     }
 

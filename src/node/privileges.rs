@@ -15,7 +15,9 @@ pub fn parse_umask(text: &str) -> Result<Mode, String> {
         .ok()
         .filter(|v| *v <= 0o777)
         .map(Mode::from_bits_truncate)
-        .ok_or_else(|| format!("invalid --umask {text:?} (octal with a leading 0, e.g. 0022, or decimal)"))
+        .ok_or_else(|| {
+            format!("invalid --umask {text:?} (octal with a leading 0, e.g. 0022, or decimal)")
+        })
 }
 
 pub fn apply_umask(mode: Mode) {
@@ -27,7 +29,10 @@ fn find_user(text: &str) -> Result<User, String> {
         Ok(id) => User::from_uid(Uid::from_raw(id)),
         Err(_) => User::from_name(text),
     };
-    found.ok().flatten().ok_or_else(|| format!("User does not exist: {text}"))
+    found
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("User does not exist: {text}"))
 }
 
 fn find_group(text: &str) -> Result<Gid, String> {
@@ -35,7 +40,11 @@ fn find_group(text: &str) -> Result<Gid, String> {
         Ok(id) => Group::from_gid(Gid::from_raw(id)),
         Err(_) => Group::from_name(text),
     };
-    found.ok().flatten().map(|g| g.gid).ok_or_else(|| format!("Group does not exist: {text}"))
+    found
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
+        .ok_or_else(|| format!("Group does not exist: {text}"))
 }
 
 /// Drops to `uid`/`gid` when running as root. As non-root the options are
@@ -56,14 +65,17 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
         if same_user && same_group {
             return Ok(());
         }
-        return Err("--uid/--gid need root to switch user (already running as another user)".to_string());
+        return Err(
+            "--uid/--gid need root to switch user (already running as another user)".to_string(),
+        );
     }
     if let Some(g) = group {
         nix::unistd::setgid(g).map_err(|e| format!("setgid({g}) failed: {e}"))?;
     }
     if let Some(u) = &user {
         let name = std::ffi::CString::new(u.name.clone()).map_err(|e| e.to_string())?;
-        nix::unistd::initgroups(&name, group.unwrap_or(u.gid)).map_err(|e| format!("initgroups failed: {e}"))?;
+        nix::unistd::initgroups(&name, group.unwrap_or(u.gid))
+            .map_err(|e| format!("initgroups failed: {e}"))?;
         nix::unistd::setuid(u.uid).map_err(|e| format!("setuid({}) failed: {e}", u.uid))?;
         if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
             return Err("could regain root after dropping privileges; refusing to run".to_string());

@@ -10,9 +10,9 @@ use crate::app::AppConfig;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, keys, BrokerError};
-use crate::child::outcome;
 use crate::child::report::Started;
-use crate::protocol::{pyjson, Envelope, TaskMessage};
+use crate::protocol::envelope::{self, delivery_tag_of};
+use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.
 pub enum Lost {
@@ -52,14 +52,18 @@ impl Recovery {
         if self.broker.is_none() {
             self.broker = Some(broker::connect(&self.broker_url)?);
         }
-        self.broker.as_mut().ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+        self.broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
     }
 
     fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
         if self.backend.is_none() {
             self.backend = Some(broker::connect(&self.backend_url)?);
         }
-        self.backend.as_mut().ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+        self.backend
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
     }
 
     fn reset_on(&mut self, e: &BrokerError) {
@@ -73,44 +77,83 @@ impl Recovery {
     pub fn task_lost(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) {
         let result = self.task_lost_inner(node, slot, task, why, job);
         if let Err(e) = result {
-            tracing::error!("Cannot record the outcome of lost task {}[{}]: {e}", task.task, task.id);
+            tracing::error!(
+                "Cannot record the outcome of lost task {}[{}]: {e}",
+                task.task,
+                task.id
+            );
             self.reset_on(&e);
         }
     }
 
-    fn task_lost_inner(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) -> Result<(), BrokerError> {
+    fn task_lost_inner(
+        &mut self,
+        node: &str,
+        slot: usize,
+        task: &Started,
+        why: &Lost,
+        job: usize,
+    ) -> Result<(), BrokerError> {
         let held = keys::held(node, slot);
         let raw = reserve::held_message(self.broker()?, &held)?;
-        let requeue = task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
-        if let (true, Some(raw)) = (requeue && !matches!(why, Lost::TimeLimit(_)), raw.as_deref()) {
+        let requeue =
+            task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
+        if let (true, Some(raw)) = (
+            requeue && !matches!(why, Lost::TimeLimit(_)),
+            raw.as_deref(),
+        ) {
             self.restore(&held, raw)?;
-            tracing::warn!("Task {}[{}] requeued: its child was lost and it acks late", task.task, task.id);
+            tracing::warn!(
+                "Task {}[{}] requeued: its child was lost and it acks late",
+                task.task,
+                task.id
+            );
             return Ok(());
         }
         let (exc, text) = match why {
             Lost::TimeLimit(limit) => (
-                outcome::celery_exception("TimeLimitExceeded", "billiard.exceptions", json!(limit)),
+                ExceptionInfo::new(
+                    "TimeLimitExceeded",
+                    Some("billiard.exceptions"),
+                    vec![json!(limit)],
+                ),
                 format!("TimeLimitExceeded({limit})"),
             ),
             Lost::Died(how) => {
                 let msg = format!("Worker exited prematurely: {how} Job: {job}.");
-                (outcome::celery_exception("WorkerLostError", "billiard.exceptions", json!(msg)), format!("WorkerLostError('{msg}')"))
+                (
+                    ExceptionInfo::new(
+                        "WorkerLostError",
+                        Some("billiard.exceptions"),
+                        vec![json!(msg)],
+                    ),
+                    format!("WorkerLostError('{msg}')"),
+                )
             }
             Lost::ColdShutdown => {
                 let msg = "Worker was terminated by a cold shutdown".to_string();
-                (outcome::celery_exception("WorkerLostError", "billiard.exceptions", json!(msg)), format!("WorkerLostError('{msg}')"))
+                (
+                    ExceptionInfo::new(
+                        "WorkerLostError",
+                        Some("billiard.exceptions"),
+                        vec![json!(msg)],
+                    ),
+                    format!("WorkerLostError('{msg}')"),
+                )
             }
         };
         tracing::error!("Task handler raised error: {text}");
         if !task.ignore_result {
-            let meta = outcome::failure(&task.id, &exc, None, task.group.as_deref(), task.parent_id.as_deref());
+            let mut meta = ResultMeta::failure_for_id(&task.id, exc, None, chrono::Utc::now());
+            meta.group_id = task.group.clone();
+            meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
             self.backend()?;
             if let Some(con) = self.backend.as_mut() {
                 self.store.store(con, &task.id, &json)?;
             }
         }
-        let tag = raw.as_deref().and_then(|r| Envelope::parse(r).ok()).and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = raw.as_deref().and_then(delivery_tag_of);
         self.broker()?;
         match self.broker.as_mut() {
             Some(con) => self.scripts.ack(con, &held, tag.as_deref()),
@@ -121,7 +164,9 @@ impl Recovery {
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
     /// replacement will take it). Returns how many messages were restored.
     pub fn release_held(&mut self, held: &str) -> usize {
-        let result = self.broker().and_then(|con| reserve::held_message(con, held));
+        let result = self
+            .broker()
+            .and_then(|con| reserve::held_message(con, held));
         match result {
             Ok(Some(raw)) => match self.restore(held, &raw) {
                 Ok(()) => 1,
@@ -140,6 +185,23 @@ impl Recovery {
         }
     }
 
+    /// kombu's visibility-timeout restore (see `broker::sweep`); errors are logged.
+    pub fn sweep(&mut self, visibility_timeout: u64) {
+        let result = self
+            .broker()
+            .and_then(|con| broker::sweep::restore_expired(con, visibility_timeout));
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "Restored {n} unacknowledged message(s) older than the visibility timeout ({visibility_timeout} s)"
+            ),
+            Err(e) => {
+                tracing::error!("Visibility-timeout restore failed: {e}");
+                self.reset_on(&e);
+            }
+        }
+    }
+
     /// Restores the held messages left by an earlier run of `node` (killed).
     pub fn recover_node(&mut self, node: &str) -> Result<usize, BrokerError> {
         let held_keys = reserve::held_keys(self.broker()?, node)?;
@@ -148,28 +210,28 @@ impl Recovery {
 
     fn restore(&mut self, held: &str, raw: &str) -> Result<(), BrokerError> {
         let queue_key = match TaskMessage::decode(raw) {
-            Ok(t) if !t.delivery_info.routing_key.is_empty() => keys::priority_key(&t.delivery_info.routing_key, t.delivery_info.priority),
+            Ok(t) if !t.delivery_info.routing_key.is_empty() => {
+                keys::priority_key(&t.delivery_info.routing_key, t.delivery_info.priority)
+            }
             _ => self.default_queue.clone(),
         };
-        let tag = Envelope::parse(raw).ok().and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = delivery_tag_of(raw);
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
         self.broker()?;
         match self.broker.as_mut() {
-            Some(con) => self.scripts.restore(con, held, tag.as_deref(), &queue_key, &marked, false),
+            Some(con) => {
+                self.scripts
+                    .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
+            }
             None => Ok(()),
         }
     }
 }
 
-/// kombu's restore marks: `headers.redelivered` and `delivery_info.redelivered`.
+/// The envelope text with kombu's redelivered marks.
 pub fn mark_redelivered(raw: &str) -> Option<String> {
     let mut env: Value = serde_json::from_str(raw).ok()?;
-    let obj = env.as_object_mut()?;
-    if let Some(h) = obj.get_mut("headers").and_then(Value::as_object_mut) {
-        h.insert("redelivered".into(), Value::Bool(true));
-    }
-    if let Some(di) = obj.get_mut("properties").and_then(|p| p.get_mut("delivery_info")).and_then(Value::as_object_mut) {
-        di.insert("redelivered".into(), Value::Bool(true));
-    }
+    env.as_object()?;
+    envelope::mark_redelivered(&mut env);
     Some(pyjson::to_string(&env))
 }

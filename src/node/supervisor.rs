@@ -45,6 +45,9 @@ pub const HANDLED: &[Signal] = &[
 /// so a child that cannot start does not spin the CPU.
 const SHORT_LIFE: Duration = Duration::from_secs(1);
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+/// How often the visibility-timeout restore runs (kombu: every 10 s, scanning
+/// on every 10th call).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -64,6 +67,8 @@ struct Child {
     spawned: Instant,
     current: Option<(Started, Instant)>,
     time_limit_hit: Option<f64>,
+    /// What the child said before dying, if it could not run at all.
+    fatal: Option<String>,
     /// Asked to leave (warm stop, HUP, shrink): not counted as a slot's occupant for respawns.
     retiring: bool,
     jobs: usize,
@@ -82,10 +87,16 @@ pub struct Supervisor {
     exit_code: i32,
     respawn_after: HashMap<usize, Instant>,
     main_pid: Pid,
+    next_sweep: Instant,
 }
 
 impl Supervisor {
-    pub fn new(cfg: NodeConfig, pipe: SelfPipe, notifier: Notifier, recovery: Recovery) -> Supervisor {
+    pub fn new(
+        cfg: NodeConfig,
+        pipe: SelfPipe,
+        notifier: Notifier,
+        recovery: Recovery,
+    ) -> Supervisor {
         let target = cfg.concurrency;
         Supervisor {
             cfg,
@@ -100,6 +111,7 @@ impl Supervisor {
             exit_code: exit::OK,
             respawn_after: HashMap::new(),
             main_pid: getpid(),
+            next_sweep: Instant::now(),
         }
     }
 
@@ -118,6 +130,7 @@ impl Supervisor {
             self.reap();
             self.enforce_time_limits();
             self.check_ready();
+            self.sweep_when_due();
         }
         self.finish();
         self.exit_code
@@ -126,13 +139,18 @@ impl Supervisor {
     fn finish(&mut self) {
         let mut restored = 0;
         for slot in 1..=self.highest_slot {
-            restored += self.recovery.release_held(&keys::held(&self.cfg.node, slot));
+            restored += self
+                .recovery
+                .release_held(&keys::held(&self.cfg.node, slot));
         }
         if restored > 0 {
-            tracing::warn!("Restored {restored} message(s) held by this node's children to their queues");
+            tracing::warn!(
+                "Restored {restored} message(s) held by this node's children to their queues"
+            );
         }
         if self.phase == Phase::Starting {
-            self.notifier.fail(exit::FAILURE, "The node stopped before it was ready");
+            self.notifier
+                .fail(exit::FAILURE, "The node stopped before it was ready");
         }
         tracing::info!("{}: shutdown complete", self.cfg.node);
     }
@@ -140,7 +158,10 @@ impl Supervisor {
     // ---- waiting -------------------------------------------------------
 
     fn wait_for_events(&mut self) {
-        let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(1));
+        let timeout = self
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1));
         let timeout = timeout.min(Duration::from_secs(1));
         let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::MAX);
         let pipe_fd = self.pipe.fd();
@@ -245,21 +266,36 @@ impl Supervisor {
                 self.say("Restarting the pool (SIGHUP): app re-read, children replaced once their current task ends");
                 self.retire_all(Signal::SIGTERM);
             }
-            Err(e) => tracing::error!("SIGHUP: keeping the running pool, the app could not be re-read: {e}"),
+            Err(e) => tracing::error!(
+                "SIGHUP: keeping the running pool, the app could not be re-read: {e}"
+            ),
         }
     }
 
     /// Logs what each child is doing.
     fn handle_usr1(&mut self) {
-        let mut lines = vec![format!("{}: {} child(ren), target {}", self.cfg.node, self.children.len(), self.target)];
+        let mut lines = vec![format!(
+            "{}: {} child(ren), target {}",
+            self.cfg.node,
+            self.children.len(),
+            self.target
+        )];
         let mut kids: Vec<&Child> = self.children.values().collect();
         kids.sort_by_key(|c| c.slot);
         for c in kids {
             let doing = match &c.current {
-                Some((t, since)) => format!("running {}[{}] for {:.3}s", t.task, t.id, since.elapsed().as_secs_f64()),
+                Some((t, since)) => format!(
+                    "running {}[{}] for {:.3}s",
+                    t.task,
+                    t.id,
+                    since.elapsed().as_secs_f64()
+                ),
                 None => "idle".to_string(),
             };
-            lines.push(format!("  ForkPoolWorker-{} (slot {}) pid:{} {}", c.number, c.slot, c.pid, doing));
+            lines.push(format!(
+                "  ForkPoolWorker-{} (slot {}) pid:{} {}",
+                c.number, c.slot, c.pid, doing
+            ));
         }
         tracing::warn!("{}", lines.join("\n"));
     }
@@ -304,7 +340,10 @@ impl Supervisor {
     fn spawn_missing(&mut self) {
         let now = Instant::now();
         for slot in 1..=self.target {
-            let occupied = self.children.values().any(|c| c.slot == slot && !c.retiring);
+            let occupied = self
+                .children
+                .values()
+                .any(|c| c.slot == slot && !c.retiring);
             // A retiring child still holds its slot's held list until it exits.
             let draining = self.children.values().any(|c| c.slot == slot && c.retiring);
             if occupied || draining {
@@ -342,8 +381,14 @@ impl Supervisor {
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(read);
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_main(&spec, write, self.main_pid)))
-                    .unwrap_or(exit::FAILURE);
+                // Only the main process may hold these: the launcher's pipe,
+                // siblings' status pipes.
+                self.notifier.close_in_child();
+                self.children.clear();
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    child_main(&spec, write, self.main_pid)
+                }))
+                .unwrap_or(exit::FAILURE);
                 // SAFETY: _exit skips destructors that belong to the main process (pidfile, connections).
                 unsafe { libc::_exit(code) }
             }
@@ -362,6 +407,7 @@ impl Supervisor {
                         spawned: Instant::now(),
                         current: None,
                         time_limit_hit: None,
+                        fatal: None,
                         retiring: false,
                         jobs: 0,
                     },
@@ -387,7 +433,10 @@ impl Supervisor {
             for report in take_lines(&mut c.buf) {
                 match report {
                     Report::Ready => c.ready = true,
-                    Report::Received { id, task } => received.push(format!("Task {task}[{id}] received")),
+                    Report::Fatal { message } => c.fatal = Some(message),
+                    Report::Received { id, task } => {
+                        received.push(format!("Task {task}[{id}] received"))
+                    }
                     Report::Started(s) => {
                         c.current = Some((s, Instant::now()));
                         c.jobs += 1;
@@ -404,8 +453,18 @@ impl Supervisor {
     fn reap(&mut self) {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.child_exited(pid, if code == 0 { None } else { Some(format!("exitcode {code}")) }),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.child_exited(pid, Some(format!("signal {} ({})", sig as i32, sig.as_str()))),
+                Ok(WaitStatus::Exited(pid, code)) => self.child_exited(
+                    pid,
+                    if code == 0 {
+                        None
+                    } else {
+                        Some(format!("exitcode {code}"))
+                    },
+                ),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.child_exited(
+                    pid,
+                    Some(format!("signal {} ({})", sig as i32, sig.as_str())),
+                ),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
@@ -418,7 +477,9 @@ impl Supervisor {
     }
 
     fn child_exited(&mut self, pid: Pid, abnormal: Option<String>) {
-        let Some(mut c) = self.children.remove(&pid.as_raw()) else { return };
+        let Some(mut c) = self.children.remove(&pid.as_raw()) else {
+            return;
+        };
         // Reports written just before death still count (e.g. "started").
         let mut rest = Vec::new();
         let _ = c.status.read_to_end(&mut rest);
@@ -429,6 +490,7 @@ impl Supervisor {
                 Report::Done { .. } => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
+                Report::Fatal { message } => c.fatal = Some(message),
             }
         }
         let name = format!("ForkPoolWorker-{}", c.number);
@@ -440,16 +502,31 @@ impl Supervisor {
             let why = match (c.time_limit_hit, self.phase) {
                 (Some(limit), _) => Lost::TimeLimit(limit),
                 (None, Phase::Cold) => Lost::ColdShutdown,
-                (None, _) => Lost::Died(abnormal.clone().unwrap_or_else(|| "exitcode 0".to_string())),
+                (None, _) => {
+                    Lost::Died(abnormal.clone().unwrap_or_else(|| "exitcode 0".to_string()))
+                }
             };
-            self.recovery.task_lost(&self.cfg.node, c.slot, &task, &why, c.jobs.saturating_sub(1));
+            self.recovery.task_lost(
+                &self.cfg.node,
+                c.slot,
+                &task,
+                &why,
+                c.jobs.saturating_sub(1),
+            );
         }
         if self.phase == Phase::Starting && !c.ready && !c.retiring {
-            let log = self.cfg.logfile(c.slot).map(|p| p.display().to_string()).unwrap_or_else(|| "stderr".into());
-            let msg = format!(
+            let log = self
+                .cfg
+                .logfile(c.slot)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "stderr".into());
+            let mut msg = format!(
                 "Pool child {name} exited during start-up ({}); see {log}",
                 abnormal.unwrap_or_else(|| "exitcode 0".to_string())
             );
+            if let Some(fatal) = &c.fatal {
+                msg = format!("{fatal}\n{msg}");
+            }
             tracing::error!("{msg}");
             self.notifier.fail(exit::FAILURE, &msg);
             self.exit_code = exit::FAILURE;
@@ -458,20 +535,36 @@ impl Supervisor {
             return;
         }
         if c.spawned.elapsed() < SHORT_LIFE && !c.retiring {
-            self.respawn_after.insert(c.slot, Instant::now() + RESPAWN_DELAY);
+            self.respawn_after
+                .insert(c.slot, Instant::now() + RESPAWN_DELAY);
         }
     }
 
     fn enforce_time_limits(&mut self) {
         let now = Instant::now();
         for c in self.children.values_mut() {
-            let Some((task, since)) = &c.current else { continue };
-            let Some(limit) = task.time_limit else { continue };
+            let Some((task, since)) = &c.current else {
+                continue;
+            };
+            let Some(limit) = task.time_limit else {
+                continue;
+            };
             if c.time_limit_hit.is_none() && now >= *since + Duration::from_secs_f64(limit) {
-                tracing::error!("Hard time limit ({limit}s) exceeded for {}[{}]", task.task, task.id);
+                tracing::error!(
+                    "Hard time limit ({limit}s) exceeded for {}[{}]",
+                    task.task,
+                    task.id
+                );
                 c.time_limit_hit = Some(limit);
                 kill_group(c.pid);
             }
+        }
+    }
+
+    fn sweep_when_due(&mut self) {
+        if self.phase == Phase::Running && Instant::now() >= self.next_sweep {
+            self.next_sweep = Instant::now() + SWEEP_INTERVAL;
+            self.recovery.sweep(self.cfg.app.visibility_timeout);
         }
     }
 
@@ -479,7 +572,8 @@ impl Supervisor {
         if self.phase != Phase::Starting {
             return;
         }
-        let ready = (1..=self.target).all(|slot| self.children.values().any(|c| c.slot == slot && c.ready));
+        let ready =
+            (1..=self.target).all(|slot| self.children.values().any(|c| c.slot == slot && c.ready));
         if ready {
             self.phase = Phase::Running;
             tracing::info!("{} ready.", self.cfg.node);
@@ -507,7 +601,14 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     signals::reset_in_child(HANDLED);
     // Ctrl-C, job control and HUP are for the main process; TERM asks us to leave.
-    for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGPIPE] {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGPIPE,
+    ] {
         signals::ignore(sig);
     }
     if signals::install_flags(&[Signal::SIGTERM]).is_err() {
