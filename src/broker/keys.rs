@@ -14,6 +14,8 @@ pub const UNACKED_MUTEX: &str = "unacked_mutex";
 pub const ETA_INDEX: &str = "rmulti.eta";
 /// Hash: delivery tag → `<queue key>\n<raw envelope>` of parked ETA messages.
 pub const ETA_MESSAGES: &str = "rmulti.eta.messages";
+/// Set of delivery tags promoted from the ETA park and not yet taken again.
+pub const ETA_PROMOTED: &str = "rmulti.eta.promoted";
 /// List of JSON records of messages that could not be run (documented in the README).
 pub const DEAD_LETTER: &str = "rmulti.deadletter";
 

@@ -21,8 +21,12 @@ pub struct Reserved {
     pub raw: String,
     /// The list it came from; empty when it was found in the held list.
     pub source: String,
+    /// It was parked for its ETA and is now due (it was received before).
+    pub from_eta_park: bool,
 }
 
+// KEYS: held, unacked, unacked_index, ETA index, ETA messages, ETA promoted
+// set, then the queue keys in consume order.
 // Promotes due ETA messages, then returns the held message if any, else pops
 // the first non-empty queue key into the held list. Registers the message in
 // kombu's unacked structures when its envelope has a delivery tag.
@@ -35,6 +39,7 @@ for _, tag in ipairs(due) do
     local nl = string.find(entry, '\n', 1, true)
     if nl then
       redis.call('RPUSH', string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1))
+      redis.call('SADD', KEYS[6], tag)
     end
   end
   redis.call('ZREM', KEYS[4], tag)
@@ -43,7 +48,7 @@ end
 local msg = redis.call('LINDEX', KEYS[1], -1)
 local src = ''
 if not msg then
-  for i = 6, #KEYS do
+  for i = 7, #KEYS do
     msg = redis.call('RPOP', KEYS[i])
     if msg then
       src = KEYS[i]
@@ -55,6 +60,7 @@ end
 if not msg then
   return false
 end
+local promoted = 0
 local ok, env = pcall(cjson.decode, msg)
 if ok and type(env) == 'table' and type(env['properties']) == 'table' then
   local props = env['properties']
@@ -68,9 +74,10 @@ if ok and type(env) == 'table' and type(env['properties']) == 'table' then
     end
     redis.call('HSET', KEYS[2], tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', KEYS[3], now, tag)
+    promoted = redis.call('SREM', KEYS[6], tag)
   end
 end
-return {msg, src}
+return {msg, src, promoted}
 "#;
 
 // Ack: forget the message everywhere (after its outcome was stored, or at
@@ -166,13 +173,18 @@ impl Scripts {
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::ETA_INDEX)
-            .key(keys::ETA_MESSAGES);
+            .key(keys::ETA_MESSAGES)
+            .key(keys::ETA_PROMOTED);
         for k in queue_keys {
             inv.key(k);
         }
         inv.arg(format!("{:.6}", now_secs())).arg(ETA_PROMOTE_BATCH);
-        let reply: Option<(String, String)> = inv.invoke(con)?;
-        Ok(reply.map(|(raw, source)| Reserved { raw, source }))
+        let reply: Option<(String, String, i64)> = inv.invoke(con)?;
+        Ok(reply.map(|(raw, source, promoted)| Reserved {
+            raw,
+            source,
+            from_eta_park: promoted == 1,
+        }))
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it

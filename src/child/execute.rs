@@ -81,10 +81,13 @@ impl<'a> Executor<'a> {
                 );
             }
         };
-        let _ = reporter.send(&Report::Received {
-            id: task.id.clone(),
-            task: task.display_name().to_string(),
-        });
+        // A due ETA message was logged as received when it arrived.
+        if !msg.from_eta_park {
+            let _ = reporter.send(&Report::Received {
+                id: task.id.clone(),
+                task: task.display_name().to_string(),
+            });
+        }
 
         let Some(spec) = self.spec.app.tasks.get(&task.task).cloned() else {
             tracing::error!(
