@@ -451,7 +451,12 @@ fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
     assert_eq!(redis.cmd(&["SCARD", "rmulti.eta.promoted"]).int(), 0);
     // Received once, when it arrived; not again when it fell due.
     let received = format!("[{eta_id}] received");
-    assert_eq!(dir.read("w1.log").matches(&received).count(), 1, "{}", dir.read("w1.log"));
+    assert_eq!(
+        dir.read("w1.log").matches(&received).count(),
+        1,
+        "{}",
+        dir.read("w1.log")
+    );
     assert_broker_clean(&redis);
 }
 
