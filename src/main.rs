@@ -7,7 +7,11 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if let Some(first) = argv.get(1) {
         if MULTI_COMMANDS.contains(&first.as_str()) || first == "help" {
-            let rest = if first == "multi" { argv[2..].to_vec() } else { argv[1..].to_vec() };
+            let rest = if first == "multi" {
+                argv[2..].to_vec()
+            } else {
+                argv[1..].to_vec()
+            };
             std::process::exit(rmulti::multi::run(rest));
         }
     }

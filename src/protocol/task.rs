@@ -65,7 +65,11 @@ impl TaskMessage {
     /// other than `application/json` without deserialising them.
     pub fn decode(raw: &str) -> Result<TaskMessage, DecodeError> {
         let _ = raw;
-        Err(DecodeError { reason: "not implemented".into(), task_id: None, task: None })
+        Err(DecodeError {
+            reason: "not implemented".into(),
+            task_id: None,
+            task: None,
+        })
     }
 
     /// The name shown in logs and events: the shadow if set, else the task.

@@ -38,7 +38,13 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     pub fn new(executor: Executor) -> TaskSpec {
-        TaskSpec { executor, acks_late: None, time_limit: None, soft_time_limit: None, ignore_result: false }
+        TaskSpec {
+            executor,
+            acks_late: None,
+            time_limit: None,
+            soft_time_limit: None,
+            ignore_result: false,
+        }
     }
 }
 
