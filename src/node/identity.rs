@@ -136,6 +136,36 @@ pub fn argv_is_node(argv: &[String], node_name: &str) -> bool {
         && worker_node_name(argv) == Some(node_name)
 }
 
+/// True once a node's main process has really exited: no such pid, a
+/// zombie, or the pid now belongs to another program. A process in the middle
+/// of exiting (its memory, hence its cmdline, already gone) still counts as
+/// there, so a restart never meets it.
+pub fn node_process_gone(pid: i32, node_name: &str) -> bool {
+    if pid <= 1 {
+        return true;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return true;
+    };
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    match fields.first() {
+        Some(&"Z") | Some(&"X") | None => return true,
+        Some(_) => {}
+    }
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let kthread = fields
+        .get(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0);
+    match process_argv(pid) {
+        Some(argv) => !argv_is_node(&argv, node_name),
+        None => kthread,
+    }
+}
+
 /// The pids whose parent is `pid` (a node's pool children), from /proc.
 pub fn children_of(pid: i32) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -236,6 +266,8 @@ mod tests {
         // the test binary is not a worker
         assert!(!is_node_process(me, "w1@h"));
         assert!(!is_node_process(1, "w1@h"));
+        assert!(node_process_gone(me, "w1@h"));
+        assert!(node_process_gone(i32::MAX, "w1@h"));
         assert_eq!(parent_of(me), Some(nix::unistd::getppid().as_raw()));
         let mut child = std::process::Command::new("sleep")
             .arg("5")

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 
 use super::{probe, remove_stale_pidfile, Ctx, Probe};
 use crate::multi::error::MultiError;
-use crate::node::identity::{children_of, is_node_process};
+use crate::node::identity::{children_of, node_process_gone};
 
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -44,12 +44,15 @@ pub fn kill(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
         }
     }
     let started = Instant::now();
-    while killed.iter().any(|(n, pid)| is_node_process(*pid, &n.name)) && started.elapsed() < GRACE
+    while killed
+        .iter()
+        .any(|(n, pid)| !node_process_gone(*pid, &n.name))
+        && started.elapsed() < GRACE
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     for (node, pid) in killed {
-        if is_node_process(pid, &node.name) {
+        if !node_process_gone(pid, &node.name) {
             out.error(&format!(
                 "rmulti kill: {} ({pid}) is still running",
                 node.name

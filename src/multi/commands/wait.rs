@@ -19,7 +19,7 @@ use crate::multi::error::MultiError;
 use crate::multi::nodes::NodeList;
 use crate::multi::output::Colour;
 use crate::multi::signal::signal_name;
-use crate::node::identity::{children_of, is_node_process};
+use crate::node::identity::{children_of, node_process_gone};
 
 const POLL: Duration = Duration::from_millis(50);
 const DOT_EVERY: Duration = Duration::from_secs(1);
@@ -157,16 +157,18 @@ pub fn wait_all(
     loop {
         let mut i = 0;
         while i < remaining.len() {
-            if is_node_process(remaining[i].pid, &remaining[i].name) {
+            if !node_process_gone(remaining[i].pid, &remaining[i].name) {
                 i += 1;
                 continue;
             }
             let t = remaining.remove(i);
+            // A worker that was killed, or is a zombie nobody reaped yet,
+            // leaves a pidfile that would make the next start think it runs.
+            if let Some(path) = &t.pidfile {
+                remove_stale_pidfile(path, t.pid);
+            }
             if killed_at.is_some() {
                 out.note(&format!("\t> {}: KILLED", t.name));
-                if let Some(path) = &t.pidfile {
-                    remove_stale_pidfile(path, t.pid);
-                }
             } else {
                 out.note(&format!("\n\t> {}: {}", t.name, out.ok()));
             }
