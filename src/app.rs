@@ -1,9 +1,13 @@
 //! `-A NAME` resolution and the app's configuration: `NAME.toml` with
 //! Celery's setting names, overridden by the environment and the command line.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::tasks::Registry;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::tasks::{Builtin, Executor, Registry, TaskSpec};
 
 /// Values that override the file, strongest last: env, then flags.
 #[derive(Debug, Clone, Default)]
@@ -38,12 +42,96 @@ pub struct AppConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("app file {0} not found (-A {1}: looked for {1}.toml in {2})")]
+    #[error("app file {0} not found (-A {1}, relative to {2})")]
     NotFound(PathBuf, String, PathBuf),
     #[error("cannot read app file {0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("{0}")]
     Invalid(String),
+}
+
+pub const DEFAULT_BROKER_URL: &str = "redis://localhost:6379/0";
+pub const DEFAULT_RESULT_EXPIRES: u64 = 86400;
+pub const DEFAULT_QUEUE: &str = "celery";
+pub const DEFAULT_VISIBILITY_TIMEOUT: u64 = 3600;
+
+/// The scalar settings `apply_override` accepts, for its error message.
+pub const OVERRIDABLE: &[&str] = &[
+    "broker_url",
+    "result_backend",
+    "result_expires",
+    "task_default_queue",
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "task_track_started",
+    "task_time_limit",
+    "task_soft_time_limit",
+    "worker_concurrency",
+    "visibility_timeout",
+];
+
+/// The file as written; `Spanned` keeps positions for errors found after parsing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    broker_url: Option<Spanned<String>>,
+    result_backend: Option<Spanned<String>>,
+    result_expires: Option<Spanned<f64>>,
+    task_default_queue: Option<Spanned<String>>,
+    task_acks_late: Option<bool>,
+    task_reject_on_worker_lost: Option<bool>,
+    task_track_started: Option<bool>,
+    task_time_limit: Option<Spanned<f64>>,
+    task_soft_time_limit: Option<Spanned<f64>>,
+    worker_concurrency: Option<Spanned<i64>>,
+    broker_transport_options: Option<RawTransport>,
+    // Not `Spanned`: toml 0.8 cannot put a span on a dotted key's implicit
+    // table, so task errors are located by `locate_task` instead.
+    tasks: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransport {
+    visibility_timeout: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    builtin: Option<String>,
+    exec: Option<Vec<String>>,
+    acks_late: Option<bool>,
+    time_limit: Option<f64>,
+    soft_time_limit: Option<f64>,
+    ignore_result: Option<bool>,
+}
+
+/// Turns byte offsets into `file: line L, column C: message`.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: impl std::fmt::Display) -> AppError {
+        let file = self.path.display();
+        match span {
+            Some(span) => {
+                let start = span.start.min(self.text.len());
+                let before = self.text.get(..start).unwrap_or("");
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                AppError::Invalid(format!("{file}: line {line}, column {column}: {message}"))
+            }
+            None => AppError::Invalid(format!("{file}: {message}")),
+        }
+    }
+}
+
+fn from_env(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
+    // An empty variable is "unset", as Celery treats a falsy value.
+    env(key).filter(|v| !v.is_empty())
 }
 
 impl AppConfig {
@@ -55,7 +143,701 @@ impl AppConfig {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<AppConfig, AppError> {
-        let _ = (app, cwd, env, overrides);
-        Err(AppError::Invalid("not implemented".into()))
+        let path = AppConfig::resolve(app, cwd);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AppError::NotFound(path, app.to_string(), cwd.to_path_buf()));
+            }
+            Err(err) => return Err(AppError::Io(path, err)),
+        };
+        AppConfig::from_str(app, &path, &text, env, overrides)
+    }
+
+    /// The file `-A app` names: `app` itself when it ends in `.toml`,
+    /// else `app.toml`; relative paths are taken from `cwd`.
+    pub fn resolve(app: &str, cwd: &Path) -> PathBuf {
+        let file = if app.ends_with(".toml") {
+            PathBuf::from(app)
+        } else {
+            PathBuf::from(format!("{app}.toml"))
+        };
+        cwd.join(file)
+    }
+
+    /// Parses an app file's text; `path` is only used in error messages and
+    /// stored in the result.
+    pub fn from_str(
+        name: &str,
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<AppConfig, AppError> {
+        let src = Source { path, text };
+        let raw: RawApp =
+            toml::from_str(text).map_err(|err| src.error(err.span(), err.message().trim_end()))?;
+
+        let file_broker = match raw.broker_url {
+            Some(url) => Some(non_empty(&src, "broker_url", url)?),
+            None => None,
+        };
+        let file_backend = match raw.result_backend {
+            Some(url) => Some(non_empty(&src, "result_backend", url)?),
+            None => None,
+        };
+        let broker_url = overrides
+            .broker
+            .clone()
+            .or_else(|| from_env(env, "CELERY_BROKER_URL"))
+            .or(file_broker)
+            .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
+        // Celery stores results next to the broker unless told otherwise.
+        let result_backend = overrides
+            .result_backend
+            .clone()
+            .or_else(|| from_env(env, "CELERY_RESULT_BACKEND"))
+            .or(file_backend)
+            .unwrap_or_else(|| broker_url.clone());
+
+        let result_expires = match raw.result_expires {
+            None => Some(DEFAULT_RESULT_EXPIRES),
+            Some(v) => {
+                let span = v.span();
+                expires(*v.get_ref())
+                    .map_err(|m| src.error(Some(span), format!("result_expires {m}")))?
+            }
+        };
+        let task_default_queue = match raw.task_default_queue {
+            Some(q) => non_empty(&src, "task_default_queue", q)?,
+            None => DEFAULT_QUEUE.to_string(),
+        };
+        let task_time_limit = positive_opt(&src, "task_time_limit", raw.task_time_limit)?;
+        let task_soft_time_limit =
+            positive_opt(&src, "task_soft_time_limit", raw.task_soft_time_limit)?;
+        let worker_concurrency = match raw.worker_concurrency {
+            None => None,
+            Some(v) => {
+                let span = v.span();
+                Some(
+                    concurrency(*v.get_ref())
+                        .map_err(|m| src.error(Some(span), format!("worker_concurrency {m}")))?,
+                )
+            }
+        };
+        let visibility_timeout = match raw
+            .broker_transport_options
+            .and_then(|t| t.visibility_timeout)
+        {
+            None => DEFAULT_VISIBILITY_TIMEOUT,
+            Some(v) => {
+                let span = v.span();
+                seconds(*v.get_ref())
+                    .map_err(|m| src.error(Some(span), format!("visibility_timeout {m}")))?
+            }
+        };
+
+        let mut tasks = Registry::default();
+        for (task, entry) in raw.tasks.unwrap_or_default() {
+            add_tasks(&mut tasks, task, entry).map_err(|(task, m)| {
+                src.error(locate_task(text, &task), format!("task {task:?}: {m}"))
+            })?;
+        }
+
+        Ok(AppConfig {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            broker_url,
+            result_backend,
+            result_expires,
+            task_default_queue,
+            task_acks_late: raw.task_acks_late.unwrap_or(false),
+            task_reject_on_worker_lost: raw.task_reject_on_worker_lost.unwrap_or(false),
+            task_track_started: raw.task_track_started.unwrap_or(false),
+            task_time_limit,
+            task_soft_time_limit,
+            worker_concurrency,
+            visibility_timeout,
+            tasks,
+        })
+    }
+
+    /// Applies one `key=value` from the worker's command line (after `--`),
+    /// e.g. `task_acks_late=true`, to a scalar setting. Optional limits take
+    /// `none` to clear them.
+    pub fn apply_override(&mut self, assignment: &str) -> Result<(), AppError> {
+        let Some((key, value)) = assignment.split_once('=') else {
+            return Err(AppError::Invalid(format!(
+                "override {assignment:?}: expected key=value"
+            )));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let bad = |m: String| AppError::Invalid(format!("override {key}={value}: {m}"));
+        let number = || {
+            value
+                .parse::<f64>()
+                .map_err(|_| bad("expected a number".to_string()))
+        };
+        let none = matches!(value.to_ascii_lowercase().as_str(), "none" | "null" | "");
+        match key {
+            "broker_url" | "result_backend" | "task_default_queue" => {
+                if value.is_empty() {
+                    return Err(bad("must not be empty".to_string()));
+                }
+                let target = match key {
+                    "broker_url" => &mut self.broker_url,
+                    "result_backend" => &mut self.result_backend,
+                    _ => &mut self.task_default_queue,
+                };
+                *target = value.to_string();
+            }
+            "task_acks_late" => {
+                self.task_acks_late = parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
+            }
+            "task_reject_on_worker_lost" => {
+                self.task_reject_on_worker_lost =
+                    parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
+            }
+            "task_track_started" => {
+                self.task_track_started =
+                    parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
+            }
+            "result_expires" => {
+                self.result_expires = if none {
+                    None
+                } else {
+                    expires(number()?).map_err(bad)?
+                }
+            }
+            "task_time_limit" | "task_soft_time_limit" => {
+                let limit = if none {
+                    None
+                } else {
+                    Some(positive(number()?).map_err(bad)?)
+                };
+                if key == "task_time_limit" {
+                    self.task_time_limit = limit;
+                } else {
+                    self.task_soft_time_limit = limit;
+                }
+            }
+            "worker_concurrency" => {
+                self.worker_concurrency = if none {
+                    None
+                } else {
+                    let n = value
+                        .parse::<i64>()
+                        .map_err(|_| bad("expected an integer".to_string()))?;
+                    Some(concurrency(n).map_err(bad)?)
+                }
+            }
+            "visibility_timeout" | "broker_transport_options.visibility_timeout" => {
+                self.visibility_timeout = seconds(number()?).map_err(bad)?
+            }
+            _ => {
+                return Err(AppError::Invalid(format!(
+                    "override {assignment:?}: unknown setting {key:?}, expected one of {}",
+                    OVERRIDABLE.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+const BOOL_EXPECTED: &str = "expected true or false";
+
+/// The spellings Celery's command line accepts for booleans.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn non_empty(src: &Source, key: &str, value: Spanned<String>) -> Result<String, AppError> {
+    let span = value.span();
+    let value = value.into_inner();
+    if value.trim().is_empty() {
+        return Err(src.error(Some(span), format!("{key} must not be empty")));
+    }
+    Ok(value)
+}
+
+fn positive(v: f64) -> Result<f64, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be a positive number of seconds, not {v}"))
+    }
+}
+
+fn positive_opt(
+    src: &Source,
+    key: &str,
+    value: Option<Spanned<f64>>,
+) -> Result<Option<f64>, AppError> {
+    match value {
+        None => Ok(None),
+        Some(v) => {
+            let span = v.span();
+            positive(*v.get_ref())
+                .map(Some)
+                .map_err(|m| src.error(Some(span), format!("{key} {m}")))
+        }
+    }
+}
+
+/// `result_expires`: 0 means "never expire", as in Celery.
+fn expires(v: f64) -> Result<Option<u64>, String> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("must be a non-negative number of seconds, not {v}"));
+    }
+    let secs = v.ceil() as u64;
+    Ok((secs > 0).then_some(secs))
+}
+
+/// Whole seconds, rounded up so a fractional value never becomes 0.
+fn seconds(v: f64) -> Result<u64, String> {
+    positive(v).map(|v| v.ceil() as u64)
+}
+
+fn concurrency(n: i64) -> Result<usize, String> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("must be at least 1, not {n}"))
+}
+
+/// Where task `name` is defined: the line starting with its quoted or bare
+/// key, else (for `[tasks.a]` headers) with its last segment as a key.
+fn locate_task(text: &str, name: &str) -> Option<Range<usize>> {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let keys = [
+        format!("\"{name}\""),
+        format!("'{name}'"),
+        name.to_string(),
+        last.to_string(),
+    ];
+    keys.iter().find_map(|key| {
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            if let Some(rest) = trimmed.strip_prefix(key.as_str()) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(offset + indent..offset + indent + key.len());
+                }
+            }
+            offset += line.len();
+        }
+        None
+    })
+}
+
+/// Adds one `[tasks]` entry. A table of tables with neither `builtin` nor
+/// `exec` is a namespace, so both `"proj.tasks.add" = {...}` and the bare
+/// dotted key `proj.tasks.add = {...}` (TOML's nested tables) name the task
+/// `proj.tasks.add`. Errors carry the full task name.
+fn add_tasks(
+    registry: &mut Registry,
+    name: String,
+    value: toml::Value,
+) -> Result<(), (String, String)> {
+    if let toml::Value::Table(table) = &value {
+        let namespace = !table.is_empty()
+            && !table.contains_key("builtin")
+            && !table.contains_key("exec")
+            && table.values().all(toml::Value::is_table);
+        if namespace {
+            if let toml::Value::Table(table) = value {
+                for (part, inner) in table {
+                    add_tasks(registry, format!("{name}.{part}"), inner)?;
+                }
+            }
+            return Ok(());
+        }
+    }
+    let raw = RawTask::deserialize(value)
+        .map_err(|e| (name.clone(), e.message().trim_end().to_string()))?;
+    let spec = task_spec(raw).map_err(|m| (name.clone(), m))?;
+    registry.insert(name, spec);
+    Ok(())
+}
+
+fn task_spec(raw: RawTask) -> Result<TaskSpec, String> {
+    let executor = match (raw.builtin, raw.exec) {
+        (Some(_), Some(_)) => return Err("give either `builtin` or `exec`, not both".into()),
+        (None, None) => return Err("needs `builtin = \"NAME\"` or `exec = [\"cmd\", ...]`".into()),
+        (Some(name), None) => match Builtin::from_name(&name) {
+            Some(b) => Executor::Builtin(b),
+            None => {
+                return Err(format!(
+                    "unknown builtin {name:?}, expected one of {}",
+                    Builtin::NAMES.join(", ")
+                ));
+            }
+        },
+        (None, Some(argv)) => {
+            if argv.first().is_none_or(|cmd| cmd.is_empty()) {
+                return Err("`exec` needs a command: exec = [\"cmd\", \"arg\", ...]".into());
+            }
+            Executor::Exec(argv)
+        }
+    };
+    let time_limit = raw
+        .time_limit
+        .map(positive)
+        .transpose()
+        .map_err(|m| format!("time_limit {m}"))?;
+    let soft_time_limit = raw
+        .soft_time_limit
+        .map(positive)
+        .transpose()
+        .map_err(|m| format!("soft_time_limit {m}"))?;
+    Ok(TaskSpec {
+        executor,
+        acks_late: raw.acks_late,
+        time_limit,
+        soft_time_limit,
+        ignore_result: raw.ignore_result.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<AppConfig, AppError> {
+        AppConfig::from_str(
+            "proj",
+            Path::new("proj.toml"),
+            text,
+            &no_env,
+            &Overrides::default(),
+        )
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let app = parse("").unwrap();
+        assert_eq!(app.name, "proj");
+        assert_eq!(app.broker_url, "redis://localhost:6379/0");
+        assert_eq!(app.result_backend, "redis://localhost:6379/0");
+        assert_eq!(app.result_expires, Some(86400));
+        assert_eq!(app.task_default_queue, "celery");
+        assert!(!app.task_acks_late && !app.task_reject_on_worker_lost && !app.task_track_started);
+        assert_eq!(app.task_time_limit, None);
+        assert_eq!(app.task_soft_time_limit, None);
+        assert_eq!(app.worker_concurrency, None);
+        assert_eq!(app.visibility_timeout, 3600);
+        assert!(app.tasks.is_empty());
+    }
+
+    #[test]
+    fn every_setting() {
+        let app = parse(
+            r#"
+broker_url = "redis://b:6379/1"
+result_backend = "redis://r:6379/2"
+result_expires = 0
+task_default_queue = "q"
+task_acks_late = true
+task_reject_on_worker_lost = true
+task_track_started = true
+task_time_limit = 30
+task_soft_time_limit = 2.5
+worker_concurrency = 4
+
+[broker_transport_options]
+visibility_timeout = 60
+
+[tasks]
+"proj.tasks.add" = { builtin = "add" }
+"proj.tasks.sh" = { exec = ["sh", "-c", "cat"], acks_late = false, time_limit = 5, soft_time_limit = 1, ignore_result = true }
+"#,
+        )
+        .unwrap();
+        assert_eq!(app.broker_url, "redis://b:6379/1");
+        assert_eq!(app.result_backend, "redis://r:6379/2");
+        assert_eq!(app.result_expires, None);
+        assert_eq!(app.task_default_queue, "q");
+        assert!(app.task_acks_late && app.task_reject_on_worker_lost && app.task_track_started);
+        assert_eq!(app.task_time_limit, Some(30.0));
+        assert_eq!(app.task_soft_time_limit, Some(2.5));
+        assert_eq!(app.worker_concurrency, Some(4));
+        assert_eq!(app.visibility_timeout, 60);
+        assert_eq!(
+            app.tasks.names().collect::<Vec<_>>(),
+            ["proj.tasks.add", "proj.tasks.sh"]
+        );
+        assert!(matches!(
+            app.tasks.get("proj.tasks.add").unwrap().executor,
+            Executor::Builtin(Builtin::Add)
+        ));
+        let sh = app.tasks.get("proj.tasks.sh").unwrap();
+        assert!(matches!(&sh.executor, Executor::Exec(argv) if argv == &["sh", "-c", "cat"]));
+        assert_eq!(sh.acks_late, Some(false));
+        assert_eq!(sh.time_limit, Some(5.0));
+        assert_eq!(sh.soft_time_limit, Some(1.0));
+        assert!(sh.ignore_result);
+    }
+
+    #[test]
+    fn result_backend_follows_broker() {
+        let app = parse("broker_url = \"redis://b:1/3\"").unwrap();
+        assert_eq!(app.result_backend, "redis://b:1/3");
+    }
+
+    #[test]
+    fn override_order_file_env_flags() {
+        let text = "broker_url = \"redis://file/0\"\nresult_backend = \"redis://file/1\"\n";
+        let env = |k: &str| match k {
+            "CELERY_BROKER_URL" => Some("redis://env/0".to_string()),
+            "CELERY_RESULT_BACKEND" => Some("redis://env/1".to_string()),
+            _ => None,
+        };
+        let path = Path::new("proj.toml");
+        let app = AppConfig::from_str("proj", path, text, &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            (app.broker_url.as_str(), app.result_backend.as_str()),
+            ("redis://env/0", "redis://env/1")
+        );
+
+        let flags = Overrides {
+            broker: Some("redis://flag/0".into()),
+            result_backend: None,
+        };
+        let app = AppConfig::from_str("proj", path, text, &env, &flags).unwrap();
+        assert_eq!(
+            (app.broker_url.as_str(), app.result_backend.as_str()),
+            ("redis://flag/0", "redis://env/1")
+        );
+
+        let flags = Overrides {
+            broker: None,
+            result_backend: Some("redis://flag/1".into()),
+        };
+        let app = AppConfig::from_str("proj", path, text, &no_env, &flags).unwrap();
+        assert_eq!(
+            (app.broker_url.as_str(), app.result_backend.as_str()),
+            ("redis://file/0", "redis://flag/1")
+        );
+
+        // An env broker with no backend anywhere: results go to that broker.
+        let only_broker = |k: &str| (k == "CELERY_BROKER_URL").then(|| "redis://env/0".to_string());
+        let app =
+            AppConfig::from_str("proj", path, "", &only_broker, &Overrides::default()).unwrap();
+        assert_eq!(app.result_backend, "redis://env/0");
+        // Empty variables count as unset.
+        let empty = |_: &str| Some(String::new());
+        let app = AppConfig::from_str("proj", path, text, &empty, &Overrides::default()).unwrap();
+        assert_eq!(app.broker_url, "redis://file/0");
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_and_line() {
+        let e = err("task_acks_late = true\n\nbrokr_url = \"redis://x\"\n");
+        assert!(
+            e.starts_with("proj.toml: line 3, column 1: unknown field `brokr_url`"),
+            "{e}"
+        );
+        let e = err("[broker_transport_options]\nvisibility = 3\n");
+        assert!(e.contains("line 2") && e.contains("`visibility`"), "{e}");
+        let e = err("[tasks]\n\"t\" = { builtin = \"add\", retries = 3 }\n");
+        assert!(e.contains("line 2") && e.contains("`retries`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_syntax() {
+        let e = err("task_acks_late = \"yes\"\n");
+        assert!(
+            e.starts_with("proj.toml: line 1, column 18: invalid type"),
+            "{e}"
+        );
+        let e = err("x = = 1\n");
+        assert!(e.starts_with("proj.toml: line 1"), "{e}");
+    }
+
+    #[test]
+    fn bad_values() {
+        assert!(err("result_expires = -1").contains("result_expires must be a non-negative"));
+        assert!(err("task_time_limit = 0").contains("task_time_limit must be a positive"));
+        assert!(err("task_soft_time_limit = -2").contains("task_soft_time_limit"));
+        assert!(err("worker_concurrency = 0").contains("worker_concurrency must be at least 1"));
+        assert!(err("task_default_queue = \"\"").contains("task_default_queue must not be empty"));
+        assert!(err("[broker_transport_options]\nvisibility_timeout = 0").contains("line 2"));
+        assert_eq!(
+            parse("result_expires = 1.5").unwrap().result_expires,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn bad_task_entries_name_the_task_and_line() {
+        let cases = [
+            ("\"t\" = { builtin = \"add\", exec = [\"x\"] }", "not both"),
+            ("\"t\" = { acks_late = true }", "needs `builtin"),
+            ("\"t\" = { exec = [] }", "`exec` needs a command"),
+            ("\"t\" = { exec = [\"\"] }", "`exec` needs a command"),
+            ("\"t\" = { builtin = \"div\" }", "unknown builtin \"div\""),
+            (
+                "\"t\" = { builtin = \"add\", time_limit = 0 }",
+                "time_limit must be a positive",
+            ),
+        ];
+        for (entry, want) in cases {
+            let e = err(&format!("[tasks]\n{entry}\n"));
+            assert!(
+                e.starts_with("proj.toml: line 2, column 1: task \"t\": "),
+                "{e}"
+            );
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+        let e = err("[tasks]\n\"t\" = 3\n");
+        assert!(e.contains("task \"t\": invalid type"), "{e}");
+        let e = err("[tasks]\na.b = { builtin = \"nope\" }\n");
+        assert!(
+            e.contains("line 2") && e.contains("task \"a.b\": unknown builtin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dotted_and_nested_task_names() {
+        let app = parse(
+            "[tasks]\nproj.tasks.add = { builtin = \"add\" }\n[tasks.proj.other]\nmul = { builtin = \"mul\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            app.tasks.names().collect::<Vec<_>>(),
+            ["proj.other.mul", "proj.tasks.add"]
+        );
+        let e = err("[tasks]\n\"a\" = { builtin = \"add\" }\n[tasks.proj.other]\n  mul = { builtin = \"x\" }\n");
+        assert!(
+            e.starts_with("proj.toml: line 4, column 3: task \"proj.other.mul\": unknown builtin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn apply_override() {
+        let mut app = parse("").unwrap();
+        app.apply_override("task_acks_late=true").unwrap();
+        app.apply_override("task_track_started=yes").unwrap();
+        app.apply_override("worker_concurrency=3").unwrap();
+        app.apply_override("task_soft_time_limit=1.5").unwrap();
+        app.apply_override("result_expires=0").unwrap();
+        app.apply_override("visibility_timeout=10").unwrap();
+        app.apply_override("task_default_queue=hipri").unwrap();
+        app.apply_override("broker_url=redis://o/0").unwrap();
+        assert!(app.task_acks_late && app.task_track_started);
+        assert_eq!(app.worker_concurrency, Some(3));
+        assert_eq!(app.task_soft_time_limit, Some(1.5));
+        assert_eq!(app.result_expires, None);
+        assert_eq!(app.visibility_timeout, 10);
+        assert_eq!(app.task_default_queue, "hipri");
+        assert_eq!(app.broker_url, "redis://o/0");
+        app.apply_override("task_soft_time_limit=none").unwrap();
+        assert_eq!(app.task_soft_time_limit, None);
+
+        for bad in [
+            "nope=1",
+            "task_acks_late=maybe",
+            "worker_concurrency=0",
+            "task_time_limit=-1",
+            "novalue",
+        ] {
+            let e = app.apply_override(bad).unwrap_err().to_string();
+            assert!(e.contains("override"), "{e}");
+        }
+        assert!(app
+            .apply_override("brokr_url=x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown setting"));
+    }
+
+    #[test]
+    fn load_resolves_names_and_reports_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("proj.toml"), "task_acks_late = true\n").unwrap();
+        let app = AppConfig::load("proj", dir.path(), &no_env, &Overrides::default()).unwrap();
+        assert!(app.task_acks_late);
+        assert_eq!(app.path, dir.path().join("proj.toml"));
+        let app = AppConfig::load("proj.toml", dir.path(), &no_env, &Overrides::default()).unwrap();
+        assert_eq!(app.name, "proj.toml");
+
+        let e = AppConfig::load("other", dir.path(), &no_env, &Overrides::default()).unwrap_err();
+        assert!(matches!(e, AppError::NotFound(..)));
+        assert!(
+            e.to_string()
+                .contains(&dir.path().join("other.toml").display().to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shipped_example_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let app = AppConfig::load("etc/proj.toml", root, &no_env, &Overrides::default()).unwrap();
+        assert_eq!(app.broker_url, "redis://localhost:6379/0");
+        assert_eq!(app.result_backend, "redis://localhost:6379/0");
+        assert_eq!(app.result_expires, Some(86400));
+        assert_eq!(
+            app.tasks.names().collect::<Vec<_>>(),
+            ["proj.tasks.add", "proj.tasks.mul", "proj.tasks.xsum"]
+        );
+        assert!(matches!(
+            app.tasks.get("proj.tasks.xsum").unwrap().executor,
+            Executor::Builtin(Builtin::Xsum)
+        ));
+    }
+
+    #[test]
+    fn fixtures_load_or_fail_as_named() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apps");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if !name.ends_with(".toml") {
+                continue;
+            }
+            let result = AppConfig::load(&name, &dir, &no_env, &Overrides::default());
+            assert_eq!(
+                result.is_err(),
+                name.starts_with("bad_"),
+                "{name}: {result:?}"
+            );
+        }
+        let e = AppConfig::load("bad_unknown_key", &dir, &no_env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad_unknown_key.toml: line 3, column 1: unknown field `brokr_url`"),
+            "{e}"
+        );
+        let e = AppConfig::load("bad_task", &dir, &no_env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad_task.toml: line 3, column 1: task \"proj.tasks.div\": unknown builtin"),
+            "{e}"
+        );
+        let e = AppConfig::load("bad_syntax", &dir, &no_env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad_syntax.toml: line 2"), "{e}");
+        let app = AppConfig::load("everything", &dir, &no_env, &Overrides::default()).unwrap();
+        assert_eq!(app.tasks.len(), 10);
     }
 }

@@ -38,9 +38,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one worker node: a supervisor and its prefork pool.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Send one task the way a Celery client does, and optionally wait for its result.
-    Call(CallArgs),
+    Call(Box<CallArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

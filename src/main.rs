@@ -17,8 +17,8 @@ fn main() {
     }
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Worker(_args) => rmulti::exit::FAILURE,
-        Command::Call(_args) => rmulti::exit::FAILURE,
+        Command::Worker(args) => rmulti::node::run_worker(*args),
+        Command::Call(args) => rmulti::client::run_call(*args),
     };
     std::process::exit(code);
 }

@@ -1,4 +1,195 @@
 //! The node main process ("supervisor"): detach, pidfile, the supervisor loop
 //! and its signal handlers. It never consumes tasks and stays single-threaded
 //! so that `fork()` is safe.
+
+pub mod banner;
+pub mod config;
+pub mod detach;
 pub mod identity;
+pub mod names;
+pub mod pidfile;
+pub mod privileges;
+pub mod recovery;
+pub mod supervisor;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::cli::WorkerArgs;
+use crate::{broker, exit, logging, signals};
+use config::{NodeConfig, StartError};
+use detach::Notifier;
+use pidfile::Pidfile;
+use recovery::Recovery;
+
+/// How long start-up retries the first Redis connection before failing.
+const CONNECT_GRACE: Duration = Duration::from_secs(5);
+
+/// `rmulti worker`: returns the process exit status.
+pub fn run_worker(args: WorkerArgs) -> i32 {
+    if let Some(dir) = &args.workdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("Error: cannot change to --workdir {}: {e}", dir.display());
+            return exit::FAILURE;
+        }
+    }
+    let cfg = match NodeConfig::resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return e.code;
+        }
+    };
+    if let Some(mask) = &args.umask {
+        match privileges::parse_umask(mask) {
+            Ok(m) => privileges::apply_umask(m),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+    if let Err(e) = privileges::drop_privileges(args.uid.as_deref(), args.gid.as_deref()) {
+        eprintln!("Error: {e}");
+        return exit::FAILURE;
+    }
+    let hint = cfg
+        .logfile(0)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the node's log".to_string());
+    let mut notifier = if args.detach {
+        detach::daemonize(&hint)
+    } else {
+        Notifier::foreground()
+    };
+    match start(cfg, &mut notifier) {
+        Ok((supervisor, pidfile)) => {
+            let code = supervisor.run();
+            drop(pidfile);
+            code
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            notifier.fail(e.code, &e.message);
+            e.code
+        }
+    }
+}
+
+/// Everything between detaching and the supervisor loop.
+fn start(
+    cfg: NodeConfig,
+    notifier: &mut Notifier,
+) -> Result<(supervisor::Supervisor, Option<Pidfile>), StartError> {
+    let log = match cfg.logfile(0) {
+        Some(path) => {
+            Some(logging::open(&path).map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?)
+        }
+        None => None,
+    };
+    logging::init(cfg.level, log, "MainProcess");
+    signals::ignore(Signal::SIGPIPE);
+
+    let pidfile = match &cfg.pidfile {
+        Some(path) => {
+            let node = cfg.node.clone();
+            let (pf, warnings) = Pidfile::acquire(path, &|pid| is_live_worker(pid, &node))
+                .map_err(|e| {
+                    let code = match e {
+                        pidfile::PidfileError::AlreadyRunning { .. } => exit::CANTCREAT,
+                        _ => exit::FAILURE,
+                    };
+                    StartError::new(code, e.to_string())
+                })?;
+            for w in warnings {
+                tracing::warn!("{w}");
+                notifier.warn(&w);
+            }
+            Some(pf)
+        }
+        None => None,
+    };
+
+    let mut recovery = Recovery::new(&cfg.app, &keys_first_queue(&cfg));
+    connect_with_grace(&mut recovery, &cfg)?;
+    tracing::info!("Connected to {}", broker::url::masked(&cfg.app.broker_url));
+    let con = recovery
+        .broker()
+        .map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?;
+    broker::reserve::declare_queues(con, &cfg.queues)
+        .map_err(|e| StartError::new(exit::FAILURE, format!("cannot declare queues: {e}")))?;
+    match recovery.recover_node(&cfg.node) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "Restored {n} message(s) held by an earlier run of {} to their queues",
+            cfg.node
+        ),
+        Err(e) => tracing::error!("Cannot look for messages held by an earlier run: {e}"),
+    }
+
+    let text = banner::banner(&cfg);
+    tracing::info!("\n{text}");
+    if !notifier.is_detached() {
+        println!("{text}");
+    }
+    let pipe = signals::install(supervisor::HANDLED).map_err(|e| {
+        StartError::new(
+            exit::FAILURE,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
+    let notifier = std::mem::replace(notifier, Notifier::foreground());
+    Ok((
+        supervisor::Supervisor::new(cfg, pipe, notifier, recovery),
+        pidfile,
+    ))
+}
+
+fn keys_first_queue(cfg: &NodeConfig) -> String {
+    cfg.queues
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "celery".to_string())
+}
+
+fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), StartError> {
+    let deadline = Instant::now() + CONNECT_GRACE;
+    loop {
+        match recovery.broker() {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!("{e}; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(StartError::new(
+                    exit::FAILURE,
+                    format!(
+                        "consumer: Cannot connect to {}: {e}",
+                        broker::url::masked(&cfg.app.broker_url)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Whether `pid` is a live rmulti worker (the pidfile's owner is still running).
+fn is_live_worker(pid: i32, _node: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            return false;
+        }
+    }
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_rmulti = args.first().is_some_and(|a0| a0.ends_with(b"rmulti"));
+    is_rmulti && args.iter().any(|a| *a == b"worker")
+}

@@ -1,7 +1,9 @@
 //! The kombu Redis envelope: the JSON document pushed on a queue list, with a
 //! base64 (and optionally compressed) body.
 
+use base64::Engine;
 use serde_json::{Map, Value};
+use std::io::Read;
 
 /// A parsed kombu envelope. `raw` is kept byte for byte: it is what goes back
 /// into `unacked`, the ETA park and the dead-letter list.
@@ -34,12 +36,194 @@ impl Envelope {
     /// Parses the envelope and decodes the body (base64 per
     /// `properties.body_encoding`, then `headers.compression`).
     pub fn parse(raw: &str) -> Result<Envelope, EnvelopeError> {
-        let _ = raw;
-        Err(EnvelopeError::NotEnvelope("not implemented".into()))
+        let doc: Value =
+            serde_json::from_str(raw).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let Value::Object(mut doc) = doc else {
+            return Err(EnvelopeError::NotEnvelope(
+                "top level is not a JSON object".into(),
+            ));
+        };
+        let headers = take_object(&mut doc, "headers")?;
+        let properties = take_object(&mut doc, "properties")?;
+        // kombu defaults: a missing content type is treated as JSON, the only
+        // serializer this crate speaks; the task layer still checks it.
+        let content_type =
+            take_string(&mut doc, "content-type")?.unwrap_or_else(|| "application/json".into());
+        let content_encoding =
+            take_string(&mut doc, "content-encoding")?.unwrap_or_else(|| "utf-8".into());
+        let body_text = match doc.remove("body") {
+            Some(Value::String(s)) => s,
+            Some(Value::Null) | None => {
+                return Err(EnvelopeError::NotEnvelope("no \"body\" string".into()))
+            }
+            Some(_) => {
+                return Err(EnvelopeError::NotEnvelope(
+                    "\"body\" is not a string".into(),
+                ))
+            }
+        };
+        let encoded = match properties.get("body_encoding").and_then(Value::as_str) {
+            Some("base64") => decode_base64(&body_text)?,
+            _ => body_text.into_bytes(),
+        };
+        let body = match headers.get("compression") {
+            None | Some(Value::Null) => encoded,
+            Some(Value::String(c)) => decompress(c, &encoded)?,
+            Some(other) => return Err(EnvelopeError::UnsupportedCompression(other.to_string())),
+        };
+        Ok(Envelope {
+            raw: raw.to_string(),
+            content_type,
+            content_encoding,
+            headers,
+            properties,
+            body,
+        })
     }
 
     /// `properties.delivery_tag`, if present.
     pub fn delivery_tag(&self) -> Option<&str> {
         self.properties.get("delivery_tag").and_then(Value::as_str)
+    }
+}
+
+fn take_object(
+    doc: &mut Map<String, Value>,
+    key: &str,
+) -> Result<Map<String, Value>, EnvelopeError> {
+    match doc.remove(key) {
+        Some(Value::Object(m)) => Ok(m),
+        Some(Value::Null) | None => Ok(Map::new()),
+        Some(_) => Err(EnvelopeError::NotEnvelope(format!(
+            "\"{key}\" is not an object"
+        ))),
+    }
+}
+
+fn take_string(doc: &mut Map<String, Value>, key: &str) -> Result<Option<String>, EnvelopeError> {
+    match doc.remove(key) {
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err(EnvelopeError::NotEnvelope(format!(
+            "\"{key}\" is not a string"
+        ))),
+    }
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, EnvelopeError> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    // Python's b64decode discards whitespace; some producers drop padding.
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD
+        .decode(&compact)
+        .or_else(|e| {
+            STANDARD_NO_PAD
+                .decode(compact.trim_end_matches('='))
+                .map_err(|_| e)
+        })
+        .map_err(|e| EnvelopeError::BadBase64(e.to_string()))
+}
+
+/// kombu's compression names: `application/x-gzip` is its *zlib* codec
+/// (aliases `zlib`, `gzip`); a real gzip stream is accepted too by its magic.
+fn decompress(compression: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let bad = |e: std::io::Error| EnvelopeError::BadCompression {
+        compression: compression.to_string(),
+        reason: e.to_string(),
+    };
+    match compression.to_ascii_lowercase().as_str() {
+        "application/x-gzip" | "application/gzip" | "application/zlib" | "zlib" | "gzip" => {
+            let mut out = Vec::new();
+            if data.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::GzDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .map_err(bad)?;
+            } else {
+                flate2::read::ZlibDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .map_err(bad)?;
+            }
+            Ok(out)
+        }
+        _ => Err(EnvelopeError::UnsupportedCompression(
+            compression.to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::protocol::test_fixture as fixture;
+
+    #[test]
+    fn parses_plain_envelope() {
+        let f = fixture("task-v2-delay.json");
+        let env = Envelope::parse(f["raw"].as_str().unwrap()).unwrap();
+        assert_eq!(env.content_type, "application/json");
+        assert_eq!(env.content_encoding, "utf-8");
+        assert_eq!(
+            env.delivery_tag(),
+            Some("f93b33ab-1478-45f0-930b-7672ea6ec83c")
+        );
+        assert_eq!(env.headers["task"], "proj.add");
+        let body: Value = serde_json::from_slice(&env.body).unwrap();
+        assert_eq!(body, f["decoded"]["body"]);
+        assert_eq!(env.raw, f["raw"].as_str().unwrap());
+    }
+
+    #[test]
+    fn parses_zlib_body() {
+        let f = fixture("task-v2-compressed-zlib.json");
+        let env = Envelope::parse(f["raw"].as_str().unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(&env.body).unwrap();
+        assert_eq!(body, f["decoded"]["body"]);
+    }
+
+    #[test]
+    fn gzip_stream_and_plain_body() {
+        use flate2::write::GzEncoder;
+        use std::io::Write;
+        let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"[[1], {}, {}]").unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(enc.finish().unwrap());
+        let raw = format!(
+            r#"{{"body": "{b64}", "headers": {{"compression": "gzip"}}, "properties": {{"body_encoding": "base64"}}}}"#
+        );
+        assert_eq!(Envelope::parse(&raw).unwrap().body, b"[[1], {}, {}]");
+        let raw = r#"{"body": "[[1], {}, {}]", "content-type": "application/json", "properties": {}, "extra": 1}"#;
+        assert_eq!(Envelope::parse(raw).unwrap().body, b"[[1], {}, {}]");
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            Envelope::parse("nope"),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            Envelope::parse("[1]"),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(r#"{"headers": {}}"#),
+            Err(EnvelopeError::NotEnvelope(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(r#"{"body": "!!!", "properties": {"body_encoding": "base64"}}"#),
+            Err(EnvelopeError::BadBase64(_))
+        ));
+        assert_eq!(
+            Envelope::parse(r#"{"body": "", "headers": {"compression": "application/x-bz2"}}"#)
+                .unwrap_err(),
+            EnvelopeError::UnsupportedCompression("application/x-bz2".into())
+        );
+        assert!(matches!(
+            Envelope::parse(
+                r#"{"body": "AAAA", "headers": {"compression": "application/x-gzip"}, "properties": {"body_encoding": "base64"}}"#
+            ),
+            Err(EnvelopeError::BadCompression { .. })
+        ));
     }
 }

@@ -15,3 +15,14 @@ pub mod time;
 pub use envelope::Envelope;
 pub use result::{ExceptionInfo, ResultMeta, State};
 pub use task::{DecodeError, DeliveryInfo, NewTask, TaskMessage};
+
+/// Loads a captured Celery 5.7 fixture from `tests/fixtures/celery-5.7/`.
+#[cfg(test)]
+pub(crate) fn test_fixture(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/tests/fixtures/celery-5.7/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

@@ -70,6 +70,65 @@ pub struct TaskError {
 
 pub type Outcome = Result<Value, TaskError>;
 
+impl TaskError {
+    /// An exception raised by `task` (the frame shown in the traceback),
+    /// with one message argument, as Python's `Exc(message)` stores it.
+    pub fn raised(
+        task: &str,
+        exc_type: &str,
+        exc_module: &str,
+        message: impl Into<String>,
+    ) -> TaskError {
+        let message = message.into();
+        TaskError {
+            traceback: traceback(task, exc_type, exc_module, &message),
+            exc: ExceptionInfo {
+                exc_type: exc_type.to_string(),
+                exc_message: vec![Value::String(message)],
+                exc_module: Some(exc_module.to_string()),
+            },
+        }
+    }
+
+    /// `TypeError(message)` from the builtins module.
+    pub fn type_error(task: &str, message: impl Into<String>) -> TaskError {
+        TaskError::raised(task, "TypeError", "builtins", message)
+    }
+
+    /// `ValueError(message)` from the builtins module.
+    pub fn value_error(task: &str, message: impl Into<String>) -> TaskError {
+        TaskError::raised(task, "ValueError", "builtins", message)
+    }
+
+    /// What Celery stores when a task outlives its soft time limit
+    /// (billiard's exception, whose `str()` is `SoftTimeLimitExceeded()`).
+    pub fn soft_time_limit_exceeded(task: &str) -> TaskError {
+        TaskError::raised(
+            task,
+            "SoftTimeLimitExceeded",
+            "billiard.exceptions",
+            "SoftTimeLimitExceeded()",
+        )
+    }
+}
+
+/// A Python-looking traceback, so clients and logs that print
+/// `result.traceback` show something familiar. Exceptions outside
+/// `builtins` are qualified by module, as Python prints them.
+pub fn traceback(task: &str, exc_type: &str, exc_module: &str, message: &str) -> String {
+    let qualified = if exc_module == "builtins" {
+        exc_type.to_string()
+    } else {
+        format!("{exc_module}.{exc_type}")
+    };
+    let last = if message.is_empty() {
+        qualified
+    } else {
+        format!("{qualified}: {message}")
+    };
+    format!("Traceback (most recent call last):\n  File \"rmulti/builtin\", line 1, in {task}\n{last}\n")
+}
+
 impl Executor {
     pub fn run(&self, inv: &Invocation) -> Outcome {
         match self {

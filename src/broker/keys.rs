@@ -1,0 +1,106 @@
+//! Redis key names: kombu's (queue lists, priority sub-lists, bindings,
+//! `unacked`) and rmulti's own (held slots, ETA park, dead letters).
+
+/// kombu's separator between a queue name and its priority step.
+pub const SEP: &str = "\x06\x16";
+/// kombu's default priority steps; 0 is served first on Redis.
+pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+
+pub const UNACKED: &str = "unacked";
+pub const UNACKED_INDEX: &str = "unacked_index";
+pub const UNACKED_MUTEX: &str = "unacked_mutex";
+
+/// Sorted set: delivery tag → due time (POSIX seconds) of parked ETA messages.
+pub const ETA_INDEX: &str = "rmulti.eta";
+/// Hash: delivery tag → `<queue key>\n<raw envelope>` of parked ETA messages.
+pub const ETA_MESSAGES: &str = "rmulti.eta.messages";
+/// List of JSON records of messages that could not be run (documented in the README).
+pub const DEAD_LETTER: &str = "rmulti.deadletter";
+
+/// The list key of `queue` for a message priority (largest step ≤ priority).
+pub fn priority_key(queue: &str, priority: u8) -> String {
+    let step = PRIORITY_STEPS
+        .iter()
+        .rev()
+        .find(|s| **s <= priority.min(9))
+        .copied()
+        .unwrap_or(0);
+    if step == 0 {
+        queue.to_string()
+    } else {
+        format!("{queue}{SEP}{step}")
+    }
+}
+
+/// Keys in kombu's consume order: priority step outer, queue inner.
+pub fn consume_order(queues: &[String]) -> Vec<String> {
+    PRIORITY_STEPS
+        .iter()
+        .flat_map(|step| queues.iter().map(move |q| priority_key(q, *step)))
+        .collect()
+}
+
+/// The queue name of a list key (strips a trailing `SEP<digits>`).
+pub fn queue_of_key(key: &str) -> &str {
+    match key.rfind(SEP) {
+        Some(i) if key[i + SEP.len()..].chars().all(|c| c.is_ascii_digit()) => &key[..i],
+        _ => key,
+    }
+}
+
+/// The list that holds the one message a pool child is working on, so that a
+/// message is never only in a process's memory.
+pub fn held(node: &str, slot: usize) -> String {
+    format!("rmulti.held.{node}.{slot}")
+}
+
+/// Pattern matching every held list of a node.
+pub fn held_pattern(node: &str) -> String {
+    format!("rmulti.held.{node}.*")
+}
+
+pub fn binding(exchange: &str) -> String {
+    format!("_kombu.binding.{exchange}")
+}
+
+pub fn binding_permanent(exchange: &str) -> String {
+    format!("_kombu.binding_permanent.{exchange}")
+}
+
+/// `routing_key SEP pattern SEP queue`, kombu's binding member.
+pub fn binding_member(routing_key: &str, queue: &str) -> String {
+    format!("{routing_key}{SEP}{SEP}{queue}")
+}
+
+pub fn result_key(task_id: &str) -> String {
+    format!("celery-task-meta-{task_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_buckets_follow_kombu() {
+        assert_eq!(priority_key("celery", 0), "celery");
+        assert_eq!(priority_key("celery", 2), "celery");
+        assert_eq!(priority_key("celery", 5), "celery\x06\x163");
+        assert_eq!(priority_key("celery", 9), "celery\x06\x169");
+        assert_eq!(priority_key("celery", 200), "celery\x06\x169");
+    }
+
+    #[test]
+    fn consume_order_is_step_outer_queue_inner() {
+        let order = consume_order(&["celery".into(), "hipri".into()]);
+        assert_eq!(order[0], "celery");
+        assert_eq!(order[1], "hipri");
+        assert_eq!(order[2], "celery\x06\x163");
+        assert_eq!(order.len(), 8);
+    }
+
+    #[test]
+    fn queue_of_key_strips_step() {
+        assert_eq!(queue_of_key("celery\x06\x163"), "celery");
+        assert_eq!(queue_of_key("celery"), "celery");
+    }
+}

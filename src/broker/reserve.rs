@@ -1,0 +1,309 @@
+//! Moving one message through Redis without ever having it only in a
+//! process's memory.
+//!
+//! A pool child owns a *held* list (`keys::held`). Reserving moves a message
+//! from a queue into the held list and records it in kombu's `unacked` hash
+//! and `unacked_index` in one Lua script, so a Python worker's visibility
+//! sweep can restore it too. Acking, parking (ETA), dead-lettering and
+//! restoring each clear the held list in the same transaction as their own
+//! write. A child killed at any instant therefore leaves its message either in
+//! a queue, in its held list (picked up by the next child of that slot or by
+//! the node's start-up recovery), or acknowledged after its outcome was stored.
+
+use redis::{Connection, Script};
+
+use super::connection::{BrokerError, BLOCK_TIMEOUT};
+use super::keys;
+
+/// A message taken by a child.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reserved {
+    pub raw: String,
+    /// The list it came from; empty when it was found in the held list.
+    pub source: String,
+}
+
+// Promotes due ETA messages, then returns the held message if any, else pops
+// the first non-empty queue key into the held list. Registers the message in
+// kombu's unacked structures when its envelope has a delivery tag.
+const RESERVE: &str = r#"
+local now = ARGV[1]
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, tag in ipairs(due) do
+  local entry = redis.call('HGET', KEYS[5], tag)
+  if entry then
+    local nl = string.find(entry, '\n', 1, true)
+    if nl then
+      redis.call('RPUSH', string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1))
+    end
+  end
+  redis.call('ZREM', KEYS[4], tag)
+  redis.call('HDEL', KEYS[5], tag)
+end
+local msg = redis.call('LINDEX', KEYS[1], -1)
+local src = ''
+if not msg then
+  for i = 6, #KEYS do
+    msg = redis.call('RPOP', KEYS[i])
+    if msg then
+      src = KEYS[i]
+      redis.call('LPUSH', KEYS[1], msg)
+      break
+    end
+  end
+end
+if not msg then
+  return false
+end
+local ok, env = pcall(cjson.decode, msg)
+if ok and type(env) == 'table' and type(env['properties']) == 'table' then
+  local props = env['properties']
+  local tag = props['delivery_tag']
+  if type(tag) == 'string' then
+    local exchange, rk = '', ''
+    local di = props['delivery_info']
+    if type(di) == 'table' then
+      if type(di['exchange']) == 'string' then exchange = di['exchange'] end
+      if type(di['routing_key']) == 'string' then rk = di['routing_key'] end
+    end
+    redis.call('HSET', KEYS[2], tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
+    redis.call('ZADD', KEYS[3], now, tag)
+  end
+end
+return {msg, src}
+"#;
+
+// Ack: forget the message everywhere (after its outcome was stored, or at
+// task start under early ack).
+const ACK: &str = r#"
+if ARGV[1] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+// Park an ETA message until due: out of unacked (so no visibility timeout
+// redelivers it), into the ETA index with the queue to return it to.
+const PARK: &str = r#"
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[3] .. '\n' .. ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+// Dead-letter: keep the record, forget the message.
+const DEAD_LETTER: &str = r#"
+redis.call('LPUSH', KEYS[4], ARGV[2])
+if ARGV[1] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+// Restore to a queue. RPUSH puts it at the head (next to be served), as
+// kombu's restore does; `LPUSH` (ARGV[4] = 'tail') is reject-with-requeue.
+const RESTORE: &str = r#"
+if ARGV[4] == 'tail' then
+  redis.call('LPUSH', ARGV[2], ARGV[3])
+else
+  redis.call('RPUSH', ARGV[2], ARGV[3])
+end
+if ARGV[1] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// The Lua scripts, loaded once per process (EVALSHA, SCRIPT LOAD on NOSCRIPT).
+pub struct Scripts {
+    reserve: Script,
+    ack: Script,
+    park: Script,
+    dead_letter: Script,
+    restore: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            reserve: Script::new(RESERVE),
+            ack: Script::new(ACK),
+            park: Script::new(PARK),
+            dead_letter: Script::new(DEAD_LETTER),
+            restore: Script::new(RESTORE),
+        }
+    }
+}
+
+/// How many due ETA messages one reserve call promotes at most.
+const ETA_PROMOTE_BATCH: usize = 100;
+
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Scripts {
+    /// Takes the held message, or the first message in `queue_keys` order.
+    pub fn reserve(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        queue_keys: &[String],
+    ) -> Result<Option<Reserved>, BrokerError> {
+        let mut inv = self.reserve.prepare_invoke();
+        inv.key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::ETA_INDEX)
+            .key(keys::ETA_MESSAGES);
+        for k in queue_keys {
+            inv.key(k);
+        }
+        inv.arg(format!("{:.6}", now_secs())).arg(ETA_PROMOTE_BATCH);
+        let reply: Option<(String, String)> = inv.invoke(con)?;
+        Ok(reply.map(|(raw, source)| Reserved { raw, source }))
+    }
+
+    /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it
+    /// into the held list atomically. `reserve` then registers it.
+    /// Returns whether a message was moved.
+    pub fn wait(
+        &self,
+        con: &mut Connection,
+        first_key: &str,
+        held: &str,
+    ) -> Result<bool, BrokerError> {
+        let moved: Option<String> = redis::cmd("BLMOVE")
+            .arg(first_key)
+            .arg(held)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(BLOCK_TIMEOUT.as_secs_f64())
+            .query(con)?;
+        Ok(moved.is_some())
+    }
+
+    pub fn ack(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .ack
+            .key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .arg(tag.unwrap_or(""))
+            .invoke(con)?;
+        Ok(())
+    }
+
+    pub fn park(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: &str,
+        due: f64,
+        queue_key: &str,
+        raw: &str,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .park
+            .key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::ETA_INDEX)
+            .key(keys::ETA_MESSAGES)
+            .arg(tag)
+            .arg(format!("{due:.6}"))
+            .arg(queue_key)
+            .arg(raw)
+            .invoke(con)?;
+        Ok(())
+    }
+
+    pub fn dead_letter(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+        record: &str,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .dead_letter
+            .key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::DEAD_LETTER)
+            .arg(tag.unwrap_or(""))
+            .arg(record)
+            .invoke(con)?;
+        Ok(())
+    }
+
+    /// Puts `raw` back on `queue_key` (head, or tail when `tail`) and forgets
+    /// the held/unacked copies.
+    pub fn restore(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+        queue_key: &str,
+        raw: &str,
+        tail: bool,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .restore
+            .key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .arg(tag.unwrap_or(""))
+            .arg(queue_key)
+            .arg(raw)
+            .arg(if tail { "tail" } else { "head" })
+            .invoke(con)?;
+        Ok(())
+    }
+}
+
+/// The held message of a slot, if any (for the main process's recovery).
+pub fn held_message(con: &mut Connection, held: &str) -> Result<Option<String>, BrokerError> {
+    Ok(redis::cmd("LINDEX").arg(held).arg(-1).query(con)?)
+}
+
+/// Every held list of `node` (start-up recovery after a node was killed).
+pub fn held_keys(con: &mut Connection, node: &str) -> Result<Vec<String>, BrokerError> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(keys::held_pattern(node))
+        .query(con)?;
+    Ok(keys)
+}
+
+/// Declares the queues as kombu does: binding members in the exchange's
+/// binding and permanent-binding sets (exchange = queue name, direct).
+pub fn declare_queues(con: &mut Connection, queues: &[String]) -> Result<(), BrokerError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for q in queues {
+        let member = keys::binding_member(q, q);
+        pipe.cmd("SADD").arg(keys::binding(q)).arg(&member).ignore();
+        pipe.cmd("SADD")
+            .arg(keys::binding_permanent(q))
+            .arg(&member)
+            .ignore();
+    }
+    pipe.query::<()>(con)?;
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The consume loop of a pool child: reserve a message only when idle, hand it
+//! to `execute`, repeat; reconnect with back-off when Redis goes away; leave
+//! at a safe point when the main process asks (SIGTERM) or a per-child limit
+//! (max tasks, max memory) is reached.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use redis::Connection;
+
+use super::execute::Executor;
+use super::report::{Report, Reporter};
+use super::ChildSpec;
+use crate::broker::{self, keys, reserve::Scripts, BrokerError};
+use crate::signals;
+
+/// Broker and backend connections, re-opened after a failure.
+pub struct Conns {
+    broker_url: String,
+    backend_url: String,
+    broker: Option<Connection>,
+    backend: Option<Connection>,
+}
+
+impl Conns {
+    pub fn new(broker_url: &str, backend_url: &str) -> Conns {
+        Conns {
+            broker_url: broker_url.to_string(),
+            backend_url: backend_url.to_string(),
+            broker: None,
+            backend: None,
+        }
+    }
+
+    pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
+        if self.broker.is_none() {
+            self.broker = Some(broker::connect(&self.broker_url)?);
+        }
+        self.broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+    }
+
+    pub fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
+        if self.backend.is_none() {
+            self.backend = Some(broker::connect(&self.backend_url)?);
+        }
+        self.backend
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+    }
+
+    /// Drops both connections so the next use reconnects.
+    pub fn reset(&mut self) {
+        self.broker = None;
+        self.backend = None;
+    }
+}
+
+/// True once the main process asked this child to leave (SIGTERM).
+pub fn stop_requested() -> bool {
+    signals::peek(Signal::SIGTERM) > 0
+}
+
+/// Sleeps up to `total`, waking early when a stop is requested.
+pub fn nap(total: Duration) {
+    let end = Instant::now() + total;
+    while Instant::now() < end && !stop_requested() {
+        std::thread::sleep(
+            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+}
+
+/// Runs until asked to stop; returns the child's exit status.
+pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
+    let mut conns = Conns::new(&spec.app.broker_url, &spec.app.result_backend);
+    let scripts = Scripts::default();
+    let held = keys::held(&spec.node, spec.slot);
+    let queue_keys = keys::consume_order(&spec.queues);
+    let first_key = queue_keys.first().cloned().unwrap_or_default();
+    let mut executor = Executor::new(spec);
+
+    if !wait_connected(&mut conns) {
+        return 0;
+    }
+    if reporter.send(&Report::Ready).is_err() {
+        return 1;
+    }
+    let mut failures: u32 = 0;
+    let mut done: u64 = 0;
+    // The key a BLMOVE took a message from, so the message keeps its queue.
+    let mut moved_from: Option<&str> = None;
+    while !stop_requested() {
+        let reserved = conns
+            .broker()
+            .and_then(|con| scripts.reserve(con, &held, &queue_keys));
+        match reserved {
+            Ok(Some(mut msg)) => {
+                if msg.source.is_empty() {
+                    msg.source = moved_from.take().unwrap_or_default().to_string();
+                }
+                failures = 0;
+                if let Err(e) = executor.handle(&msg, &held, &scripts, &mut conns, reporter) {
+                    if e.is_connection_problem() {
+                        tracing::error!("consumer: Connection to broker lost: {e}. Trying to re-establish the connection...");
+                        conns.reset();
+                        nap(Duration::from_secs(1));
+                    } else {
+                        tracing::error!("{e}");
+                    }
+                    continue;
+                }
+                done += 1;
+                if spec.max_tasks.is_some_and(|max| done >= max) {
+                    tracing::info!(
+                        "Child reached max-tasks-per-child ({done}); exiting to be replaced"
+                    );
+                    break;
+                }
+                if let (Some(limit), Some(rss)) = (spec.max_memory_kib, resident_kib()) {
+                    if rss > limit {
+                        tracing::warn!("Child resident memory {rss} KiB exceeds max-memory-per-child {limit} KiB; exiting to be replaced");
+                        break;
+                    }
+                }
+            }
+            Ok(None) => {
+                match conns
+                    .broker()
+                    .and_then(|con| scripts.wait(con, &first_key, &held))
+                {
+                    Ok(true) => moved_from = Some(first_key.as_str()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        if stop_requested() {
+                            break;
+                        }
+                        failures += 1;
+                        report_broker_error(&e, failures);
+                        conns.reset();
+                        nap(backoff(failures));
+                    }
+                }
+            }
+            Err(e) => {
+                if stop_requested() {
+                    break;
+                }
+                failures += 1;
+                report_broker_error(&e, failures);
+                conns.reset();
+                nap(backoff(failures));
+            }
+        }
+    }
+    0
+}
+
+fn wait_connected(conns: &mut Conns) -> bool {
+    let mut attempt = 0;
+    loop {
+        let connected = conns
+            .broker()
+            .map(|_| ())
+            .and_then(|()| conns.backend().map(|_| ()));
+        match connected {
+            Ok(()) => return true,
+            Err(e) => {
+                attempt += 1;
+                report_broker_error(&e, attempt);
+                conns.reset();
+                nap(backoff(attempt));
+                if stop_requested() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+fn report_broker_error(e: &BrokerError, attempt: u32) {
+    let wait = backoff(attempt).as_secs_f64();
+    tracing::error!(
+        "consumer: Cannot connect to broker: {e}. Trying again in {wait:.2} seconds... ({attempt})"
+    );
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((250u64 << attempt.min(4)).min(4000))
+}
+
+/// Resident set size of this process in KiB, from /proc.
+pub fn resident_kib() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * (page.max(4096) as u64) / 1024)
+}

@@ -1,0 +1,323 @@
+//! Handling one reserved message in a pool child: decode it, refuse what
+//! cannot run (dead-letter + FAILURE where the id is known), park ETA
+//! messages, revoke expired ones, run the task, store its result, ack.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::consume::Conns;
+use super::report::{Report, Reporter, Started};
+use super::ChildSpec;
+use crate::broker::backend::Backend;
+use crate::broker::reserve::{now_secs, Reserved, Scripts};
+use crate::broker::{keys, BrokerError};
+use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
+use crate::tasks::{Invocation, TaskSpec};
+
+/// How far in the future an ETA must be to park the message rather than run it.
+const ETA_SLACK: Duration = Duration::from_millis(5);
+
+pub struct Executor<'a> {
+    spec: &'a ChildSpec,
+    backend: Backend,
+    pid: u32,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(spec: &'a ChildSpec) -> Executor<'a> {
+        Executor {
+            spec,
+            backend: Backend::new(spec.app.result_expires),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Handles one message. An error means Redis failed; the message is still
+    /// held and is handled again after reconnecting.
+    pub fn handle(
+        &mut self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
+        let task = match TaskMessage::decode(&msg.raw) {
+            Ok(t) => t,
+            Err(e) => {
+                let content_type = Envelope::parse(&msg.raw)
+                    .map(|env| env.content_type)
+                    .unwrap_or_default();
+                let exc_type = if e.reason.contains("not accepted") {
+                    "ContentDisallowed"
+                } else {
+                    "DecodeError"
+                };
+                let exc =
+                    ExceptionInfo::new(exc_type, Some("kombu.exceptions"), vec![json!(e.reason)]);
+                tracing::error!(
+                    "Received invalid task message ({}): {}; kept in {}",
+                    content_type,
+                    e.reason,
+                    keys::DEAD_LETTER
+                );
+                if let Some(id) = &e.task_id {
+                    self.store(
+                        conns,
+                        &ResultMeta::failure_for_id(id, exc, None, Utc::now()),
+                    )?;
+                }
+                return self.dead_letter(
+                    msg,
+                    held,
+                    scripts,
+                    conns,
+                    &e.reason,
+                    e.task_id.as_deref(),
+                    e.task.as_deref(),
+                );
+            }
+        };
+        let _ = reporter.send(&Report::Received {
+            id: task.id.clone(),
+            task: task.display_name().to_string(),
+        });
+
+        let Some(spec) = self.spec.app.tasks.get(&task.task).cloned() else {
+            tracing::error!(
+                "Received unregistered task of type '{}'.\nThe message has been ignored and discarded.\n\nDid you remember to import the module containing this task?\nOr maybe you're using relative imports?\n\nThe full contents of the message body was:\n{} (kept in {})",
+                task.task,
+                msg.raw,
+                keys::DEAD_LETTER
+            );
+            let exc = ExceptionInfo::not_registered(&task.task);
+            self.store(conns, &ResultMeta::failure(&task, exc, None, Utc::now()))?;
+            let reason = format!("unregistered task {:?}", task.task);
+            return self.dead_letter(
+                msg,
+                held,
+                scripts,
+                conns,
+                &reason,
+                Some(&task.id),
+                Some(&task.task),
+            );
+        };
+
+        let now = Utc::now();
+        if task.expires.is_some_and(|exp| exp <= now) {
+            tracing::info!(
+                "Discarding expired task: {}[{}]",
+                task.display_name(),
+                task.id
+            );
+            if !task.ignore_result && !spec.ignore_result {
+                self.store(
+                    conns,
+                    &ResultMeta::revoked(&task.id, "expired", now).with_request(&task),
+                )?;
+            }
+            return scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref());
+        }
+        if let Some(eta) = task.eta {
+            if eta > now + chrono::Duration::from_std(ETA_SLACK).unwrap_or_default() {
+                let queue_key = self.queue_key(msg, &task);
+                let tag = task.delivery_tag.clone().unwrap_or_else(|| task.id.clone());
+                let due = eta.timestamp_micros() as f64 / 1e6;
+                scripts.park(conns.broker()?, held, &tag, due, &queue_key, &msg.raw)?;
+                tracing::info!(
+                    "Task {}[{}] scheduled for {} (parked in {})",
+                    task.display_name(),
+                    task.id,
+                    eta.to_rfc3339(),
+                    keys::ETA_INDEX
+                );
+                return Ok(());
+            }
+        }
+        self.run(msg, &task, &spec, held, scripts, conns, reporter)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        msg: &Reserved,
+        task: &TaskMessage,
+        spec: &TaskSpec,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
+        let app = &self.spec.app;
+        let acks_late = spec.acks_late.unwrap_or(app.task_acks_late);
+        let ignore_result = task.ignore_result || spec.ignore_result;
+        let time_limit = task
+            .time_limit
+            .or(spec.time_limit)
+            .or(self.spec.time_limit)
+            .or(app.task_time_limit);
+        let soft_limit = task
+            .soft_time_limit
+            .or(spec.soft_time_limit)
+            .or(self.spec.soft_time_limit)
+            .or(app.task_soft_time_limit);
+        let started = Started {
+            id: task.id.clone(),
+            task: task.display_name().to_string(),
+            time_limit,
+            acks_late,
+            reject_on_worker_lost: app.task_reject_on_worker_lost,
+            ignore_result,
+            group: task.group.clone(),
+            parent_id: task.parent_id.clone(),
+        };
+        // Reported before the ack: if this child dies from here on, the main
+        // process knows the task had started and records its outcome.
+        if reporter.send(&Report::Started(started)).is_err() {
+            std::process::exit(1);
+        }
+        if !acks_late {
+            scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+        }
+        if app.task_track_started && !ignore_result {
+            self.store(
+                conns,
+                &ResultMeta::started(&task.id, self.pid, &self.spec.node).with_request(task),
+            )?;
+        }
+        let inv = Invocation {
+            id: &task.id,
+            task: &task.task,
+            args: &task.args,
+            kwargs: &task.kwargs,
+            soft_time_limit: soft_limit.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+        };
+        let begun = Instant::now();
+        let result = spec.executor.run(&inv);
+        let runtime = begun.elapsed().as_secs_f64();
+        let meta = match &result {
+            Ok(value) => {
+                tracing::info!(
+                    "Task {}[{}] succeeded in {}s: {}",
+                    task.display_name(),
+                    task.id,
+                    runtime,
+                    pyrepr::repr(value)
+                );
+                ResultMeta::success(task, value.clone(), Utc::now())
+            }
+            Err(err) => {
+                tracing::error!(
+                    "Task {}[{}] raised unexpected: {}\n{}",
+                    task.display_name(),
+                    task.id,
+                    err.exc.repr(),
+                    err.traceback.trim_end()
+                );
+                ResultMeta::failure(
+                    task,
+                    err.exc.clone(),
+                    Some(err.traceback.clone()),
+                    Utc::now(),
+                )
+            }
+        };
+        if !ignore_result {
+            self.store_with_retry(conns, &meta)?;
+        }
+        if acks_late {
+            scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+        }
+        let _ = msg;
+        if reporter
+            .send(&Report::Done {
+                id: task.id.clone(),
+            })
+            .is_err()
+        {
+            std::process::exit(1);
+        }
+        Ok(())
+    }
+
+    fn queue_key(&self, msg: &Reserved, task: &TaskMessage) -> String {
+        if msg.source.is_empty() {
+            let queue = if task.delivery_info.routing_key.is_empty() {
+                self.spec
+                    .queues
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "celery".to_string())
+            } else {
+                task.delivery_info.routing_key.clone()
+            };
+            keys::priority_key(&queue, task.delivery_info.priority)
+        } else {
+            msg.source.clone()
+        }
+    }
+
+    fn store(&self, conns: &mut Conns, meta: &ResultMeta) -> Result<(), BrokerError> {
+        let json = meta.to_json();
+        self.backend
+            .store(conns.backend()?, &meta.task_id, &json)
+            .map(|_| ())
+    }
+
+    /// A finished task's result is retried across reconnects for a while: the
+    /// message may already be acked (early ack), so this is its only record.
+    fn store_with_retry(&self, conns: &mut Conns, meta: &ResultMeta) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut attempt = 0u32;
+        loop {
+            match self.store(conns, meta) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_connection_problem() && Instant::now() < deadline => {
+                    attempt += 1;
+                    tracing::error!(
+                        "Cannot store result of task {}: {e}; retrying ({attempt})",
+                        meta.task_id
+                    );
+                    conns.reset();
+                    super::consume::nap(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let tag = Envelope::parse(&msg.raw)
+            .ok()
+            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let record = json!({
+            "reason": reason,
+            "task_id": task_id,
+            "task": task,
+            "queue": keys::queue_of_key(&msg.source),
+            "node": self.spec.node,
+            "time": crate::protocol::time::format_iso(Utc::now()),
+            "unix_time": now_secs(),
+            "message": msg.raw,
+        });
+        scripts.dead_letter(
+            conns.broker()?,
+            held,
+            tag.as_deref(),
+            &pyjson::to_string(&record),
+        )
+    }
+}

@@ -1,0 +1,102 @@
+//! Status reports from a pool child to the main process: one JSON object per
+//! line on the child's status pipe, so the main process always knows what
+//! each child runs (time limits, USR1, WorkerLostError, "received" log lines).
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// What the main process must know about a task to act if its child dies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    pub id: String,
+    pub task: String,
+    /// Hard time limit in seconds, enforced by the main process.
+    pub time_limit: Option<f64>,
+    pub acks_late: bool,
+    pub reject_on_worker_lost: bool,
+    pub ignore_result: bool,
+    pub group: Option<String>,
+    pub parent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "snake_case")]
+pub enum Report {
+    /// Connected and consuming.
+    Ready,
+    /// A task message arrived (logged by the main process as Celery does).
+    Received {
+        id: String,
+        task: String,
+    },
+    Started(Started),
+    Done {
+        id: String,
+    },
+}
+
+impl Report {
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string());
+        line.push('\n');
+        line
+    }
+
+    pub fn parse(line: &str) -> Option<Report> {
+        serde_json::from_str(line).ok()
+    }
+}
+
+/// The write end of the status pipe, owned by the child.
+pub struct Reporter {
+    out: std::fs::File,
+}
+
+impl Reporter {
+    pub fn new(out: std::fs::File) -> Reporter {
+        Reporter { out }
+    }
+
+    /// Sends a report. A failure means the main process is gone; the caller exits.
+    pub fn send(&mut self, report: &Report) -> std::io::Result<()> {
+        self.out.write_all(report.to_line().as_bytes())
+    }
+}
+
+/// Splits complete lines off a read buffer (the main process's side).
+pub fn take_lines(buf: &mut Vec<u8>) -> Vec<Report> {
+    let mut out = Vec::new();
+    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=pos).collect();
+        if let Ok(text) = std::str::from_utf8(&line) {
+            if let Some(r) = Report::parse(text.trim_end()) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_as_lines() {
+        let r = Report::Started(Started {
+            id: "a".into(),
+            task: "proj.tasks.add".into(),
+            time_limit: Some(2.0),
+            acks_late: true,
+            reject_on_worker_lost: false,
+            ignore_result: false,
+            group: None,
+            parent_id: None,
+        });
+        let mut buf = format!("{}{}", r.to_line(), Report::Ready.to_line()).into_bytes();
+        buf.extend_from_slice(b"{\"report\":\"do");
+        assert_eq!(take_lines(&mut buf), vec![r, Report::Ready]);
+        assert_eq!(buf, b"{\"report\":\"do");
+    }
+}

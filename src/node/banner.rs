@@ -1,0 +1,54 @@
+//! The start-up banner and task list, in Celery's shape. Unlike Celery it is
+//! also written to the main log, where an operator will look for it.
+
+use super::config::NodeConfig;
+use crate::broker::url::masked;
+
+pub fn banner(cfg: &NodeConfig) -> String {
+    let app = &cfg.app;
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+    let mut out = String::new();
+    out.push_str(&format!(
+        " -------------- {} v{} (rmulti)\n",
+        cfg.node,
+        env!("CARGO_PKG_VERSION")
+    ));
+    out.push_str("--- ***** -----\n");
+    out.push_str(&format!(
+        "-- ******* ---- {} {}\n",
+        std::env::consts::OS,
+        now
+    ));
+    out.push_str("- *** --- * ---\n");
+    out.push_str("- ** ---------- [config]\n");
+    out.push_str(&format!(
+        "- ** ---------- .> app:         {} ({})\n",
+        app.name,
+        app.path.display()
+    ));
+    out.push_str(&format!(
+        "- ** ---------- .> transport:   {}\n",
+        masked(&app.broker_url)
+    ));
+    out.push_str(&format!(
+        "- ** ---------- .> results:     {}\n",
+        masked(&app.result_backend)
+    ));
+    out.push_str(&format!(
+        "- *** --- * --- .> concurrency: {} (prefork)\n",
+        cfg.concurrency
+    ));
+    out.push_str("-- ******* ---- .> task events: OFF (rmulti sends no events yet)\n");
+    out.push_str("--- ***** -----\n");
+    out.push_str(" -------------- [queues]\n");
+    for q in &cfg.queues {
+        out.push_str(&format!(
+            "                .> {q:<16} exchange={q}(direct) key={q}\n"
+        ));
+    }
+    out.push_str("\n[tasks]\n");
+    for name in app.tasks.names() {
+        out.push_str(&format!("  . {name}\n"));
+    }
+    out
+}

@@ -1,0 +1,168 @@
+//! The node's resolved configuration: the command line merged with the app
+//! file, names and file templates expanded. Everything is checked here,
+//! before anything detaches, so a bad value is an error on the terminal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing_subscriber::filter::LevelFilter;
+
+use super::names;
+use crate::app::{AppConfig, Overrides};
+use crate::cli::WorkerArgs;
+use crate::exit;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node: String,
+    pub app: Arc<AppConfig>,
+    pub concurrency: usize,
+    pub queues: Vec<String>,
+    pub level: LevelFilter,
+    pub logfile_template: Option<String>,
+    pub pidfile: Option<PathBuf>,
+    pub max_tasks_per_child: Option<u64>,
+    pub max_memory_per_child: Option<u64>,
+    pub time_limit: Option<f64>,
+    pub soft_time_limit: Option<f64>,
+    pub args: WorkerArgs,
+}
+
+/// A start-up error with the exit status it maps to.
+#[derive(Debug)]
+pub struct StartError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl StartError {
+    pub fn new(code: i32, message: impl Into<String>) -> StartError {
+        StartError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl NodeConfig {
+    /// Resolves the node from its arguments; relative paths are against the
+    /// current directory (the `--workdir` has already been entered).
+    pub fn resolve(args: &WorkerArgs) -> Result<NodeConfig, StartError> {
+        let level = crate::logging::parse_level(&args.loglevel)
+            .map_err(|e| StartError::new(exit::USAGE, e.to_string()))?;
+        if let Some(pool) = &args.pool {
+            if pool != "prefork" {
+                return Err(StartError::new(
+                    exit::USAGE,
+                    format!("pool {pool:?} is not supported: rmulti only has the prefork pool"),
+                ));
+            }
+        }
+        let app = load_app(args)?;
+        let host = names::gethostname();
+        let node = names::node_name(args.hostname.as_deref(), &host);
+        let queues: Vec<String> = match &args.queues {
+            Some(q) => q
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => vec![app.task_default_queue.clone()],
+        };
+        if queues.is_empty() {
+            return Err(StartError::new(exit::USAGE, "-Q/--queues names no queue"));
+        }
+        let concurrency = args
+            .concurrency
+            .or(app.worker_concurrency)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+        if concurrency == 0 {
+            return Err(StartError::new(
+                exit::USAGE,
+                "-c/--concurrency must be at least 1",
+            ));
+        }
+        for (flag, v) in [
+            ("--time-limit", args.time_limit),
+            ("--soft-time-limit", args.soft_time_limit),
+        ] {
+            if v.is_some_and(|v| v.is_nan() || v <= 0.0) {
+                return Err(StartError::new(
+                    exit::USAGE,
+                    format!("{flag} must be a positive number of seconds"),
+                ));
+            }
+        }
+        let pidfile = args
+            .pidfile
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(names::expand_file(p, &node, 0)));
+        Ok(NodeConfig {
+            node,
+            app: Arc::new(app),
+            concurrency,
+            queues,
+            level,
+            logfile_template: args.logfile.clone().filter(|l| !l.is_empty()),
+            pidfile,
+            max_tasks_per_child: args.max_tasks_per_child.filter(|n| *n > 0),
+            max_memory_per_child: args.max_memory_per_child.filter(|n| *n > 0),
+            time_limit: args.time_limit,
+            soft_time_limit: args.soft_time_limit,
+            args: args.clone(),
+        })
+    }
+
+    /// The log file of pool process `index` (0 = main).
+    pub fn logfile(&self, index: usize) -> Option<PathBuf> {
+        self.logfile_template
+            .as_deref()
+            .map(|t| PathBuf::from(names::expand_file(t, &self.node, index)))
+    }
+}
+
+/// Loads the app named by `-A` (re-read on HUP).
+pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
+    let name = args.app.as_deref().ok_or_else(|| {
+        StartError::new(exit::USAGE, "no app given: use -A/--app NAME (NAME.toml)")
+    })?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        StartError::new(
+            exit::FAILURE,
+            format!("cannot read the working directory: {e}"),
+        )
+    })?;
+    let overrides = Overrides {
+        broker: args.broker.clone(),
+        result_backend: args.result_backend.clone(),
+    };
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    let mut app = AppConfig::load(name, &cwd, &env, &overrides).map_err(|e| {
+        StartError::new(
+            exit::CONFIG,
+            format!("Error: Unable to load app {name}: {e}"),
+        )
+    })?;
+    for setting in &args.config {
+        app.apply_override(setting).map_err(|e| {
+            StartError::new(exit::CONFIG, format!("Error: bad setting after `--`: {e}"))
+        })?;
+    }
+    crate::broker::connection::validate_url(&app.broker_url)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    crate::broker::connection::validate_url(&app.result_backend)
+        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    Ok(app)
+}

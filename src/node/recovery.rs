@@ -1,0 +1,233 @@
+//! The main process's Redis duties when a child can no longer speak for its
+//! message: record the outcome of a task whose child died (WorkerLostError,
+//! TimeLimitExceeded) or requeue it (`acks_late` + `reject_on_worker_lost`),
+//! and put back the held messages of a slot that will not run again.
+
+use redis::Connection;
+use serde_json::{json, Value};
+
+use crate::app::AppConfig;
+use crate::broker::backend::Backend;
+use crate::broker::reserve::{self, Scripts};
+use crate::broker::{self, keys, BrokerError};
+use crate::child::report::Started;
+use crate::protocol::{pyjson, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
+
+/// Why a child's running task ended without the child reporting it.
+pub enum Lost {
+    /// Killed by the main process at the hard time limit (seconds).
+    TimeLimit(f64),
+    /// Died on its own (or was killed by someone else); the text is Celery's
+    /// `signal 9 (SIGKILL)` / `exitcode 1`.
+    Died(String),
+    /// Killed by a cold shutdown.
+    ColdShutdown,
+}
+
+pub struct Recovery {
+    broker_url: String,
+    backend_url: String,
+    broker: Option<Connection>,
+    backend: Option<Connection>,
+    scripts: Scripts,
+    store: Backend,
+    default_queue: String,
+}
+
+impl Recovery {
+    pub fn new(app: &AppConfig, default_queue: &str) -> Recovery {
+        Recovery {
+            broker_url: app.broker_url.clone(),
+            backend_url: app.result_backend.clone(),
+            broker: None,
+            backend: None,
+            scripts: Scripts::default(),
+            store: Backend::new(app.result_expires),
+            default_queue: default_queue.to_string(),
+        }
+    }
+
+    pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
+        if self.broker.is_none() {
+            self.broker = Some(broker::connect(&self.broker_url)?);
+        }
+        self.broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+    }
+
+    fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
+        if self.backend.is_none() {
+            self.backend = Some(broker::connect(&self.backend_url)?);
+        }
+        self.backend
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+    }
+
+    fn reset_on(&mut self, e: &BrokerError) {
+        if e.is_connection_problem() {
+            self.broker = None;
+            self.backend = None;
+        }
+    }
+
+    /// Records the outcome of `task`, which was running in `slot` when its child died.
+    pub fn task_lost(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) {
+        let result = self.task_lost_inner(node, slot, task, why, job);
+        if let Err(e) = result {
+            tracing::error!(
+                "Cannot record the outcome of lost task {}[{}]: {e}",
+                task.task,
+                task.id
+            );
+            self.reset_on(&e);
+        }
+    }
+
+    fn task_lost_inner(
+        &mut self,
+        node: &str,
+        slot: usize,
+        task: &Started,
+        why: &Lost,
+        job: usize,
+    ) -> Result<(), BrokerError> {
+        let held = keys::held(node, slot);
+        let raw = reserve::held_message(self.broker()?, &held)?;
+        let requeue =
+            task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
+        if let (true, Some(raw)) = (
+            requeue && !matches!(why, Lost::TimeLimit(_)),
+            raw.as_deref(),
+        ) {
+            self.restore(&held, raw)?;
+            tracing::warn!(
+                "Task {}[{}] requeued: its child was lost and it acks late",
+                task.task,
+                task.id
+            );
+            return Ok(());
+        }
+        let (exc, text) = match why {
+            Lost::TimeLimit(limit) => (
+                ExceptionInfo::new(
+                    "TimeLimitExceeded",
+                    Some("billiard.exceptions"),
+                    vec![json!(limit)],
+                ),
+                format!("TimeLimitExceeded({limit})"),
+            ),
+            Lost::Died(how) => {
+                let msg = format!("Worker exited prematurely: {how} Job: {job}.");
+                (
+                    ExceptionInfo::new(
+                        "WorkerLostError",
+                        Some("billiard.exceptions"),
+                        vec![json!(msg)],
+                    ),
+                    format!("WorkerLostError('{msg}')"),
+                )
+            }
+            Lost::ColdShutdown => {
+                let msg = "Worker was terminated by a cold shutdown".to_string();
+                (
+                    ExceptionInfo::new(
+                        "WorkerLostError",
+                        Some("billiard.exceptions"),
+                        vec![json!(msg)],
+                    ),
+                    format!("WorkerLostError('{msg}')"),
+                )
+            }
+        };
+        tracing::error!("Task handler raised error: {text}");
+        if !task.ignore_result {
+            let mut meta = ResultMeta::failure_for_id(&task.id, exc, None, chrono::Utc::now());
+            meta.group_id = task.group.clone();
+            meta.parent_id = task.parent_id.clone();
+            let json = meta.to_json();
+            self.backend()?;
+            if let Some(con) = self.backend.as_mut() {
+                self.store.store(con, &task.id, &json)?;
+            }
+        }
+        let tag = raw
+            .as_deref()
+            .and_then(|r| Envelope::parse(r).ok())
+            .and_then(|e| e.delivery_tag().map(str::to_string));
+        self.broker()?;
+        match self.broker.as_mut() {
+            Some(con) => self.scripts.ack(con, &held, tag.as_deref()),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts back whatever `slot`'s held list holds (its child is gone and no
+    /// replacement will take it). Returns how many messages were restored.
+    pub fn release_held(&mut self, held: &str) -> usize {
+        let result = self
+            .broker()
+            .and_then(|con| reserve::held_message(con, held));
+        match result {
+            Ok(Some(raw)) => match self.restore(held, &raw) {
+                Ok(()) => 1,
+                Err(e) => {
+                    tracing::error!("Cannot restore held message from {held}: {e}");
+                    self.reset_on(&e);
+                    0
+                }
+            },
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::error!("Cannot read held list {held}: {e}");
+                self.reset_on(&e);
+                0
+            }
+        }
+    }
+
+    /// Restores the held messages left by an earlier run of `node` (killed).
+    pub fn recover_node(&mut self, node: &str) -> Result<usize, BrokerError> {
+        let held_keys = reserve::held_keys(self.broker()?, node)?;
+        Ok(held_keys.iter().map(|k| self.release_held(k)).sum())
+    }
+
+    fn restore(&mut self, held: &str, raw: &str) -> Result<(), BrokerError> {
+        let queue_key = match TaskMessage::decode(raw) {
+            Ok(t) if !t.delivery_info.routing_key.is_empty() => {
+                keys::priority_key(&t.delivery_info.routing_key, t.delivery_info.priority)
+            }
+            _ => self.default_queue.clone(),
+        };
+        let tag = Envelope::parse(raw)
+            .ok()
+            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
+        self.broker()?;
+        match self.broker.as_mut() {
+            Some(con) => {
+                self.scripts
+                    .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// kombu's restore marks: `headers.redelivered` and `delivery_info.redelivered`.
+pub fn mark_redelivered(raw: &str) -> Option<String> {
+    let mut env: Value = serde_json::from_str(raw).ok()?;
+    let obj = env.as_object_mut()?;
+    if let Some(h) = obj.get_mut("headers").and_then(Value::as_object_mut) {
+        h.insert("redelivered".into(), Value::Bool(true));
+    }
+    if let Some(di) = obj
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("delivery_info"))
+        .and_then(Value::as_object_mut)
+    {
+        di.insert("redelivered".into(), Value::Bool(true));
+    }
+    Some(pyjson::to_string(&env))
+}

@@ -1,0 +1,611 @@
+//! The supervisor loop of the node main process, read top to bottom:
+//! signal handlers only queue the signal and wake the loop; the loop reaps
+//! children, spawns up to the target count, reads children's status reports,
+//! enforces hard time limits, and handles the queued signals by name
+//! (`handle_term`, `handle_int`, `handle_quit`, `handle_hup`, ...).
+//!
+//! It is single-threaded on purpose: `fork()` is only safe that way.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, getpid, ForkResult, Pid};
+
+use super::config::{load_app, NodeConfig};
+use super::detach::Notifier;
+use super::recovery::{Lost, Recovery};
+use crate::broker::keys;
+use crate::child::report::{take_lines, Report, Reporter, Started};
+use crate::child::{self, ChildSpec};
+use crate::signals::{self, SelfPipe};
+use crate::{exit, logging};
+
+/// Signals the main process handles.
+pub const HANDLED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGCHLD,
+];
+
+/// A child that lived less than this is replaced only after `RESPAWN_DELAY`,
+/// so a child that cannot start does not spin the CPU.
+const SHORT_LIFE: Duration = Duration::from_secs(1);
+const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    Warm,
+    Cold,
+}
+
+struct Child {
+    pid: Pid,
+    slot: usize,
+    number: usize,
+    status: File,
+    buf: Vec<u8>,
+    ready: bool,
+    spawned: Instant,
+    current: Option<(Started, Instant)>,
+    time_limit_hit: Option<f64>,
+    /// Asked to leave (warm stop, HUP, shrink): not counted as a slot's occupant for respawns.
+    retiring: bool,
+    jobs: usize,
+}
+
+pub struct Supervisor {
+    cfg: NodeConfig,
+    pipe: SelfPipe,
+    children: HashMap<i32, Child>,
+    target: usize,
+    next_number: usize,
+    highest_slot: usize,
+    phase: Phase,
+    notifier: Notifier,
+    recovery: Recovery,
+    exit_code: i32,
+    respawn_after: HashMap<usize, Instant>,
+    main_pid: Pid,
+}
+
+impl Supervisor {
+    pub fn new(
+        cfg: NodeConfig,
+        pipe: SelfPipe,
+        notifier: Notifier,
+        recovery: Recovery,
+    ) -> Supervisor {
+        let target = cfg.concurrency;
+        Supervisor {
+            cfg,
+            pipe,
+            children: HashMap::new(),
+            target,
+            next_number: 1,
+            highest_slot: target,
+            phase: Phase::Starting,
+            notifier,
+            recovery,
+            exit_code: exit::OK,
+            respawn_after: HashMap::new(),
+            main_pid: getpid(),
+        }
+    }
+
+    /// Runs until the node has shut down; returns the exit status.
+    pub fn run(mut self) -> i32 {
+        loop {
+            if matches!(self.phase, Phase::Starting | Phase::Running) {
+                self.spawn_missing();
+            }
+            if matches!(self.phase, Phase::Warm | Phase::Cold) && self.children.is_empty() {
+                break;
+            }
+            self.wait_for_events();
+            self.handle_signals();
+            self.read_reports();
+            self.reap();
+            self.enforce_time_limits();
+            self.check_ready();
+        }
+        self.finish();
+        self.exit_code
+    }
+
+    fn finish(&mut self) {
+        let mut restored = 0;
+        for slot in 1..=self.highest_slot {
+            restored += self
+                .recovery
+                .release_held(&keys::held(&self.cfg.node, slot));
+        }
+        if restored > 0 {
+            tracing::warn!(
+                "Restored {restored} message(s) held by this node's children to their queues"
+            );
+        }
+        if self.phase == Phase::Starting {
+            self.notifier
+                .fail(exit::FAILURE, "The node stopped before it was ready");
+        }
+        tracing::info!("{}: shutdown complete", self.cfg.node);
+    }
+
+    // ---- waiting -------------------------------------------------------
+
+    fn wait_for_events(&mut self) {
+        let timeout = self
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1));
+        let timeout = timeout.min(Duration::from_secs(1));
+        let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+        let pipe_fd = self.pipe.fd();
+        // SAFETY: the fds outlive this call; they are owned by self.pipe and self.children.
+        let pipe_borrow = unsafe { std::os::fd::BorrowedFd::borrow_raw(pipe_fd) };
+        let mut fds = vec![PollFd::new(pipe_borrow, PollFlags::POLLIN)];
+        for c in self.children.values() {
+            fds.push(PollFd::new(c.status.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => tracing::error!("poll failed: {e}"),
+        }
+        self.pipe.drain();
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let limits = self.children.values().filter_map(|c| {
+            let (started, since) = c.current.as_ref()?;
+            let limit = started.time_limit?;
+            if c.time_limit_hit.is_some() {
+                return None;
+            }
+            Some(*since + Duration::from_secs_f64(limit))
+        });
+        let respawns = self.respawn_after.values().copied();
+        limits.chain(respawns).min()
+    }
+
+    // ---- signals ---------------------------------------------------------
+
+    fn handle_signals(&mut self) {
+        if signals::take(Signal::SIGQUIT) > 0 {
+            self.handle_quit();
+        }
+        for _ in 0..signals::take(Signal::SIGINT) {
+            self.handle_int();
+        }
+        if signals::take(Signal::SIGTERM) > 0 {
+            self.handle_term();
+        }
+        if signals::take(Signal::SIGHUP) > 0 {
+            self.handle_hup();
+        }
+        if signals::take(Signal::SIGUSR1) > 0 {
+            self.handle_usr1();
+        }
+        for _ in 0..signals::take(Signal::SIGTTIN) {
+            self.handle_ttin();
+        }
+        for _ in 0..signals::take(Signal::SIGTTOU) {
+            self.handle_ttou();
+        }
+        signals::take(Signal::SIGCHLD);
+    }
+
+    /// Warm shutdown: stop reserving, let running tasks finish, exit 0.
+    fn handle_term(&mut self) {
+        self.say("worker: Warm shutdown (MainProcess)");
+        if matches!(self.phase, Phase::Starting | Phase::Running) {
+            self.phase = Phase::Warm;
+            self.retire_all(Signal::SIGTERM);
+        }
+    }
+
+    /// First INT: warm shutdown; second: cold shutdown, exit 1 (as Celery).
+    fn handle_int(&mut self) {
+        if matches!(self.phase, Phase::Starting | Phase::Running) {
+            self.say("worker: Hitting Ctrl+C again will initiate cold shutdown, terminating all running tasks!");
+            self.handle_term();
+        } else if self.phase == Phase::Warm {
+            self.exit_code = exit::FAILURE;
+            self.handle_quit();
+        }
+    }
+
+    /// Cold shutdown: children killed at once; their tasks' outcomes are recorded.
+    fn handle_quit(&mut self) {
+        self.say("worker: Hitting Ctrl+C again will terminate all running tasks!");
+        self.say("worker: Cold shutdown (MainProcess)");
+        self.phase = Phase::Cold;
+        for c in self.children.values_mut() {
+            c.retiring = true;
+            kill_group(c.pid);
+        }
+    }
+
+    /// Restart in place: re-read the app, replace the pool; the pid stays.
+    fn handle_hup(&mut self) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return;
+        }
+        match load_app(&self.cfg.args) {
+            Ok(app) => {
+                if self.cfg.args.concurrency.is_none() {
+                    if let Some(c) = app.worker_concurrency {
+                        self.target = c;
+                        self.highest_slot = self.highest_slot.max(c);
+                    }
+                }
+                self.cfg.app = Arc::new(app);
+                self.say("Restarting the pool (SIGHUP): app re-read, children replaced once their current task ends");
+                self.retire_all(Signal::SIGTERM);
+            }
+            Err(e) => tracing::error!(
+                "SIGHUP: keeping the running pool, the app could not be re-read: {e}"
+            ),
+        }
+    }
+
+    /// Logs what each child is doing.
+    fn handle_usr1(&mut self) {
+        let mut lines = vec![format!(
+            "{}: {} child(ren), target {}",
+            self.cfg.node,
+            self.children.len(),
+            self.target
+        )];
+        let mut kids: Vec<&Child> = self.children.values().collect();
+        kids.sort_by_key(|c| c.slot);
+        for c in kids {
+            let doing = match &c.current {
+                Some((t, since)) => format!(
+                    "running {}[{}] for {:.3}s",
+                    t.task,
+                    t.id,
+                    since.elapsed().as_secs_f64()
+                ),
+                None => "idle".to_string(),
+            };
+            lines.push(format!(
+                "  ForkPoolWorker-{} (slot {}) pid:{} {}",
+                c.number, c.slot, c.pid, doing
+            ));
+        }
+        tracing::warn!("{}", lines.join("\n"));
+    }
+
+    fn handle_ttin(&mut self) {
+        self.target += 1;
+        self.highest_slot = self.highest_slot.max(self.target);
+        tracing::info!("Pool grown to {} (SIGTTIN)", self.target);
+    }
+
+    fn handle_ttou(&mut self) {
+        if self.target <= 1 {
+            tracing::warn!("Pool not shrunk below 1 (SIGTTOU)");
+            return;
+        }
+        self.target -= 1;
+        let target = self.target;
+        for c in self.children.values_mut().filter(|c| c.slot > target) {
+            c.retiring = true;
+            let _ = kill(c.pid, Signal::SIGTERM);
+        }
+        tracing::info!("Pool shrunk to {} (SIGTTOU)", self.target);
+    }
+
+    fn retire_all(&mut self, sig: Signal) {
+        for c in self.children.values_mut() {
+            c.retiring = true;
+            let _ = kill(c.pid, sig);
+        }
+    }
+
+    /// A shutdown message: to the log, and to stdout in the foreground as Celery prints it.
+    fn say(&mut self, text: &str) {
+        tracing::info!("{text}");
+        if !self.notifier.is_detached() {
+            println!("\n{text}");
+        }
+    }
+
+    // ---- children ----------------------------------------------------
+
+    fn spawn_missing(&mut self) {
+        let now = Instant::now();
+        for slot in 1..=self.target {
+            let occupied = self
+                .children
+                .values()
+                .any(|c| c.slot == slot && !c.retiring);
+            // A retiring child still holds its slot's held list until it exits.
+            let draining = self.children.values().any(|c| c.slot == slot && c.retiring);
+            if occupied || draining {
+                continue;
+            }
+            if self.respawn_after.get(&slot).is_some_and(|t| *t > now) {
+                continue;
+            }
+            self.respawn_after.remove(&slot);
+            if let Err(e) = self.spawn(slot) {
+                tracing::error!("Cannot start pool child for slot {slot}: {e}");
+                self.respawn_after.insert(slot, now + RESPAWN_DELAY);
+            }
+        }
+    }
+
+    fn spawn(&mut self, slot: usize) -> Result<(), Errno> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        fcntl(read.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        let number = self.next_number;
+        self.next_number += 1;
+        let spec = ChildSpec {
+            node: self.cfg.node.clone(),
+            slot,
+            process_number: number,
+            app: self.cfg.app.clone(),
+            queues: self.cfg.queues.clone(),
+            log_file: self.cfg.logfile(slot),
+            max_tasks: self.cfg.max_tasks_per_child,
+            max_memory_kib: self.cfg.max_memory_per_child,
+            time_limit: self.cfg.time_limit,
+            soft_time_limit: self.cfg.soft_time_limit,
+        };
+        // SAFETY: this process is single-threaded, so the child gets a consistent copy.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(read);
+                // Only the main process may hold these: the launcher's pipe,
+                // siblings' status pipes.
+                self.notifier.close_in_child();
+                self.children.clear();
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    child_main(&spec, write, self.main_pid)
+                }))
+                .unwrap_or(exit::FAILURE);
+                // SAFETY: _exit skips destructors that belong to the main process (pidfile, connections).
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(write);
+                let status = File::from(read);
+                self.children.insert(
+                    child.as_raw(),
+                    Child {
+                        pid: child,
+                        slot,
+                        number,
+                        status,
+                        buf: Vec::new(),
+                        ready: false,
+                        spawned: Instant::now(),
+                        current: None,
+                        time_limit_hit: None,
+                        retiring: false,
+                        jobs: 0,
+                    },
+                );
+                tracing::debug!("Started ForkPoolWorker-{number} (slot {slot}) pid:{child}");
+                Ok(())
+            }
+        }
+    }
+
+    fn read_reports(&mut self) {
+        let mut received = Vec::new();
+        for c in self.children.values_mut() {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match c.status.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            for report in take_lines(&mut c.buf) {
+                match report {
+                    Report::Ready => c.ready = true,
+                    Report::Received { id, task } => {
+                        received.push(format!("Task {task}[{id}] received"))
+                    }
+                    Report::Started(s) => {
+                        c.current = Some((s, Instant::now()));
+                        c.jobs += 1;
+                    }
+                    Report::Done { .. } => c.current = None,
+                }
+            }
+        }
+        for line in received {
+            tracing::info!("{line}");
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.child_exited(
+                    pid,
+                    if code == 0 {
+                        None
+                    } else {
+                        Some(format!("exitcode {code}"))
+                    },
+                ),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.child_exited(
+                    pid,
+                    Some(format!("signal {} ({})", sig as i32, sig.as_str())),
+                ),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("waitpid failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn child_exited(&mut self, pid: Pid, abnormal: Option<String>) {
+        let Some(mut c) = self.children.remove(&pid.as_raw()) else {
+            return;
+        };
+        // Reports written just before death still count (e.g. "started").
+        let mut rest = Vec::new();
+        let _ = c.status.read_to_end(&mut rest);
+        c.buf.extend_from_slice(&rest);
+        for report in take_lines(&mut c.buf) {
+            match report {
+                Report::Started(s) => c.current = Some((s, Instant::now())),
+                Report::Done { .. } => c.current = None,
+                Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
+                Report::Ready => c.ready = true,
+            }
+        }
+        let name = format!("ForkPoolWorker-{}", c.number);
+        match &abnormal {
+            Some(how) => tracing::error!("Process '{name}' pid:{pid} exited with '{how}'"),
+            None => tracing::debug!("Process '{name}' pid:{pid} exited normally"),
+        }
+        if let Some((task, _)) = c.current.take() {
+            let why = match (c.time_limit_hit, self.phase) {
+                (Some(limit), _) => Lost::TimeLimit(limit),
+                (None, Phase::Cold) => Lost::ColdShutdown,
+                (None, _) => {
+                    Lost::Died(abnormal.clone().unwrap_or_else(|| "exitcode 0".to_string()))
+                }
+            };
+            self.recovery.task_lost(
+                &self.cfg.node,
+                c.slot,
+                &task,
+                &why,
+                c.jobs.saturating_sub(1),
+            );
+        }
+        if self.phase == Phase::Starting && !c.ready && !c.retiring {
+            let log = self
+                .cfg
+                .logfile(c.slot)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "stderr".into());
+            let msg = format!(
+                "Pool child {name} exited during start-up ({}); see {log}",
+                abnormal.unwrap_or_else(|| "exitcode 0".to_string())
+            );
+            tracing::error!("{msg}");
+            self.notifier.fail(exit::FAILURE, &msg);
+            self.exit_code = exit::FAILURE;
+            self.phase = Phase::Cold;
+            self.retire_all(Signal::SIGKILL);
+            return;
+        }
+        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring {
+            self.respawn_after
+                .insert(c.slot, Instant::now() + RESPAWN_DELAY);
+        }
+    }
+
+    fn enforce_time_limits(&mut self) {
+        let now = Instant::now();
+        for c in self.children.values_mut() {
+            let Some((task, since)) = &c.current else {
+                continue;
+            };
+            let Some(limit) = task.time_limit else {
+                continue;
+            };
+            if c.time_limit_hit.is_none() && now >= *since + Duration::from_secs_f64(limit) {
+                tracing::error!(
+                    "Hard time limit ({limit}s) exceeded for {}[{}]",
+                    task.task,
+                    task.id
+                );
+                c.time_limit_hit = Some(limit);
+                kill_group(c.pid);
+            }
+        }
+    }
+
+    fn check_ready(&mut self) {
+        if self.phase != Phase::Starting {
+            return;
+        }
+        let ready =
+            (1..=self.target).all(|slot| self.children.values().any(|c| c.slot == slot && c.ready));
+        if ready {
+            self.phase = Phase::Running;
+            tracing::info!("{} ready.", self.cfg.node);
+            self.notifier.ready();
+        }
+    }
+}
+
+/// Kills a child and its process group (an exec task's processes with it).
+fn kill_group(pid: Pid) {
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
+/// The body of a forked pool child.
+fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
+    // SAFETY: prctl with PR_SET_PDEATHSIG has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // The main process may have died before prctl took effect.
+    if nix::unistd::getppid() != main_pid {
+        return exit::FAILURE;
+    }
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    signals::reset_in_child(HANDLED);
+    // Ctrl-C, job control and HUP are for the main process; TERM asks us to leave.
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGPIPE,
+    ] {
+        signals::ignore(sig);
+    }
+    if signals::install_flags(&[Signal::SIGTERM]).is_err() {
+        return exit::FAILURE;
+    }
+    let log = match &spec.log_file {
+        Some(path) => match logging::open(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!("{e}");
+                return exit::FAILURE;
+            }
+        },
+        None => None,
+    };
+    logging::set_target(log, &spec.process_name());
+    // SAFETY: `status` is an owned fd moved into the File.
+    let file = unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(status)) };
+    let mut reporter = Reporter::new(file);
+    child::consume::run(spec, &mut reporter)
+}

@@ -1,0 +1,112 @@
+//! Process signal plumbing shared by the node main process and pool children.
+//! Handlers only record the signal and wake the loop (self-pipe).
+//! The supervisor loop handles them by name; nothing else runs in a handler.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+const NSIG: usize = 65;
+static PENDING: [AtomicU32; NSIG] = [const { AtomicU32::new(0) }; NSIG];
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn record(sig: libc::c_int) {
+    if let Some(slot) = PENDING.get(sig as usize) {
+        slot.fetch_add(1, Ordering::SeqCst);
+    }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; a full pipe just means the loop is already awake.
+        unsafe {
+            libc::write(fd, &byte as *const u8 as *const libc::c_void, 1);
+        }
+    }
+}
+
+/// The read end of the self-pipe, to poll on.
+pub struct SelfPipe {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl SelfPipe {
+    pub fn fd(&self) -> i32 {
+        self.read.as_raw_fd()
+    }
+
+    /// Empties the pipe after a wake-up.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(self.read.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Installs `record` for `signals` and returns the self-pipe they wake.
+pub fn install(signals: &[Signal]) -> nix::Result<SelfPipe> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    WAKE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+    let action = SigAction::new(
+        SigHandler::Handler(record),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in signals {
+        // SAFETY: the handler only touches atomics and write(2).
+        unsafe { signal::sigaction(*sig, &action)? };
+    }
+    Ok(SelfPipe {
+        read,
+        _write: write,
+    })
+}
+
+/// Takes (and clears) how many times `sig` arrived since the last call.
+pub fn take(sig: Signal) -> u32 {
+    PENDING[sig as usize].swap(0, Ordering::SeqCst)
+}
+
+/// Restores default dispositions (in a freshly forked child) and forgets the
+/// parent's self-pipe, so the child's signals never wake the parent.
+pub fn reset_in_child(signals: &[Signal]) {
+    WAKE_FD.store(-1, Ordering::SeqCst);
+    for p in PENDING.iter() {
+        p.store(0, Ordering::SeqCst);
+    }
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in signals {
+        // SAFETY: restoring the default disposition.
+        unsafe {
+            let _ = signal::sigaction(*sig, &default);
+        }
+    }
+}
+
+/// Installs `record` without a wake pipe (pool children poll `take`).
+pub fn install_flags(signals: &[Signal]) -> nix::Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(record),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in signals {
+        // SAFETY: the handler only touches atomics.
+        unsafe { signal::sigaction(*sig, &action)? };
+    }
+    Ok(())
+}
+
+/// Ignores `sig` (SIGPIPE: a closed pipe is an error return, not a death).
+pub fn ignore(sig: Signal) {
+    // SAFETY: setting SIG_IGN.
+    unsafe {
+        let _ = signal::signal(sig, SigHandler::SigIgn);
+    }
+}
+
+/// How many times `sig` arrived, without clearing.
+pub fn peek(sig: Signal) -> u32 {
+    PENDING[sig as usize].load(Ordering::SeqCst)
+}
