@@ -517,5 +517,10 @@ fn start_creates_dirs_and_stop_reads_pidfile_in_workdir() {
         "{}",
         out(&o)
     );
-    assert!(!alive(pid));
+    assert!(
+        !alive(pid),
+        "{} {:?}",
+        out(&o),
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+    );
 }
