@@ -290,3 +290,128 @@ fn only_start_creates_directories() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn deliberate_grammar_fixes() {
+    let h = host();
+    // §17 #16: `--logfile /x.log` takes the value (Celery 5.7 crashes)
+    let lines = show(&["w1", "--logfile", "/x/%n%I.log"]);
+    assert!(
+        lines[0].ends_with(&format!(
+            " --logfile=/x/w1%I.log -n w1@{h} --pidfile=w1.pid "
+        )),
+        "{lines:?}"
+    );
+    // §17 #17: `-p FILE` is the pidfile (Celery forwards `-p`, which the worker rejects)
+    let lines = show(&["w1", "-p", "/run/%n.pid"]);
+    assert!(lines[0].contains(" --pidfile=/run/w1.pid -n "), "{lines:?}");
+    assert!(!lines[0].contains(" -p "));
+}
+
+#[test]
+fn values_reach_the_worker_intact() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fake-rmulti");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > argv.txt\necho 'no thanks' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = format!("--executable={}", script.display());
+    let o = rmulti_in(
+        dir.path(),
+        &[
+            "start",
+            "w1",
+            "-Q",
+            "a b",
+            "--x=it's \"quoted\"",
+            "-c:w1",
+            "$HOME",
+            &exe,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let h = host();
+    assert!(
+        stdout(&o).ends_with(&format!(
+            "\t> w1@{h}: * Child terminated with exit code 3\nFAILED\n"
+        )),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stderr(&o), "\t  no thanks\n");
+    let argv = std::fs::read_to_string(dir.path().join("argv.txt")).unwrap();
+    assert_eq!(
+        argv,
+        format!("worker\n--detach\n-Q\na b\n--x=it's \"quoted\"\n-c\n$HOME\n-n\nw1@{h}\n--pidfile=w1.pid\n--logfile=w1%I.log\n")
+    );
+    // --quiet: nothing on stdout, the reason still on stderr
+    let o = rmulti_in(dir.path(), &["start", "w1", "--quiet", &exe]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(stderr(&o), "\t  no thanks\n");
+    // --verbose shows the command line
+    let o = rmulti_in(
+        dir.path(),
+        &["start", "w1", "--verbose", "--nosplash", &exe],
+    );
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "> Starting nodes...\n\t> w1@{h}:   {} worker --detach -n w1@{h}",
+            script.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn start_creates_expanded_parent_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = rmulti_in(
+        dir.path(),
+        &[
+            "start",
+            "w1",
+            "--pidfile=run/%n/%n.pid",
+            "--logfile=log/%n%I.log",
+            "--executable=/bin/false",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    // §17 #19: Celery makes a literal `%n` directory; rmulti the node's
+    assert!(dir.path().join("run/w1").is_dir());
+    assert!(dir.path().join("log").is_dir());
+    assert!(!dir.path().join("run/%n").exists());
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to provide a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let line = format!("{} stop w1", env!("CARGO_BIN_EXE_rmulti"));
+    let on_tty = |no_color: bool| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .current_dir(dir.path());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        stdout(&cmd.output().unwrap())
+    };
+    let coloured = on_tty(false);
+    assert!(
+        coloured.contains("\x1b[1;36mrmulti multi v"),
+        "{coloured:?}"
+    );
+    assert!(coloured.contains("\x1b[1;35mDOWN\x1b[0m"), "{coloured:?}");
+    assert!(!on_tty(true).contains('\x1b'));
+}

@@ -119,3 +119,34 @@ fn write_out(text: &str, newline: bool) {
     };
     let _ = out.flush();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_when_enabled() {
+        let mut out = Output::new(Reserved::default());
+        out.colour = true;
+        assert_eq!(out.ok(), "\x1b[1;32mOK\x1b[0m");
+        assert_eq!(out.failed(), "\x1b[1;31mFAILED\x1b[0m");
+        assert_eq!(out.down(), "\x1b[1;35mDOWN\x1b[0m");
+        assert_eq!(
+            out.paint(Colour::Blue, "> Stopping nodes..."),
+            "\x1b[1;34m> Stopping nodes...\x1b[0m"
+        );
+        out.colour = false;
+        assert_eq!(out.ok(), "OK");
+        let quiet = Output::new(Reserved {
+            quiet: true,
+            verbose: true,
+            ..Reserved::default()
+        });
+        assert!(!quiet.verbose);
+        let no_colour = Output::new(Reserved {
+            no_color: true,
+            ..Reserved::default()
+        });
+        assert!(!no_colour.colour);
+    }
+}
