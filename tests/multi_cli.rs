@@ -415,3 +415,33 @@ fn colour_on_a_terminal_unless_no_color() {
     assert!(coloured.contains("\x1b[1;35mDOWN\x1b[0m"), "{coloured:?}");
     assert!(!on_tty(true).contains('\x1b'));
 }
+
+#[test]
+fn as_root_created_directories_belong_to_the_uid() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    rmulti_in(
+        dir.path(),
+        &[
+            "start",
+            "w1",
+            "--uid=nobody",
+            "--pidfile=run/%n.pid",
+            "--logfile=log/x/%n%I.log",
+            "--executable=/bin/false",
+        ],
+    );
+    for d in ["run", "log", "log/x"] {
+        let m = std::fs::metadata(dir.path().join(d)).unwrap();
+        assert_eq!(m.uid(), nobody.uid.as_raw(), "{d}");
+        assert_eq!(m.gid(), nobody.gid.as_raw(), "{d}");
+    }
+    assert_eq!(std::fs::metadata(dir.path()).unwrap().uid(), 0);
+}

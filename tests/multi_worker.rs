@@ -348,3 +348,51 @@ fn workdir_relative_pidfile_is_found_by_stop() {
     );
     assert!(!alive(pid));
 }
+
+#[test]
+fn uid_works_under_multi() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        return;
+    };
+    let mut env = setup(&[]);
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.guard.watch(env.dir.join("run/w1.pid"));
+    let run = env.multi(&[
+        "start",
+        "w1",
+        "-A",
+        "proj",
+        "-c",
+        "1",
+        "--uid=nobody",
+        "--pidfile=run/%n.pid",
+        "--logfile=log/%n%I.log",
+    ]);
+    env.guard.remember();
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
+    let pid = read_pidfile(env.dir.join("run/w1.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody.uid.to_string()),
+        "{uid_line}"
+    );
+    let id = publish_task(&env.redis, "celery", "proj.tasks.add", "[1, 2]");
+    assert_eq!(
+        env.redis
+            .wait_result(&id, STARTUP_TIMEOUT)
+            .expect("a result")["result"],
+        3
+    );
+    env.multi(&["stopwait", "w1", "--pidfile=run/%n.pid"])
+        .success();
+    assert!(!alive(pid));
+}

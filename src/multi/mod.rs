@@ -15,6 +15,7 @@
 mod argv;
 mod cmdline;
 mod commands;
+mod dirs;
 mod error;
 mod expand;
 mod help;

@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::Ctx;
 use crate::multi::cmdline::CommandLine;
+use crate::multi::dirs;
 use crate::multi::error::MultiError;
 use crate::multi::launch::launch;
 use crate::multi::nodes::NodeSpec;
@@ -64,9 +65,10 @@ pub fn start_node(ctx: &Ctx, node: &NodeSpec, line: &CommandLine, restarting: bo
         out.note(&out.failed());
         return false;
     }
+    let owner = dirs::owner(node);
     for path in [ctx.pidfile(node), ctx.logfile(node)].into_iter().flatten() {
         let Some(dir) = path.parent() else { continue };
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = dirs::create(dir, owner) {
             out.note(&out.failed());
             out.error(&format!(
                 "\t  cannot create directory {}: {e}",
