@@ -346,6 +346,19 @@ mod tests {
     }
 
     #[test]
+    fn hostname_options_are_not_forwarded() {
+        // spec §4.3: -n/--hostname set the host part, --hostname wins
+        let l = list("w1 -n box.example.org --hostname=other.org -c 1").unwrap();
+        assert_eq!(l.nodes[0].name, "w1@other.org");
+        let n: Vec<_> = l.nodes[0]
+            .options
+            .iter()
+            .filter(|(k, _)| k == "-n" || k == "--hostname")
+            .collect();
+        assert_eq!(n, [&("-n".to_string(), Some("w1@other.org".to_string()))]);
+    }
+
+    #[test]
     fn multi_options_are_consumed() {
         let l = list("w1 --cmd=worker --append=--x=%n --executable=/bin/true --timeout=5 -c 1")
             .unwrap();
