@@ -278,6 +278,15 @@ impl Scripts {
     }
 }
 
+/// Keeps a record in the dead-letter list without touching any message state.
+pub fn push_dead_letter(con: &mut Connection, record: &str) -> Result<(), BrokerError> {
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(keys::DEAD_LETTER)
+        .arg(record)
+        .query(con)?;
+    Ok(())
+}
+
 /// The held message of a slot, if any (for the main process's recovery).
 pub fn held_message(con: &mut Connection, held: &str) -> Result<Option<String>, BrokerError> {
     Ok(redis::cmd("LINDEX").arg(held).arg(-1).query(con)?)

@@ -57,6 +57,9 @@ impl Conns {
     }
 }
 
+/// How often Redis may refuse to process one message before it is dead-lettered.
+const MAX_REFUSALS: u32 = 3;
+
 /// True once the main process asked this child to leave (SIGTERM).
 pub fn stop_requested() -> bool {
     signals::peek(Signal::SIGTERM) > 0
@@ -89,6 +92,8 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     }
     let mut failures: u32 = 0;
     let mut done: u64 = 0;
+    let mut refused: u32 = 0;
+    let mut last_refused: Option<String> = None;
     // The key a BLMOVE took a message from, so the message keeps its queue.
     let mut moved_from: Option<&str> = None;
     while !stop_requested() {
@@ -106,11 +111,30 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                         tracing::error!("consumer: Connection to broker lost: {e}. Trying to re-establish the connection...");
                         conns.reset();
                         nap(Duration::from_secs(1));
-                    } else {
-                        tracing::error!("{e}");
+                        continue;
                     }
+                    // The same held message comes back on the next reserve; a
+                    // message Redis keeps refusing must not loop forever.
+                    refused = if last_refused.as_deref() == Some(msg.raw.as_str()) {
+                        refused + 1
+                    } else {
+                        1
+                    };
+                    last_refused = Some(msg.raw.clone());
+                    tracing::error!("Cannot handle message ({refused}/{MAX_REFUSALS}): {e}");
+                    if refused >= MAX_REFUSALS {
+                        refused = 0;
+                        let reason =
+                            format!("Redis refused to process it {MAX_REFUSALS} times: {e}");
+                        if let Err(e) = executor.give_up(&msg, &held, &scripts, &mut conns, &reason)
+                        {
+                            tracing::error!("Cannot dead-letter the message either: {e}");
+                        }
+                    }
+                    nap(Duration::from_secs(1));
                     continue;
                 }
+                refused = 0;
                 done += 1;
                 if spec.max_tasks.is_some_and(|max| done >= max) {
                     tracing::info!(

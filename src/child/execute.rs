@@ -13,8 +13,9 @@ use super::ChildSpec;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{now_secs, Reserved, Scripts};
 use crate::broker::{keys, BrokerError};
+use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
-use crate::tasks::{Invocation, TaskSpec};
+use crate::tasks::{Executor as TaskExecutor, Invocation, TaskSpec};
 
 /// How far in the future an ETA must be to park the message rather than run it.
 const ETA_SLACK: Duration = Duration::from_millis(5);
@@ -226,12 +227,45 @@ impl<'a> Executor<'a> {
             }
         };
         if !ignore_result {
-            self.store_with_retry(conns, &meta)?;
+            match self.store_with_retry(conns, &meta) {
+                Ok(()) => {}
+                // Redis answers but refuses the write (wrong key type, OOM...):
+                // the outcome goes to the dead-letter list instead of nowhere.
+                Err(e) if !e.is_connection_problem() => {
+                    tracing::error!(
+                        "Cannot store the result of {}[{}]: {e}; kept in {}",
+                        task.task,
+                        task.id,
+                        keys::DEAD_LETTER
+                    );
+                    let reason = format!(
+                        "result could not be stored: {e}; result: {}",
+                        meta.to_json()
+                    );
+                    let record =
+                        self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                    crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // A builtin called with the wrong arguments is bad input, not a task
+        // that ran and failed: keep the message for the operator too.
+        if let (Err(err), TaskExecutor::Builtin(_)) = (&result, &spec.executor) {
+            if err.exc.exc_type == "TypeError" {
+                let reason = format!(
+                    "wrong arguments for builtin {}: {}",
+                    task.task,
+                    err.exc.repr()
+                );
+                let record =
+                    self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+            }
         }
         if acks_late {
             scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
         }
-        let _ = msg;
         if reporter
             .send(&Report::Done {
                 id: task.id.clone(),
@@ -300,9 +334,34 @@ impl<'a> Executor<'a> {
         task_id: Option<&str>,
         task: Option<&str>,
     ) -> Result<(), BrokerError> {
-        let tag = Envelope::parse(&msg.raw)
-            .ok()
-            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = delivery_tag_of(&msg.raw);
+        let record = self.dead_letter_record(msg, reason, task_id, task);
+        scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
+    }
+
+    /// Dead-letters a message that cannot be handled at all.
+    pub fn give_up(
+        &self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let task = TaskMessage::decode(&msg.raw).ok();
+        let id = task.as_ref().map(|t| t.id.as_str());
+        let name = task.as_ref().map(|t| t.task.as_str());
+        self.dead_letter(msg, held, scripts, conns, reason, id, name)
+    }
+
+    /// The JSON record kept in the dead-letter list (documented in the README).
+    fn dead_letter_record(
+        &self,
+        msg: &Reserved,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> String {
         let record = json!({
             "reason": reason,
             "task_id": task_id,
@@ -313,11 +372,6 @@ impl<'a> Executor<'a> {
             "unix_time": now_secs(),
             "message": msg.raw,
         });
-        scripts.dead_letter(
-            conns.broker()?,
-            held,
-            tag.as_deref(),
-            &pyjson::to_string(&record),
-        )
+        pyjson::to_string(&record)
     }
 }

@@ -25,6 +25,11 @@ pub struct Started {
 pub enum Report {
     /// Connected and consuming.
     Ready,
+    /// The child cannot run at all (e.g. its task host failed to load the
+    /// app); the text ends up on the launcher's terminal.
+    Fatal {
+        message: String,
+    },
     /// A task message arrived (logged by the main process as Celery does).
     Received {
         id: String,

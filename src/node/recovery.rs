@@ -11,7 +11,8 @@ use crate::broker::backend::Backend;
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, keys, BrokerError};
 use crate::child::report::Started;
-use crate::protocol::{pyjson, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
+use crate::protocol::envelope::{self, delivery_tag_of};
+use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.
 pub enum Lost {
@@ -152,10 +153,7 @@ impl Recovery {
                 self.store.store(con, &task.id, &json)?;
             }
         }
-        let tag = raw
-            .as_deref()
-            .and_then(|r| Envelope::parse(r).ok())
-            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = raw.as_deref().and_then(delivery_tag_of);
         self.broker()?;
         match self.broker.as_mut() {
             Some(con) => self.scripts.ack(con, &held, tag.as_deref()),
@@ -187,6 +185,23 @@ impl Recovery {
         }
     }
 
+    /// kombu's visibility-timeout restore (see `broker::sweep`); errors are logged.
+    pub fn sweep(&mut self, visibility_timeout: u64) {
+        let result = self
+            .broker()
+            .and_then(|con| broker::sweep::restore_expired(con, visibility_timeout));
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "Restored {n} unacknowledged message(s) older than the visibility timeout ({visibility_timeout} s)"
+            ),
+            Err(e) => {
+                tracing::error!("Visibility-timeout restore failed: {e}");
+                self.reset_on(&e);
+            }
+        }
+    }
+
     /// Restores the held messages left by an earlier run of `node` (killed).
     pub fn recover_node(&mut self, node: &str) -> Result<usize, BrokerError> {
         let held_keys = reserve::held_keys(self.broker()?, node)?;
@@ -200,9 +215,7 @@ impl Recovery {
             }
             _ => self.default_queue.clone(),
         };
-        let tag = Envelope::parse(raw)
-            .ok()
-            .and_then(|e| e.delivery_tag().map(str::to_string));
+        let tag = delivery_tag_of(raw);
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
         self.broker()?;
         match self.broker.as_mut() {
@@ -215,19 +228,10 @@ impl Recovery {
     }
 }
 
-/// kombu's restore marks: `headers.redelivered` and `delivery_info.redelivered`.
+/// The envelope text with kombu's redelivered marks.
 pub fn mark_redelivered(raw: &str) -> Option<String> {
     let mut env: Value = serde_json::from_str(raw).ok()?;
-    let obj = env.as_object_mut()?;
-    if let Some(h) = obj.get_mut("headers").and_then(Value::as_object_mut) {
-        h.insert("redelivered".into(), Value::Bool(true));
-    }
-    if let Some(di) = obj
-        .get_mut("properties")
-        .and_then(|p| p.get_mut("delivery_info"))
-        .and_then(Value::as_object_mut)
-    {
-        di.insert("redelivered".into(), Value::Bool(true));
-    }
+    env.as_object()?;
+    envelope::mark_redelivered(&mut env);
     Some(pyjson::to_string(&env))
 }

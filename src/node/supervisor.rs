@@ -45,6 +45,9 @@ pub const HANDLED: &[Signal] = &[
 /// so a child that cannot start does not spin the CPU.
 const SHORT_LIFE: Duration = Duration::from_secs(1);
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+/// How often the visibility-timeout restore runs (kombu: every 10 s, scanning
+/// on every 10th call).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -64,6 +67,8 @@ struct Child {
     spawned: Instant,
     current: Option<(Started, Instant)>,
     time_limit_hit: Option<f64>,
+    /// What the child said before dying, if it could not run at all.
+    fatal: Option<String>,
     /// Asked to leave (warm stop, HUP, shrink): not counted as a slot's occupant for respawns.
     retiring: bool,
     jobs: usize,
@@ -82,6 +87,7 @@ pub struct Supervisor {
     exit_code: i32,
     respawn_after: HashMap<usize, Instant>,
     main_pid: Pid,
+    next_sweep: Instant,
 }
 
 impl Supervisor {
@@ -105,6 +111,7 @@ impl Supervisor {
             exit_code: exit::OK,
             respawn_after: HashMap::new(),
             main_pid: getpid(),
+            next_sweep: Instant::now(),
         }
     }
 
@@ -123,6 +130,7 @@ impl Supervisor {
             self.reap();
             self.enforce_time_limits();
             self.check_ready();
+            self.sweep_when_due();
         }
         self.finish();
         self.exit_code
@@ -399,6 +407,7 @@ impl Supervisor {
                         spawned: Instant::now(),
                         current: None,
                         time_limit_hit: None,
+                        fatal: None,
                         retiring: false,
                         jobs: 0,
                     },
@@ -424,6 +433,7 @@ impl Supervisor {
             for report in take_lines(&mut c.buf) {
                 match report {
                     Report::Ready => c.ready = true,
+                    Report::Fatal { message } => c.fatal = Some(message),
                     Report::Received { id, task } => {
                         received.push(format!("Task {task}[{id}] received"))
                     }
@@ -480,6 +490,7 @@ impl Supervisor {
                 Report::Done { .. } => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
+                Report::Fatal { message } => c.fatal = Some(message),
             }
         }
         let name = format!("ForkPoolWorker-{}", c.number);
@@ -509,10 +520,13 @@ impl Supervisor {
                 .logfile(c.slot)
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "stderr".into());
-            let msg = format!(
+            let mut msg = format!(
                 "Pool child {name} exited during start-up ({}); see {log}",
                 abnormal.unwrap_or_else(|| "exitcode 0".to_string())
             );
+            if let Some(fatal) = &c.fatal {
+                msg = format!("{fatal}\n{msg}");
+            }
             tracing::error!("{msg}");
             self.notifier.fail(exit::FAILURE, &msg);
             self.exit_code = exit::FAILURE;
@@ -544,6 +558,13 @@ impl Supervisor {
                 c.time_limit_hit = Some(limit);
                 kill_group(c.pid);
             }
+        }
+    }
+
+    fn sweep_when_due(&mut self) {
+        if self.phase == Phase::Running && Instant::now() >= self.next_sweep {
+            self.next_sweep = Instant::now() + SWEEP_INTERVAL;
+            self.recovery.sweep(self.cfg.app.visibility_timeout);
         }
     }
 

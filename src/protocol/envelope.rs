@@ -151,6 +151,33 @@ fn decompress(compression: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> 
     }
 }
 
+/// `properties.delivery_tag` of anything that is JSON, even when it is not a
+/// usable envelope (no body, bad base64), so such a message can still be
+/// removed from `unacked`.
+pub fn delivery_tag_of(raw: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(raw).ok()?;
+    value
+        .get("properties")?
+        .get("delivery_tag")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Marks an envelope as kombu's restore does: `headers.redelivered` and
+/// `properties.delivery_info.redelivered` become true.
+pub fn mark_redelivered(envelope: &mut Value) {
+    if let Some(h) = envelope.get_mut("headers").and_then(Value::as_object_mut) {
+        h.insert("redelivered".into(), Value::Bool(true));
+    }
+    if let Some(di) = envelope
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("delivery_info"))
+        .and_then(Value::as_object_mut)
+    {
+        di.insert("redelivered".into(), Value::Bool(true));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,137 @@
+//! kombu's visibility-timeout restore: messages sitting in `unacked` longer
+//! than `visibility_timeout` belong to a consumer that died; put them back on
+//! their queues, marked redelivered. Run under kombu's `unacked_mutex`, so
+//! rmulti nodes and Python workers sweeping the same Redis never race.
+
+use redis::Connection;
+use serde_json::Value;
+
+use super::connection::BrokerError;
+use super::keys;
+use super::reserve::now_secs;
+use crate::protocol::envelope::mark_redelivered;
+use crate::protocol::pyjson;
+
+/// How long the mutex is held at most (kombu's value).
+const MUTEX_TTL_MS: u64 = 300_000;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Restores every `unacked` entry older than `visibility_timeout` seconds.
+/// Returns how many messages went back to a queue (0 if another sweeper
+/// holds the mutex).
+pub fn restore_expired(
+    con: &mut Connection,
+    visibility_timeout: u64,
+) -> Result<usize, BrokerError> {
+    let token = uuid::Uuid::new_v4().to_string();
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(keys::UNACKED_MUTEX)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(MUTEX_TTL_MS)
+        .query(con)?;
+    if locked.is_none() {
+        return Ok(0);
+    }
+    let result = restore_locked(con, visibility_timeout);
+    let _: i64 = redis::Script::new(RELEASE)
+        .key(keys::UNACKED_MUTEX)
+        .arg(&token)
+        .invoke(con)?;
+    result
+}
+
+fn restore_locked(con: &mut Connection, visibility_timeout: u64) -> Result<usize, BrokerError> {
+    let ceiling = now_secs() - visibility_timeout as f64;
+    let tags: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(keys::UNACKED_INDEX)
+        .arg("-inf")
+        .arg(format!("{ceiling:.6}"))
+        .query(con)?;
+    let mut restored = 0;
+    for tag in tags {
+        // WATCH/MULTI as kombu: if an ack lands meanwhile, EXEC is void.
+        redis::cmd("WATCH").arg(keys::UNACKED).query::<()>(con)?;
+        let entry: Option<String> = redis::cmd("HGET").arg(keys::UNACKED).arg(&tag).query(con)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("ZREM").arg(keys::UNACKED_INDEX).arg(&tag).ignore();
+        pipe.cmd("HDEL").arg(keys::UNACKED).arg(&tag).ignore();
+        let target = entry.as_deref().and_then(restorable);
+        match (&target, &entry) {
+            (Some((queue_key, envelope)), _) => {
+                pipe.cmd("RPUSH").arg(queue_key).arg(envelope).ignore();
+            }
+            // Not routable: keep it for the operator rather than drop it.
+            (None, Some(raw)) => {
+                let record = serde_json::json!({
+                    "reason": "unacked entry past the visibility timeout could not be restored",
+                    "message": raw,
+                    "unix_time": now_secs(),
+                });
+                pipe.cmd("LPUSH")
+                    .arg(keys::DEAD_LETTER)
+                    .arg(pyjson::to_string(&record))
+                    .ignore();
+            }
+            (None, None) => {}
+        }
+        let done: Option<()> = pipe.query(con)?;
+        if done.is_some() && target.is_some() {
+            restored += 1;
+        }
+    }
+    Ok(restored)
+}
+
+/// From an `unacked` value `[envelope, exchange, routing_key]`: the list to
+/// push to and the envelope marked redelivered.
+fn restorable(entry: &str) -> Option<(String, String)> {
+    let parsed: Value = serde_json::from_str(entry).ok()?;
+    let mut envelope = parsed.get(0)?.clone();
+    let routing_key = parsed
+        .get(2)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?
+        .to_string();
+    let priority = envelope
+        .get("properties")
+        .and_then(|p| p.get("priority"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(9) as u8;
+    mark_redelivered(&mut envelope);
+    Some((
+        keys::priority_key(&routing_key, priority),
+        pyjson::to_string(&envelope),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restorable_marks_redelivered_and_routes_by_priority() {
+        let entry = r#"[{"body": "e30=", "headers": {"task": "t"}, "properties": {"priority": 5, "delivery_info": {"exchange": "", "routing_key": "celery"}, "delivery_tag": "x"}}, "", "celery"]"#;
+        let (key, env) = restorable(entry).unwrap();
+        assert_eq!(key, "celery\x06\x163");
+        assert!(
+            env.contains("\"redelivered\": true}, \"properties\""),
+            "{env}"
+        );
+        assert!(
+            env.contains("\"routing_key\": \"celery\", \"redelivered\": true}"),
+            "{env}"
+        );
+        assert!(restorable("[]").is_none());
+        assert!(restorable("nonsense").is_none());
+    }
+}

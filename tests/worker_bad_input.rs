@@ -1,0 +1,285 @@
+//! Bad input never kills a process and is never silently dropped: each kind
+//! gets an ERROR log line, a FAILURE result where the task id is known, and
+//! a record in the dead-letter list `rmulti.deadletter`, while the node keeps
+//! serving.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+
+const NODE: &str = "w1@testhost";
+
+struct Node {
+    redis: RedisServer,
+    dir: TestDir,
+    _guard: NodeGuard,
+}
+
+fn node() -> Node {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    Rmulti::new(&dir)
+        .args([
+            "worker",
+            "-A",
+            "proj",
+            "-n",
+            NODE,
+            "-c",
+            "1",
+            "-l",
+            "info",
+            "--detach",
+            "--pidfile=%n.pid",
+            "--logfile=%n%I.log",
+        ])
+        .run()
+        .success();
+    guard.remember();
+    Node {
+        redis,
+        dir,
+        _guard: guard,
+    }
+}
+
+impl Node {
+    fn dead_letters(&self) -> Vec<Value> {
+        let raw = self
+            .redis
+            .cmd(&["LRANGE", "rmulti.deadletter", "0", "-1"])
+            .strings();
+        raw.iter()
+            .map(|r| serde_json::from_str(r).expect("dead-letter record is JSON"))
+            .collect()
+    }
+
+    fn wait_dead_letter(&self, needle: &str) -> Value {
+        wait_for(Duration::from_secs(10), || {
+            self.dead_letters()
+                .into_iter()
+                .find(|r| r["message"].as_str().unwrap_or("").contains(needle))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no dead-letter record for {needle}; have {:?}",
+                self.dead_letters()
+            )
+        })
+    }
+
+    fn logs(&self) -> String {
+        format!("{}{}", self.dir.read("w1.log"), self.dir.read("w1-1.log"))
+    }
+
+    /// The node still serves after the bad input.
+    fn still_serves(&self) {
+        let id = publish_task(&self.redis, "celery", "proj.tasks.add", "[20, 22]");
+        let meta = self
+            .redis
+            .wait_result(&id, Duration::from_secs(10))
+            .expect("node keeps serving");
+        assert_eq!(meta["result"], 42);
+        assert_eq!(
+            self.redis
+                .cmd(&["LLEN", &format!("rmulti.held.{NODE}.1")])
+                .int(),
+            0
+        );
+        assert_eq!(self.redis.cmd(&["HLEN", "unacked"]).int(), 0);
+    }
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn undecodable_json_is_dead_lettered() {
+    let n = node();
+    publish_raw(&n.redis, "celery", b"{not json at all");
+    let rec = n.wait_dead_letter("{not json at all");
+    assert!(
+        rec["reason"].as_str().unwrap().contains("not valid JSON"),
+        "{rec}"
+    );
+    assert_eq!(rec["node"], NODE);
+    assert!(
+        n.logs()
+            .contains("ERROR/ForkPoolWorker-1] Received invalid task message"),
+        "{}",
+        n.logs()
+    );
+    n.still_serves();
+}
+
+#[test]
+fn pickle_is_never_deserialised_and_fails_the_task() {
+    let n = node();
+    let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
+    env["content-type"] = json!("application/x-python-serialize");
+    env["content-encoding"] = json!("binary");
+    env["body"] = json!(b64("\u{80}\u{4}cos\nsystem\n(S'touch /tmp/pwned'\ntR."));
+    publish_raw(&n.redis, "celery", env.to_string().as_bytes());
+    let meta = n
+        .redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("FAILURE stored");
+    assert_eq!(meta["status"], "FAILURE");
+    assert_eq!(meta["result"]["exc_type"], "ContentDisallowed");
+    let rec = n.wait_dead_letter(&id);
+    assert_eq!(rec["task_id"], id.as_str());
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-python-serialize"),
+        "{rec}"
+    );
+    assert!(n.logs().contains("ERROR/ForkPoolWorker-1]"), "{}", n.logs());
+    n.still_serves();
+}
+
+#[test]
+fn yaml_content_is_refused_too() {
+    let n = node();
+    let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
+    env["content-type"] = json!("application/x-yaml");
+    env["body"] = json!(b64("- [1, 2]\n- {}\n"));
+    publish_raw(&n.redis, "celery", env.to_string().as_bytes());
+    assert_eq!(
+        n.redis.wait_result(&id, Duration::from_secs(10)).unwrap()["result"]["exc_type"],
+        "ContentDisallowed"
+    );
+    n.wait_dead_letter(&id);
+    n.still_serves();
+}
+
+#[test]
+fn body_of_the_wrong_shape_fails_with_its_id() {
+    let n = node();
+    let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
+    env["body"] = json!(b64("{\"args\": \"not a list\"}"));
+    publish_raw(&n.redis, "celery", env.to_string().as_bytes());
+    let meta = n
+        .redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("FAILURE stored");
+    assert_eq!(meta["result"]["exc_type"], "DecodeError");
+    let rec = n.wait_dead_letter(&id);
+    assert_eq!(rec["task"], "proj.tasks.add");
+    n.still_serves();
+}
+
+#[test]
+fn unknown_task_fails_with_not_registered() {
+    let n = node();
+    let id = publish_task(&n.redis, "celery", "proj.nope", "[1]");
+    let meta = n
+        .redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("FAILURE stored");
+    // Exactly Celery's fixture shape (result-failure-notregistered.json).
+    assert_eq!(
+        meta["result"],
+        json!({"exc_type": "NotRegistered", "exc_message": ["proj.nope"], "exc_module": "celery.exceptions"})
+    );
+    assert_eq!(meta["traceback"], json!(null));
+    let rec = n.wait_dead_letter(&id);
+    assert!(
+        rec["reason"].as_str().unwrap().contains("unregistered"),
+        "{rec}"
+    );
+    assert_eq!(rec["queue"], "celery");
+    assert!(
+        n.logs()
+            .contains("Received unregistered task of type 'proj.nope'."),
+        "{}",
+        n.logs()
+    );
+    n.still_serves();
+}
+
+#[test]
+fn wrong_arguments_for_a_builtin_fail_with_type_error() {
+    let n = node();
+    let id = publish_task(&n.redis, "celery", "proj.tasks.add", "[1]");
+    let meta = n
+        .redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("FAILURE stored");
+    assert_eq!(meta["result"]["exc_type"], "TypeError");
+    assert_eq!(meta["result"]["exc_module"], "builtins");
+    assert!(
+        meta["result"]["exc_message"][0]
+            .as_str()
+            .unwrap()
+            .contains("missing 1 required positional argument: 'y'"),
+        "{meta}"
+    );
+    assert!(
+        meta["traceback"]
+            .as_str()
+            .unwrap()
+            .starts_with("Traceback (most recent call last):"),
+        "{meta}"
+    );
+    let rec = n.wait_dead_letter(&id);
+    assert!(
+        rec["reason"].as_str().unwrap().contains("wrong arguments"),
+        "{rec}"
+    );
+    assert!(
+        n.logs().contains(&format!(
+            "ERROR/ForkPoolWorker-1] Task proj.tasks.add[{id}] raised unexpected: TypeError("
+        )),
+        "{}",
+        n.logs()
+    );
+    n.still_serves();
+}
+
+#[test]
+fn envelope_without_headers_or_body_is_dead_lettered() {
+    let n = node();
+    publish_raw(
+        &n.redis,
+        "celery",
+        b"{\"properties\": {\"delivery_tag\": \"t-1\"}, \"marker\": \"shapeless\"}",
+    );
+    publish_raw(&n.redis, "celery", b"[1, 2, 3]");
+    n.wait_dead_letter("shapeless");
+    n.wait_dead_letter("[1, 2, 3]");
+    n.still_serves();
+}
+
+#[test]
+fn a_result_redis_refuses_to_store_is_kept_not_lost() {
+    let n = node();
+    let (id, env) = task_envelope("celery", "proj.tasks.add", &json!([1, 1]), &json!({}));
+    // Someone else's data under the result key: Redis answers WRONGTYPE.
+    n.redis.cmd_db(
+        RESULT_DB,
+        &["HSET", &format!("celery-task-meta-{id}"), "f", "v"],
+    );
+    publish_raw(&n.redis, "celery", env.to_string().as_bytes());
+    let rec = n.wait_dead_letter(&id);
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("result could not be stored"),
+        "{rec}"
+    );
+    assert!(
+        rec["reason"].as_str().unwrap().contains("\"result\": 2"),
+        "{rec}"
+    );
+    n.still_serves();
+}
