@@ -73,9 +73,25 @@ impl Recovery {
         }
     }
 
+    /// Runs `op`, and once more on fresh connections if it failed for a
+    /// connection problem: the connections are kept from start-up, so after
+    /// Redis restarted the first command on them fails although Redis is back.
+    fn retrying<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        match op(self) {
+            Err(e) if e.is_connection_problem() => {
+                self.reset_on(&e);
+                op(self)
+            }
+            other => other,
+        }
+    }
+
     /// Records the outcome of `task`, which was running in `slot` when its child died.
     pub fn task_lost(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) {
-        let result = self.task_lost_inner(node, slot, task, why, job);
+        let result = self.retrying(|r| r.task_lost_inner(node, slot, task, why, job));
         if let Err(e) = result {
             tracing::error!(
                 "Cannot record the outcome of lost task {}[{}]: {e}",
@@ -164,11 +180,9 @@ impl Recovery {
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
     /// replacement will take it). Returns how many messages were restored.
     pub fn release_held(&mut self, held: &str) -> usize {
-        let result = self
-            .broker()
-            .and_then(|con| reserve::held_message(con, held));
+        let result = self.retrying(|r| reserve::held_message(r.broker()?, held));
         match result {
-            Ok(Some(raw)) => match self.restore(held, &raw) {
+            Ok(Some(raw)) => match self.retrying(|r| r.restore(held, &raw)) {
                 Ok(()) => 1,
                 Err(e) => {
                     tracing::error!("Cannot restore held message from {held}: {e}");

@@ -486,7 +486,10 @@ impl Supervisor {
         c.buf.extend_from_slice(&rest);
         for report in take_lines(&mut c.buf) {
             match report {
-                Report::Started(s) => c.current = Some((s, Instant::now())),
+                Report::Started(s) => {
+                    c.current = Some((s, Instant::now()));
+                    c.jobs += 1;
+                }
                 Report::Done { .. } => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
@@ -534,7 +537,11 @@ impl Supervisor {
             self.retire_all(Signal::SIGKILL);
             return;
         }
-        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring {
+        // The back-off is for children that cannot start or crash at once; a
+        // child that ran tasks and left normally (max-tasks-per-child,
+        // max-memory-per-child) is replaced at once.
+        let healthy = abnormal.is_none() && c.jobs > 0;
+        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring && !healthy {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
         }
@@ -582,10 +589,44 @@ impl Supervisor {
     }
 }
 
-/// Kills a child and its process group (an exec task's processes with it).
+/// Kills a pool child, its process group, and the process group of each of
+/// its own children. An exec task's command runs in a group of its own
+/// (`tasks::exec`), so killing the pool child's group alone would leave
+/// whatever the command started (`sh -c 'sleep 30; ...'`) running as an
+/// orphan: PR_SET_PDEATHSIG reaches the command, not its children. The
+/// command's group is killed first, while it is still the pool child's.
 fn kill_group(pid: Pid) {
+    let own_group = nix::unistd::getpgrp();
+    for kid in children_of(pid) {
+        if nix::unistd::getpgid(Some(kid)) == Ok(kid) && kid != own_group && kid != pid {
+            let _ = killpg(kid, Signal::SIGKILL);
+        }
+        let _ = kill(kid, Signal::SIGKILL);
+    }
     let _ = killpg(pid, Signal::SIGKILL);
     let _ = kill(pid, Signal::SIGKILL);
+}
+
+/// The live children of `pid`, from the parent field of `/proc/<p>/stat`.
+fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name may hold spaces: the fields start after the last ')'.
+                    let rest = stat.get(stat.rfind(')')? + 2..)?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
 
 /// The body of a forked pool child.
