@@ -5,6 +5,7 @@
 pub mod banner;
 pub mod config;
 pub mod detach;
+pub mod identity;
 pub mod names;
 pub mod pidfile;
 pub mod privileges;
