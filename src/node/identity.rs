@@ -127,6 +127,18 @@ pub fn is_node_process(pid: i32, node_name: &str) -> bool {
     argv_is_node(&argv, node_name)
 }
 
+/// True for the live (non-zombie) main process of any rmulti worker: what the
+/// worker's own pidfile check needs (a pidfile may be shared between node names).
+pub fn is_rmulti_worker(pid: i32) -> bool {
+    if pid <= 1 || !process_alive(pid) {
+        return false;
+    }
+    process_argv(pid).is_some_and(|argv| {
+        argv.first().is_some_and(|a0| is_rmulti_program(a0))
+            && argv.iter().skip(1).any(|a| a == "worker")
+    })
+}
+
 pub fn argv_is_node(argv: &[String], node_name: &str) -> bool {
     let Some(argv0) = argv.first() else {
         return false;
