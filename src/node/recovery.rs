@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::app::AppConfig;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{self, Scripts};
-use crate::broker::{self, keys, BrokerError};
+use crate::broker::{self, keys, BrokerError, Connections};
 use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
@@ -26,10 +26,7 @@ pub enum Lost {
 }
 
 pub struct Recovery {
-    broker_url: String,
-    backend_url: String,
-    broker: Option<Connection>,
-    backend: Option<Connection>,
+    conns: Connections,
     scripts: Scripts,
     store: Backend,
     default_queue: String,
@@ -38,10 +35,7 @@ pub struct Recovery {
 impl Recovery {
     pub fn new(app: &AppConfig, default_queue: &str) -> Recovery {
         Recovery {
-            broker_url: app.broker_url.clone(),
-            backend_url: app.result_backend.clone(),
-            broker: None,
-            backend: None,
+            conns: Connections::new(&app.broker_url, &app.result_backend),
             scripts: Scripts::default(),
             store: Backend::new(app.result_expires),
             default_queue: default_queue.to_string(),
@@ -49,27 +43,12 @@ impl Recovery {
     }
 
     pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
-        if self.broker.is_none() {
-            self.broker = Some(broker::connect(&self.broker_url)?);
-        }
-        self.broker
-            .as_mut()
-            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
-    }
-
-    fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
-        if self.backend.is_none() {
-            self.backend = Some(broker::connect(&self.backend_url)?);
-        }
-        self.backend
-            .as_mut()
-            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+        self.conns.broker()
     }
 
     fn reset_on(&mut self, e: &BrokerError) {
         if e.is_connection_problem() {
-            self.broker = None;
-            self.backend = None;
+            self.conns.reset();
         }
     }
 
@@ -164,17 +143,14 @@ impl Recovery {
             meta.group_id = task.group.clone();
             meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
-            self.backend()?;
-            if let Some(con) = self.backend.as_mut() {
+            {
+                let con = self.conns.backend()?;
                 self.store.store(con, &task.id, &json)?;
             }
         }
         let tag = raw.as_deref().and_then(delivery_tag_of);
-        self.broker()?;
-        match self.broker.as_mut() {
-            Some(con) => self.scripts.ack(con, &held, tag.as_deref()),
-            None => Ok(()),
-        }
+        let con = self.conns.broker()?;
+        self.scripts.ack(con, &held, tag.as_deref())
     }
 
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
@@ -231,14 +207,9 @@ impl Recovery {
         };
         let tag = delivery_tag_of(raw);
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
-        self.broker()?;
-        match self.broker.as_mut() {
-            Some(con) => {
-                self.scripts
-                    .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
-            }
-            None => Ok(()),
-        }
+        let con = self.conns.broker()?;
+        self.scripts
+            .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
     }
 }
 
