@@ -11,39 +11,17 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-const NODE: &str = "w1@testhost";
 const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 const HELD_1: &str = "rmulti.held.w1@testhost.1";
 /// Lets a test see when a task has really started (STARTED result).
 const TRACK_STARTED: &str = "task_track_started = true";
 
-fn worker_args(extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "worker",
-        "-A",
-        "proj",
-        "-n",
-        NODE,
-        "-l",
-        "info",
-        "--detach",
-        "--pidfile=%n.pid",
-        "--logfile=%n%I.log",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
 /// Starts w1 detached with `extra` flags; returns the guard, the main pid
 /// and the launcher's outcome.
 fn start_run(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32, Run) {
-    let mut guard = NodeGuard::new(dir.path(), &[PIDFILE]);
-    let run = Rmulti::new(dir).args(worker_args(extra)).run().success();
-    guard.remember();
+    let (run, guard) = start_worker(dir, extra);
+    let run = run.success();
     let pid = read_pidfile(dir.join(PIDFILE)).expect("pidfile after a successful start");
     assert!(alive(pid), "main process {pid} not alive after start");
     (guard, pid, run)

@@ -11,38 +11,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const NODE: &str = "w1@testhost";
+const NODE: &str = TEST_NODE;
 const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 /// Settings that let a test see when a task has really started (STARTED result).
 const TRACK_STARTED: &str = "task_track_started = true";
 
-fn worker_args(extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "worker",
-        "-A",
-        "proj",
-        "-n",
-        NODE,
-        "-l",
-        "info",
-        "--pidfile=%n.pid",
-        "--logfile=%n%I.log",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
 /// Starts w1 detached with `extra` flags; returns the guard and the main pid.
 fn start_detached(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32) {
-    let mut guard = NodeGuard::new(dir.path(), &[PIDFILE]);
-    let mut args = worker_args(extra);
-    args.push("--detach".into());
-    Rmulti::new(dir).args(&args).run().success();
-    guard.remember();
+    let (run, guard) = start_worker(dir, extra);
+    run.success();
     let pid = read_pidfile(dir.join(PIDFILE)).expect("pidfile after a successful start");
     assert!(alive(pid), "main process {pid} not alive after start");
     (guard, pid)

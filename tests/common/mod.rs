@@ -826,6 +826,36 @@ impl Drop for Spawned {
 }
 
 // ---------------------------------------------------------------------------
+// One worker node, the way most tests start it
+// ---------------------------------------------------------------------------
+
+/// The node name tests use, so log lines and held-list keys are predictable.
+pub const TEST_NODE: &str = "w1@testhost";
+
+/// `worker -A proj -n w1@testhost -l info --pidfile=%n.pid --logfile=%n%I.log`
+/// followed by `extra` (no `--detach`: foreground tests use it too).
+pub fn worker_args(extra: &[&str]) -> Vec<String> {
+    let base = ["worker", "-A", "proj", "-n", TEST_NODE, "-l", "info"];
+    let files = ["--pidfile=%n.pid", "--logfile=%n%I.log"];
+    base.iter()
+        .chain(files.iter())
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Runs `rmulti worker ... --detach` for w1 in `dir`; the launcher's outcome is
+/// not asserted, and the guard kills whatever it started.
+pub fn start_worker(dir: &TestDir, extra: &[&str]) -> (Run, NodeGuard) {
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let mut args = worker_args(extra);
+    args.push("--detach".to_string());
+    let run = Rmulti::new(dir).args(&args).run();
+    guard.remember();
+    (run, guard)
+}
+
+// ---------------------------------------------------------------------------
 // NodeGuard: no process survives a test
 // ---------------------------------------------------------------------------
 
