@@ -534,7 +534,6 @@ fn hard_time_limit_kills_the_whole_exec_task_tree() {
 /// (a status report from the child) or to adopt orphans
 /// (PR_SET_CHILD_SUBREAPER) and tell the lost task's processes apart.
 #[test]
-#[ignore = "known gap: an exec task's grandchildren outlive a pool child killed from outside"]
 fn sigkill_of_a_child_running_an_exec_task_leaves_no_orphan() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
