@@ -640,3 +640,41 @@ fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
     let took = begun.elapsed();
     assert!(took < Duration::from_millis(2000), "6 tasks took {took:?}");
 }
+
+#[test]
+fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", TRACK_STARTED);
+    let (mut guard, pid) = start(&dir, &["-c", "1"]);
+
+    let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
+    wait_started(&redis, &id);
+    let children = descendants(pid);
+    signal(pid, libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(2), || children
+            .iter()
+            .all(|&c| !alive(c))),
+        "pool survived its main process"
+    );
+    // Acked for kombu (Celery's early ack), still held by rmulti, marked started.
+    assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
+    assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 1);
+
+    let (_guard2, _new_pid) = start(&dir, &["-c", "1"]);
+    guard.remember();
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no outcome for the lost task\n{}", logs(&dir)));
+    assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
+    assert!(
+        !logs(&dir).contains(&format!("[{id}] succeeded")),
+        "the task ran a second time"
+    );
+    assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 0);
+    assert_eq!(
+        redis.cmd(&["EXISTS", "rmulti.started.w1@testhost.1"]).int(),
+        0
+    );
+}

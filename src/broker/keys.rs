@@ -56,6 +56,14 @@ pub fn held(node: &str, slot: usize) -> String {
     format!("rmulti.held.{node}.{slot}")
 }
 
+/// Set while the held message's task runs under early ack (value: task id).
+pub fn started_marker(held: &str) -> String {
+    match held.strip_prefix("rmulti.held.") {
+        Some(rest) => format!("rmulti.started.{rest}"),
+        None => format!("{held}.started"),
+    }
+}
+
 /// Pattern matching every held list of a node.
 pub fn held_pattern(node: &str) -> String {
     format!("rmulti.held.{node}.*")

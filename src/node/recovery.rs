@@ -23,6 +23,8 @@ pub enum Lost {
     Died(String),
     /// Killed by a cold shutdown.
     ColdShutdown,
+    /// Found started (early ack) in a held list after the node itself died.
+    NodeKilled,
 }
 
 pub struct Recovery {
@@ -70,7 +72,8 @@ impl Recovery {
 
     /// Records the outcome of `task`, which was running in `slot` when its child died.
     pub fn task_lost(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) {
-        let result = self.retrying(|r| r.task_lost_inner(node, slot, task, why, job));
+        let held = keys::held(node, slot);
+        let result = self.retrying(|r| r.task_lost_inner(&held, task, why, job));
         if let Err(e) = result {
             tracing::error!(
                 "Cannot record the outcome of lost task {}[{}]: {e}",
@@ -83,21 +86,19 @@ impl Recovery {
 
     fn task_lost_inner(
         &mut self,
-        node: &str,
-        slot: usize,
+        held: &str,
         task: &Started,
         why: &Lost,
         job: usize,
     ) -> Result<(), BrokerError> {
-        let held = keys::held(node, slot);
-        let raw = reserve::held_message(self.broker()?, &held)?;
+        let raw = reserve::held_message(self.broker()?, held)?;
         let requeue =
             task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
         if let (true, Some(raw)) = (
             requeue && !matches!(why, Lost::TimeLimit(_)),
             raw.as_deref(),
         ) {
-            self.restore(&held, raw)?;
+            self.restore(held, raw)?;
             tracing::warn!(
                 "Task {}[{}] requeued: its child was lost and it acks late",
                 task.task,
@@ -116,6 +117,18 @@ impl Recovery {
             ),
             Lost::Died(how) => {
                 let msg = format!("Worker exited prematurely: {how} Job: {job}.");
+                (
+                    ExceptionInfo::new(
+                        "WorkerLostError",
+                        Some("billiard.exceptions"),
+                        vec![json!(msg)],
+                    ),
+                    format!("WorkerLostError('{msg}')"),
+                )
+            }
+            Lost::NodeKilled => {
+                let msg =
+                    "Worker exited prematurely: its node was killed while the task ran".to_string();
                 (
                     ExceptionInfo::new(
                         "WorkerLostError",
@@ -150,15 +163,37 @@ impl Recovery {
         }
         let tag = raw.as_deref().and_then(delivery_tag_of);
         let con = self.conns.broker()?;
-        self.scripts.ack(con, &held, tag.as_deref())
+        self.scripts.ack(con, held, tag.as_deref())
     }
 
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
     /// replacement will take it). Returns how many messages were restored.
     pub fn release_held(&mut self, held: &str) -> usize {
-        let result = self.retrying(|r| reserve::held_message(r.broker()?, held));
+        let result = self.retrying(|r| {
+            let con = r.broker()?;
+            Ok((
+                reserve::held_message(con, held)?,
+                reserve::held_started(con, held)?,
+            ))
+        });
         match result {
-            Ok(Some(raw)) => match self.retrying(|r| r.restore(held, &raw)) {
+            // Its task had started under early ack: record it lost, as Celery
+            // would have, instead of running it a second time.
+            Ok((Some(raw), true)) => {
+                let started = started_from(&raw);
+                if let Err(e) =
+                    self.retrying(|r| r.task_lost_inner(held, &started, &Lost::NodeKilled, 0))
+                {
+                    tracing::error!(
+                        "Cannot record the outcome of lost task {}[{}]: {e}",
+                        started.task,
+                        started.id
+                    );
+                    self.reset_on(&e);
+                }
+                0
+            }
+            Ok((Some(raw), false)) => match self.retrying(|r| r.restore(held, &raw)) {
                 Ok(()) => 1,
                 Err(e) => {
                     tracing::error!("Cannot restore held message from {held}: {e}");
@@ -166,7 +201,7 @@ impl Recovery {
                     0
                 }
             },
-            Ok(None) => 0,
+            Ok((None, _)) => 0,
             Err(e) => {
                 tracing::error!("Cannot read held list {held}: {e}");
                 self.reset_on(&e);
@@ -210,6 +245,22 @@ impl Recovery {
         let con = self.conns.broker()?;
         self.scripts
             .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
+    }
+}
+
+/// What `task_lost_inner` needs, read back from a held message.
+fn started_from(raw: &str) -> Started {
+    let task = TaskMessage::decode(raw).ok();
+    Started {
+        id: task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+        task: task.as_ref().map(|t| t.task.clone()).unwrap_or_default(),
+        time_limit: None,
+        acks_late: false,
+        reject_on_worker_lost: false,
+        // Without an id there is no result key to write.
+        ignore_result: task.as_ref().is_none_or(|t| t.ignore_result),
+        group: task.as_ref().and_then(|t| t.group.clone()),
+        parent_id: task.as_ref().and_then(|t| t.parent_id.clone()),
     }
 }
 
