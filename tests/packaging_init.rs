@@ -357,6 +357,25 @@ fn usage_dryrun_failed_start_and_config_checks() {
     assert!(run.stdout().contains("FAILED"), "{}", run.stdout());
     assert!(env.pid("w1").is_none() && env.pid("w2").is_none());
 
+    // CELERYD_OPTS are shell words: an unbalanced quote is refused up front.
+    let unbalanced = write_defaults(
+        &env.dir,
+        "defaults-quote",
+        &defaults_text(&env.dir, "proj", "CELERYD_OPTS=\"-c 1 -Q 'a b\"\n"),
+        0o644,
+    );
+    let run = init_script(&unbalanced, &["start"], true).code_is(1);
+    assert!(
+        run.stderr()
+            .contains("CELERYD_OPTS is not a valid list of shell words"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        !env.dir.join("run").exists(),
+        "a refused start created the pid directory"
+    );
+
     // A config file that group or others can write is refused.
     for mode in [0o664, 0o646] {
         let loose = write_defaults(
