@@ -84,18 +84,23 @@ pub fn reset_in_child(signals: &[Signal]) {
     }
 }
 
-/// Installs `record` without a wake pipe (pool children poll `take`).
-pub fn install_flags(signals: &[Signal]) -> nix::Result<()> {
-    let action = SigAction::new(
-        SigHandler::Handler(record),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in signals {
-        // SAFETY: the handler only touches atomics.
-        unsafe { signal::sigaction(*sig, &action)? };
+/// Blocks `sig` in this process: it stays pending instead of interrupting a
+/// system call (socket calls with timeouts are never restarted, whatever
+/// SA_RESTART says), and `is_pending` reads it at a safe point. A spawned
+/// program starts with an empty mask (std's `Command` resets it).
+pub fn block(sig: Signal) -> nix::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(sig);
+    set.thread_block()
+}
+
+/// Whether a blocked `sig` has arrived.
+pub fn is_pending(sig: Signal) -> bool {
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigpending fills the set we own; sigismember only reads it.
+    unsafe {
+        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, sig as libc::c_int) == 1
     }
-    Ok(())
 }
 
 /// Ignores `sig` (SIGPIPE: a closed pipe is an error return, not a death).

@@ -433,3 +433,59 @@ fn a_parked_eta_message_survives_a_warm_shutdown() {
     assert_eq!(redis.cmd(&["ZCARD", "rmulti.eta"]).int(), 1);
     assert_eq!(redis.cmd(&["HLEN", "rmulti.eta.messages"]).int(), 1);
 }
+
+/// Regression (found by bench/): TERM used to interrupt a child's Redis call
+/// (EINTR), which the child took for a lost connection, so a task acked but
+/// never run was recorded as WorkerLostError.
+#[test]
+fn term_under_load_fails_no_task_and_loses_no_message() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let total = 3000;
+    let ids: Vec<String> = (0..total)
+        .map(|i| publish_task(&redis, "celery", "proj.tasks.add", &format!("[{i}, 1]")))
+        .collect();
+    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    // Stop in the middle of the run.
+    assert!(wait_until(Duration::from_secs(20), || {
+        redis.cmd(&["LLEN", "celery"]).int() < (total / 2) as i64
+    }));
+    signal(pid, libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(10), || node_gone(&dir, pid)),
+        "node did not stop"
+    );
+    let mut done = 0;
+    for id in &ids {
+        if let Some(meta) = redis.result(id) {
+            assert_eq!(meta["status"], "SUCCESS", "{meta}\n{}", log_excerpt(&dir));
+            done += 1;
+        }
+    }
+    let queued = redis.cmd(&["LLEN", "celery"]).int() as usize;
+    assert_eq!(
+        done + queued,
+        total,
+        "every message ran once or is back on the queue"
+    );
+    assert!(
+        done > 0 && queued > 0,
+        "stopped mid-run: {done} done, {queued} queued"
+    );
+    assert_broker_clean_but_queue(&redis);
+    // A warm stop is not an error: nothing interrupted, nothing retried.
+    let logs = log_excerpt(&dir);
+    for f in ["w1.log", "w1-1.log", "w1-2.log"] {
+        assert!(!dir.read(f).contains("ERROR/"), "{f}:\n{logs}");
+    }
+}
+
+fn assert_broker_clean_but_queue(redis: &RedisServer) {
+    assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
+    assert!(redis.cmd(&["KEYS", "rmulti.held.*"]).strings().is_empty());
+    assert!(redis
+        .cmd(&["KEYS", "rmulti.started.*"])
+        .strings()
+        .is_empty());
+}

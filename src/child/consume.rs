@@ -21,7 +21,7 @@ const MAX_REFUSALS: u32 = 3;
 
 /// True once the main process asked this child to leave (SIGTERM).
 pub fn stop_requested() -> bool {
-    signals::peek(Signal::SIGTERM) > 0
+    signals::is_pending(Signal::SIGTERM)
 }
 
 /// Sleeps up to `total`, waking early when a stop is requested.

@@ -24,6 +24,10 @@ pub struct Executor<'a> {
     spec: &'a ChildSpec,
     backend: Backend,
     pid: u32,
+    /// A message this child early-acked but could not run (Redis failed in
+    /// between): when it comes back from the held list it is run, not
+    /// recorded lost.
+    unrun: Option<String>,
 }
 
 impl<'a> Executor<'a> {
@@ -32,6 +36,7 @@ impl<'a> Executor<'a> {
             spec,
             backend: Backend::new(spec.app.result_expires),
             pid: std::process::id(),
+            unrun: None,
         }
     }
 
@@ -45,7 +50,7 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
-        if msg.started {
+        if msg.started && self.unrun.as_deref() != Some(msg.raw.as_str()) {
             return self.record_lost(msg, held, scripts, conns);
         }
         let task = match TaskMessage::decode(&msg.raw) {
@@ -186,6 +191,7 @@ impl<'a> Executor<'a> {
         if reporter.send(&Report::Started(started)).is_err() {
             std::process::exit(1);
         }
+        self.unrun = Some(msg.raw.clone());
         if !acks_late {
             scripts.start(
                 conns.broker()?,
@@ -208,6 +214,7 @@ impl<'a> Executor<'a> {
             soft_time_limit: soft_limit.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
         };
         let begun = Instant::now();
+        self.unrun = None;
         let result = spec.executor.run(&inv);
         let runtime = begun.elapsed().as_secs_f64();
         let meta = match &result {

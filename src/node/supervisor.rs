@@ -654,8 +654,13 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
         return exit::FAILURE;
     }
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    // TERM (leave at the next safe point) stays pending until `stop_requested`
+    // looks; blocked before the parent's handler is reset, so none is missed.
+    if signals::block(Signal::SIGTERM).is_err() {
+        return exit::FAILURE;
+    }
     signals::reset_in_child(HANDLED);
-    // Ctrl-C, job control and HUP are for the main process; TERM asks us to leave.
+    // Ctrl-C, job control and HUP are for the main process.
     for sig in [
         Signal::SIGINT,
         Signal::SIGHUP,
@@ -665,9 +670,6 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
         Signal::SIGPIPE,
     ] {
         signals::ignore(sig);
-    }
-    if signals::install_flags(&[Signal::SIGTERM]).is_err() {
-        return exit::FAILURE;
     }
     let log = match &spec.log_file {
         Some(path) => match logging::open(path) {
