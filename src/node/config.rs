@@ -175,16 +175,20 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         app
     } else {
         let desc = python::describe(&python, name, &cwd).map_err(|e| {
-            let top = name.split([':', '.']).next().unwrap_or(name);
-            if e.to_string().contains(&format!("No module named '{top}'")) {
+            // Neither kind of app: say so about both, the file first.
+            let not_found = |why: String| {
                 config_error(&format!(
-                    "{} not found (-A {name}, relative to {}), and no Python module {top} is importable with {}",
+                    "{} not found (-A {name}, relative to {}), and {why}",
                     file.display(),
                     cwd.display(),
-                    python.display()
                 ))
-            } else {
-                config_error(&e)
+            };
+            match e {
+                python::PythonError::NoModule(..) => not_found(e.to_string()),
+                python::PythonError::Spawn(..) => {
+                    not_found(format!("it cannot be a Python app: {e}"))
+                }
+                other => config_error(&other),
             }
         })?;
         let mut app = AppConfig::from_python(name, &cwd, &desc, &python);

@@ -31,6 +31,8 @@ import threading
 import traceback
 
 PROTOCOL = 1
+# `describe`'s exit status when the app's top-level module does not exist.
+NO_MODULE = 3
 
 
 def find_app(name):
@@ -355,6 +357,20 @@ def main(argv):
     if argv:
         os.environ["RMULTI_HOST"] = argv[0]
     if len(argv) >= 2 and argv[0] == "describe":
+        # Before importing celery: "not a Python app at all" is a different
+        # error from "this app fails to import".
+        import importlib.util
+
+        top = argv[1].replace(":", ".").split(".")[0]
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            spec = importlib.util.find_spec(top) if top.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            sys.stderr.write("No module named %r\n" % top)
+            return NO_MODULE
         try:
             describe(argv[1])
         except BaseException:

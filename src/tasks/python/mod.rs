@@ -64,6 +64,9 @@ pub const PROTOCOL: u64 = 1;
 /// Reads the script from stdin and runs it as `__main__`.
 const BOOT: &str = "import sys;_n=int(sys.stdin.buffer.readline());exec(compile(sys.stdin.buffer.read(_n),'<rmulti-host>','exec'))";
 
+/// `describe`'s exit status when the app's module does not exist (host.py's `NO_MODULE`).
+const NO_MODULE: i32 = 3;
+
 /// How many lines of a Python traceback an error message keeps.
 const TAIL_LINES: usize = 12;
 
@@ -77,6 +80,8 @@ pub enum PythonError {
     Spawn(PathBuf, std::io::Error),
     #[error("{0}")]
     Load(String),
+    #[error("no Python module {0} is importable with {1}")]
+    NoModule(String, PathBuf),
     #[error("Python host protocol: {0}")]
     Protocol(String),
     #[error("Python host I/O: {0}")]
@@ -146,26 +151,6 @@ fn script_header() -> Vec<u8> {
     data
 }
 
-/// Whether `app` names an importable Python module with `python`, without
-/// importing it (so a missing `NAME.toml` can be told apart from a typo).
-pub fn importable(python: &Path, app: &str, cwd: &Path) -> bool {
-    let module = app.split(':').next().unwrap_or(app);
-    let top = module.split('.').next().unwrap_or(module);
-    if top.is_empty() || !top.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        return false;
-    }
-    Command::new(python)
-        .arg("-c")
-        .arg("import importlib.util,sys;sys.path.insert(0,'');sys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 1)")
-        .arg(top)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Runs `describe` and waits for it (see the module docs).
 pub fn describe(python: &Path, app: &str, cwd: &Path) -> Result<Description, PythonError> {
     let mut child = boot_command(python, "describe", app)
@@ -184,6 +169,10 @@ pub fn describe(python: &Path, app: &str, cwd: &Path) -> Result<Description, Pyt
     // Reads stdout and stderr together (poll, no threads) until exit.
     let out = child.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(NO_MODULE) {
+        let top = app.split([':', '.']).next().unwrap_or(app);
+        return Err(PythonError::NoModule(top.to_string(), python.to_path_buf()));
+    }
     if !out.status.success() {
         return Err(PythonError::Load(format!(
             "Python could not load the app ({}):\n{}",

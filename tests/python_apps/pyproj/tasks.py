@@ -87,8 +87,25 @@ def ignored():
 
 
 @app.task(acks_late=True)
-def rejected(requeue):
-    raise Reject("no thanks", requeue=requeue)
+def rejected(requeue, marker):
+    # Rejects its first delivery; a requeued message runs again and succeeds.
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise Reject("no thanks", requeue=requeue)
+    return "second delivery"
+
+
+@app.task(bind=True)
+def retry_later(self):
+    raise self.retry(exc=KeyError("try again"), countdown=600)
+
+
+@app.task
+def crash_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return "survived"
 
 
 @app.task(bind=True)
