@@ -433,7 +433,7 @@ fn signals_fire_in_the_host() {
     assert!(wait_until(WAIT, || node
         .dir
         .read("signals.txt")
-        .matches(&postrun)
+        .matches("task_postrun")
         .count()
         == 2));
     let text = node.dir.read("signals.txt");
