@@ -591,3 +591,29 @@ fn an_app_file_can_add_a_python_apps_tasks() {
         "{main}"
     );
 }
+
+#[test]
+fn a_host_that_died_between_tasks_is_restarted_before_the_next() {
+    let node = start("pyproj", &[]);
+    let first = node.send("pid", json!([]));
+    let host1 = node.result(&first)["result"].as_i64().expect("pid") as i32;
+    // SAFETY: kill(2) on a pid this test's node started.
+    unsafe { libc::kill(host1, libc::SIGKILL) };
+    assert!(wait_until(WAIT, || !alive(host1)));
+    let second = node.send("pid", json!([]));
+    let host2 = node.result(&second)["result"].as_i64().expect("pid") as i32;
+    assert_ne!(host1, host2);
+    let log = node.child_log();
+    assert!(
+        log.contains(&format!(
+            "Python host pid:{host1} had exited; starting a new one"
+        )),
+        "{log}"
+    );
+    // The same pool child carried on: no task was lost, no child replaced.
+    assert!(
+        !node.main_log().contains("exited with"),
+        "{}",
+        node.main_log()
+    );
+}
