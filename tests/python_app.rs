@@ -617,3 +617,29 @@ fn a_host_that_died_between_tasks_is_restarted_before_the_next() {
         node.main_log()
     );
 }
+
+#[test]
+fn command_line_settings_reach_the_host() {
+    // A stale CELERY_BROKER_URL in the environment must not win over -b,
+    // and `-- key=value` settings apply to the app the host loads.
+    let node = start_env(
+        "pyproj",
+        &["--", "task_track_started=true"],
+        &[("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")],
+    );
+    let id = node.send("sleep", json!([1]));
+    let started = wait_for(WAIT, || {
+        node.redis.result(&id).filter(|m| m["status"] == "STARTED")
+    })
+    .unwrap_or_else(|| panic!("no STARTED meta\n{}", node.child_log()));
+    assert_eq!(started["result"]["hostname"], NODE);
+    assert!(started["result"]["pid"].is_number());
+    assert_eq!(node.ready(&id)["result"], 1);
+    // A subtask goes to the node's broker, not the environment's.
+    let id = node.send("spawn_add", json!([5, 6]));
+    let child = node.result(&id)["result"]
+        .as_str()
+        .expect("child id")
+        .to_string();
+    assert_eq!(node.result(&child)["result"], 11);
+}

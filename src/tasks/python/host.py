@@ -64,6 +64,12 @@ def load(name, conf, hostname, worker_signals=True):
     from celery import signals
     from celery.app import trace
 
+    if conf:
+        # Celery reads these variables before its settings: the node's
+        # broker and backend must win over a stale shell environment too.
+        for key, var in (("broker_url", "CELERY_BROKER_URL"), ("result_backend", "CELERY_RESULT_BACKEND")):
+            if conf.get(key):
+                os.environ[var] = conf[key]
     app = find_app(name)
     if conf:
         # rmulti's -b/--result-backend/`-- key=value` win over the app's own settings.
