@@ -11,7 +11,7 @@ use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 
-const NODE: &str = "w1@testhost";
+const NODE: &str = TEST_NODE;
 
 struct Node {
     redis: RedisServer,
@@ -23,25 +23,8 @@ fn node() -> Node {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
-    Rmulti::new(&dir)
-        .args([
-            "worker",
-            "-A",
-            "proj",
-            "-n",
-            NODE,
-            "-c",
-            "1",
-            "-l",
-            "info",
-            "--detach",
-            "--pidfile=%n.pid",
-            "--logfile=%n%I.log",
-        ])
-        .run()
-        .success();
-    guard.remember();
+    let (run, guard) = start_worker(&dir, &["-c", "1"]);
+    run.success();
     Node {
         redis,
         dir,

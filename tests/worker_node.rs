@@ -10,27 +10,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-const NODE: &str = "w1@testhost";
+const NODE: &str = TEST_NODE;
 
 fn start(dir: &TestDir, extra: &[&str]) -> (Run, NodeGuard) {
-    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
-    let run = Rmulti::new(dir)
-        .args([
-            "worker",
-            "-A",
-            "proj",
-            "-n",
-            NODE,
-            "-l",
-            "info",
-            "--detach",
-            "--pidfile=%n.pid",
-            "--logfile=%n%I.log",
-        ])
-        .args(extra)
-        .run();
-    guard.remember();
-    (run, guard)
+    start_worker(dir, extra)
 }
 
 #[test]

@@ -70,3 +70,47 @@ pub fn validate_url(url: &str) -> Result<(), BrokerError> {
             source,
         })
 }
+
+/// A broker and a backend connection, opened on first use and re-opened after
+/// `reset` (a pool child and the main process each own one).
+pub struct Connections {
+    broker_url: String,
+    backend_url: String,
+    broker: Option<redis::Connection>,
+    backend: Option<redis::Connection>,
+}
+
+impl Connections {
+    pub fn new(broker_url: &str, backend_url: &str) -> Connections {
+        Connections {
+            broker_url: broker_url.to_string(),
+            backend_url: backend_url.to_string(),
+            broker: None,
+            backend: None,
+        }
+    }
+
+    pub fn broker(&mut self) -> Result<&mut redis::Connection, BrokerError> {
+        if self.broker.is_none() {
+            self.broker = Some(connect(&self.broker_url)?);
+        }
+        self.broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+    }
+
+    pub fn backend(&mut self) -> Result<&mut redis::Connection, BrokerError> {
+        if self.backend.is_none() {
+            self.backend = Some(connect(&self.backend_url)?);
+        }
+        self.backend
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+    }
+
+    /// Drops both connections so the next use reconnects.
+    pub fn reset(&mut self) {
+        self.broker = None;
+        self.backend = None;
+    }
+}

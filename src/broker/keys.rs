@@ -14,6 +14,8 @@ pub const UNACKED_MUTEX: &str = "unacked_mutex";
 pub const ETA_INDEX: &str = "rmulti.eta";
 /// Hash: delivery tag → `<queue key>\n<raw envelope>` of parked ETA messages.
 pub const ETA_MESSAGES: &str = "rmulti.eta.messages";
+/// Set of delivery tags promoted from the ETA park and not yet taken again.
+pub const ETA_PROMOTED: &str = "rmulti.eta.promoted";
 /// List of JSON records of messages that could not be run (documented in the README).
 pub const DEAD_LETTER: &str = "rmulti.deadletter";
 
@@ -52,6 +54,14 @@ pub fn queue_of_key(key: &str) -> &str {
 /// message is never only in a process's memory.
 pub fn held(node: &str, slot: usize) -> String {
     format!("rmulti.held.{node}.{slot}")
+}
+
+/// Set while the held message's task runs under early ack (value: task id).
+pub fn started_marker(held: &str) -> String {
+    match held.strip_prefix("rmulti.held.") {
+        Some(rest) => format!("rmulti.started.{rest}"),
+        None => format!("{held}.started"),
+    }
 }
 
 /// Pattern matching every held list of a node.

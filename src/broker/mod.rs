@@ -12,5 +12,5 @@ pub mod reserve;
 pub mod sweep;
 pub mod url;
 
-pub use connection::{connect, BrokerError};
+pub use connection::{connect, BrokerError, Connections};
 pub use reserve::Reserved;

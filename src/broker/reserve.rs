@@ -21,8 +21,16 @@ pub struct Reserved {
     pub raw: String,
     /// The list it came from; empty when it was found in the held list.
     pub source: String,
+    /// It was parked for its ETA and is now due (it was received before).
+    pub from_eta_park: bool,
+    /// Its task had started under early ack when its child died: the outcome
+    /// is to be recorded as lost, not the task run again.
+    pub started: bool,
 }
 
+// KEYS: held, unacked, unacked_index, ETA index, ETA messages, ETA promoted
+// set, the held list's started marker, then the queue keys in consume order.
+// The fourth reply says the held message had started (its child died).
 // Promotes due ETA messages, then returns the held message if any, else pops
 // the first non-empty queue key into the held list. Registers the message in
 // kombu's unacked structures when its envelope has a delivery tag.
@@ -35,6 +43,7 @@ for _, tag in ipairs(due) do
     local nl = string.find(entry, '\n', 1, true)
     if nl then
       redis.call('RPUSH', string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1))
+      redis.call('SADD', KEYS[6], tag)
     end
   end
   redis.call('ZREM', KEYS[4], tag)
@@ -42,8 +51,12 @@ for _, tag in ipairs(due) do
 end
 local msg = redis.call('LINDEX', KEYS[1], -1)
 local src = ''
+local started = 0
+if msg then
+  started = redis.call('EXISTS', KEYS[7])
+end
 if not msg then
-  for i = 6, #KEYS do
+  for i = 8, #KEYS do
     msg = redis.call('RPOP', KEYS[i])
     if msg then
       src = KEYS[i]
@@ -55,6 +68,7 @@ end
 if not msg then
   return false
 end
+local promoted = 0
 local ok, env = pcall(cjson.decode, msg)
 if ok and type(env) == 'table' and type(env['properties']) == 'table' then
   local props = env['properties']
@@ -68,9 +82,10 @@ if ok and type(env) == 'table' and type(env['properties']) == 'table' then
     end
     redis.call('HSET', KEYS[2], tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', KEYS[3], now, tag)
+    promoted = redis.call('SREM', KEYS[6], tag)
   end
 end
-return {msg, src}
+return {msg, src, promoted, started}
 "#;
 
 // Ack: forget the message everywhere (after its outcome was stored, or at
@@ -81,6 +96,19 @@ if ARGV[1] ~= '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[#KEYS])
+return 1
+"#;
+
+// Early ack at task start: out of kombu's unacked (Celery acks here), but the
+// held list keeps the message and the marker says it started, so a node that
+// dies now still knows the task's outcome must be recorded, not re-run.
+const START: &str = r#"
+if ARGV[1] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('SET', KEYS[4], ARGV[2])
 return 1
 "#;
 
@@ -92,6 +120,7 @@ redis.call('HSET', KEYS[5], ARGV[1], ARGV[3] .. '\n' .. ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[#KEYS])
 return 1
 "#;
 
@@ -103,6 +132,7 @@ if ARGV[1] ~= '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[#KEYS])
 return 1
 "#;
 
@@ -119,6 +149,7 @@ if ARGV[1] ~= '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[#KEYS])
 return 1
 "#;
 
@@ -126,6 +157,7 @@ return 1
 pub struct Scripts {
     reserve: Script,
     ack: Script,
+    start: Script,
     park: Script,
     dead_letter: Script,
     restore: Script,
@@ -136,6 +168,7 @@ impl Default for Scripts {
         Scripts {
             reserve: Script::new(RESERVE),
             ack: Script::new(ACK),
+            start: Script::new(START),
             park: Script::new(PARK),
             dead_letter: Script::new(DEAD_LETTER),
             restore: Script::new(RESTORE),
@@ -166,13 +199,20 @@ impl Scripts {
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::ETA_INDEX)
-            .key(keys::ETA_MESSAGES);
+            .key(keys::ETA_MESSAGES)
+            .key(keys::ETA_PROMOTED)
+            .key(keys::started_marker(held));
         for k in queue_keys {
             inv.key(k);
         }
         inv.arg(format!("{:.6}", now_secs())).arg(ETA_PROMOTE_BATCH);
-        let reply: Option<(String, String)> = inv.invoke(con)?;
-        Ok(reply.map(|(raw, source)| Reserved { raw, source }))
+        let reply: Option<(String, String, i64, i64)> = inv.invoke(con)?;
+        Ok(reply.map(|(raw, source, promoted, started)| Reserved {
+            raw,
+            source,
+            from_eta_park: promoted == 1,
+            started: started == 1,
+        }))
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it
@@ -205,7 +245,28 @@ impl Scripts {
             .key(held)
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
+            .key(keys::started_marker(held))
             .arg(tag.unwrap_or(""))
+            .invoke(con)?;
+        Ok(())
+    }
+
+    /// Early ack at task start (see `START`).
+    pub fn start(
+        &self,
+        con: &mut Connection,
+        held: &str,
+        tag: Option<&str>,
+        task_id: &str,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .start
+            .key(held)
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::started_marker(held))
+            .arg(tag.unwrap_or(""))
+            .arg(task_id)
             .invoke(con)?;
         Ok(())
     }
@@ -226,6 +287,7 @@ impl Scripts {
             .key(keys::UNACKED_INDEX)
             .key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
+            .key(keys::started_marker(held))
             .arg(tag)
             .arg(format!("{due:.6}"))
             .arg(queue_key)
@@ -247,6 +309,7 @@ impl Scripts {
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::DEAD_LETTER)
+            .key(keys::started_marker(held))
             .arg(tag.unwrap_or(""))
             .arg(record)
             .invoke(con)?;
@@ -269,6 +332,7 @@ impl Scripts {
             .key(held)
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
+            .key(keys::started_marker(held))
             .arg(tag.unwrap_or(""))
             .arg(queue_key)
             .arg(raw)
@@ -285,6 +349,14 @@ pub fn push_dead_letter(con: &mut Connection, record: &str) -> Result<(), Broker
         .arg(record)
         .query(con)?;
     Ok(())
+}
+
+/// Whether the held message of a slot had started (early ack) when its child died.
+pub fn held_started(con: &mut Connection, held: &str) -> Result<bool, BrokerError> {
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(keys::started_marker(held))
+        .query(con)?;
+    Ok(n == 1)
 }
 
 /// The held message of a slot, if any (for the main process's recovery).

@@ -6,56 +6,15 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use redis::Connection;
 
 use super::execute::Executor;
 use super::report::{Report, Reporter};
 use super::ChildSpec;
-use crate::broker::{self, keys, reserve::Scripts, BrokerError};
+use crate::broker::{keys, reserve::Scripts, BrokerError};
 use crate::signals;
 
 /// Broker and backend connections, re-opened after a failure.
-pub struct Conns {
-    broker_url: String,
-    backend_url: String,
-    broker: Option<Connection>,
-    backend: Option<Connection>,
-}
-
-impl Conns {
-    pub fn new(broker_url: &str, backend_url: &str) -> Conns {
-        Conns {
-            broker_url: broker_url.to_string(),
-            backend_url: backend_url.to_string(),
-            broker: None,
-            backend: None,
-        }
-    }
-
-    pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
-        if self.broker.is_none() {
-            self.broker = Some(broker::connect(&self.broker_url)?);
-        }
-        self.broker
-            .as_mut()
-            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
-    }
-
-    pub fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
-        if self.backend.is_none() {
-            self.backend = Some(broker::connect(&self.backend_url)?);
-        }
-        self.backend
-            .as_mut()
-            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
-    }
-
-    /// Drops both connections so the next use reconnects.
-    pub fn reset(&mut self) {
-        self.broker = None;
-        self.backend = None;
-    }
-}
+pub use crate::broker::Connections as Conns;
 
 /// How often Redis may refuse to process one message before it is dead-lettered.
 const MAX_REFUSALS: u32 = 3;

@@ -109,6 +109,9 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
+        if msg.started {
+            return self.record_lost(msg, held, scripts, conns);
+        }
         let task = match TaskMessage::decode(&msg.raw) {
             Ok(t) => t,
             Err(e) => {
@@ -145,10 +148,13 @@ impl<'a> Executor<'a> {
                 );
             }
         };
-        let _ = reporter.send(&Report::Received {
-            id: task.id.clone(),
-            task: task.display_name().to_string(),
-        });
+        // A due ETA message was logged as received when it arrived.
+        if !msg.from_eta_park {
+            let _ = reporter.send(&Report::Received {
+                id: task.id.clone(),
+                task: task.display_name().to_string(),
+            });
+        }
 
         let Some(spec) = self.spec.app.tasks.get(&task.task).cloned() else {
             tracing::error!(
@@ -245,7 +251,12 @@ impl<'a> Executor<'a> {
             std::process::exit(1);
         }
         if !acks_late {
-            scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+            scripts.start(
+                conns.broker()?,
+                held,
+                task.delivery_tag.as_deref(),
+                &task.id,
+            )?;
         }
         let in_host = matches!(spec.executor, TaskExecutor::Python);
         // Celery's tracer in the host stores STARTED itself (per task).
@@ -379,9 +390,7 @@ impl<'a> Executor<'a> {
                 crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
             }
         }
-        if acks_late {
-            scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
-        }
+        scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
         if reporter
             .send(&Report::Done {
                 id: task.id.clone(),
@@ -453,6 +462,49 @@ impl<'a> Executor<'a> {
         let tag = delivery_tag_of(&msg.raw);
         let record = self.dead_letter_record(msg, reason, task_id, task);
         scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
+    }
+
+    /// The held message's task had started (early ack) when the child that
+    /// ran it died, and nobody recorded that yet (the node itself was killed):
+    /// record it as Celery would have, rather than run it a second time.
+    fn record_lost(
+        &self,
+        msg: &Reserved,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+    ) -> Result<(), BrokerError> {
+        let Ok(task) = TaskMessage::decode(&msg.raw) else {
+            return self.give_up(
+                msg,
+                held,
+                scripts,
+                conns,
+                "undecodable message held by a dead child",
+            );
+        };
+        let why = "Worker exited prematurely: the pool process running it died with its node";
+        tracing::error!(
+            "Task {}[{}] raised unexpected: WorkerLostError('{why}')",
+            task.display_name(),
+            task.id
+        );
+        let ignore = task.ignore_result
+            || self
+                .spec
+                .app
+                .tasks
+                .get(&task.task)
+                .is_some_and(|t| t.ignore_result);
+        if !ignore {
+            let exc = ExceptionInfo::new(
+                "WorkerLostError",
+                Some("billiard.exceptions"),
+                vec![json!(why)],
+            );
+            self.store(conns, &ResultMeta::failure(&task, exc, None, Utc::now()))?;
+        }
+        scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())
     }
 
     /// Dead-letters a message that cannot be handled at all.

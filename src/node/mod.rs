@@ -5,6 +5,7 @@
 pub mod banner;
 pub mod config;
 pub mod detach;
+pub mod identity;
 pub mod names;
 pub mod pidfile;
 pub mod privileges;
@@ -92,9 +93,8 @@ fn start(
 
     let pidfile = match &cfg.pidfile {
         Some(path) => {
-            let node = cfg.node.clone();
-            let (pf, warnings) = Pidfile::acquire(path, &|pid| is_live_worker(pid, &node))
-                .map_err(|e| {
+            let (pf, warnings) =
+                Pidfile::acquire(path, &identity::is_rmulti_worker).map_err(|e| {
                     let code = match e {
                         pidfile::PidfileError::AlreadyRunning { .. } => exit::CANTCREAT,
                         _ => exit::FAILURE,
@@ -172,23 +172,4 @@ fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), S
             }
         }
     }
-}
-
-/// Whether `pid` is a live rmulti worker (the pidfile's owner is still running).
-fn is_live_worker(pid: i32, _node: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
-            return false;
-        }
-    }
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let is_rmulti = args.first().is_some_and(|a0| a0.ends_with(b"rmulti"));
-    is_rmulti && args.iter().any(|a| *a == b"worker")
 }

@@ -48,12 +48,8 @@ pub fn read(path: &Path) -> Content {
 }
 
 fn parse(text: &str) -> Content {
-    match text
-        .strip_suffix('\n')
-        .map(str::trim)
-        .map(str::parse::<i32>)
-    {
-        Some(Ok(pid)) if pid > 0 => Content::Pid(pid),
+    match super::identity::parse_pidfile(text.as_bytes()) {
+        super::identity::PidfileState::Pid(pid) => Content::Pid(pid),
         _ => Content::Broken,
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::app::AppConfig;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{self, Scripts};
-use crate::broker::{self, keys, BrokerError};
+use crate::broker::{self, keys, BrokerError, Connections};
 use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
@@ -23,13 +23,12 @@ pub enum Lost {
     Died(String),
     /// Killed by a cold shutdown.
     ColdShutdown,
+    /// Found started (early ack) in a held list after the node itself died.
+    NodeKilled,
 }
 
 pub struct Recovery {
-    broker_url: String,
-    backend_url: String,
-    broker: Option<Connection>,
-    backend: Option<Connection>,
+    conns: Connections,
     scripts: Scripts,
     store: Backend,
     default_queue: String,
@@ -38,10 +37,7 @@ pub struct Recovery {
 impl Recovery {
     pub fn new(app: &AppConfig, default_queue: &str) -> Recovery {
         Recovery {
-            broker_url: app.broker_url.clone(),
-            backend_url: app.result_backend.clone(),
-            broker: None,
-            backend: None,
+            conns: Connections::new(&app.broker_url, &app.result_backend),
             scripts: Scripts::default(),
             store: Backend::new(app.result_expires),
             default_queue: default_queue.to_string(),
@@ -49,33 +45,35 @@ impl Recovery {
     }
 
     pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
-        if self.broker.is_none() {
-            self.broker = Some(broker::connect(&self.broker_url)?);
-        }
-        self.broker
-            .as_mut()
-            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
-    }
-
-    fn backend(&mut self) -> Result<&mut Connection, BrokerError> {
-        if self.backend.is_none() {
-            self.backend = Some(broker::connect(&self.backend_url)?);
-        }
-        self.backend
-            .as_mut()
-            .ok_or_else(|| BrokerError::Reply("no backend connection".into()))
+        self.conns.broker()
     }
 
     fn reset_on(&mut self, e: &BrokerError) {
         if e.is_connection_problem() {
-            self.broker = None;
-            self.backend = None;
+            self.conns.reset();
+        }
+    }
+
+    /// Runs `op`, and once more on fresh connections if it failed for a
+    /// connection problem: the connections are kept from start-up, so after
+    /// Redis restarted the first command on them fails although Redis is back.
+    fn retrying<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        match op(self) {
+            Err(e) if e.is_connection_problem() => {
+                self.reset_on(&e);
+                op(self)
+            }
+            other => other,
         }
     }
 
     /// Records the outcome of `task`, which was running in `slot` when its child died.
     pub fn task_lost(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) {
-        let result = self.task_lost_inner(node, slot, task, why, job);
+        let held = keys::held(node, slot);
+        let result = self.retrying(|r| r.task_lost_inner(&held, task, why, job));
         if let Err(e) = result {
             tracing::error!(
                 "Cannot record the outcome of lost task {}[{}]: {e}",
@@ -88,21 +86,19 @@ impl Recovery {
 
     fn task_lost_inner(
         &mut self,
-        node: &str,
-        slot: usize,
+        held: &str,
         task: &Started,
         why: &Lost,
         job: usize,
     ) -> Result<(), BrokerError> {
-        let held = keys::held(node, slot);
-        let raw = reserve::held_message(self.broker()?, &held)?;
+        let raw = reserve::held_message(self.broker()?, held)?;
         let requeue =
             task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
         if let (true, Some(raw)) = (
             requeue && !matches!(why, Lost::TimeLimit(_)),
             raw.as_deref(),
         ) {
-            self.restore(&held, raw)?;
+            self.restore(held, raw)?;
             tracing::warn!(
                 "Task {}[{}] requeued: its child was lost and it acks late",
                 task.task,
@@ -130,6 +126,18 @@ impl Recovery {
                     format!("WorkerLostError('{msg}')"),
                 )
             }
+            Lost::NodeKilled => {
+                let msg =
+                    "Worker exited prematurely: its node was killed while the task ran".to_string();
+                (
+                    ExceptionInfo::new(
+                        "WorkerLostError",
+                        Some("billiard.exceptions"),
+                        vec![json!(msg)],
+                    ),
+                    format!("WorkerLostError('{msg}')"),
+                )
+            }
             Lost::ColdShutdown => {
                 let msg = "Worker was terminated by a cold shutdown".to_string();
                 (
@@ -148,27 +156,44 @@ impl Recovery {
             meta.group_id = task.group.clone();
             meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
-            self.backend()?;
-            if let Some(con) = self.backend.as_mut() {
+            {
+                let con = self.conns.backend()?;
                 self.store.store(con, &task.id, &json)?;
             }
         }
         let tag = raw.as_deref().and_then(delivery_tag_of);
-        self.broker()?;
-        match self.broker.as_mut() {
-            Some(con) => self.scripts.ack(con, &held, tag.as_deref()),
-            None => Ok(()),
-        }
+        let con = self.conns.broker()?;
+        self.scripts.ack(con, held, tag.as_deref())
     }
 
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
     /// replacement will take it). Returns how many messages were restored.
     pub fn release_held(&mut self, held: &str) -> usize {
-        let result = self
-            .broker()
-            .and_then(|con| reserve::held_message(con, held));
+        let result = self.retrying(|r| {
+            let con = r.broker()?;
+            Ok((
+                reserve::held_message(con, held)?,
+                reserve::held_started(con, held)?,
+            ))
+        });
         match result {
-            Ok(Some(raw)) => match self.restore(held, &raw) {
+            // Its task had started under early ack: record it lost, as Celery
+            // would have, instead of running it a second time.
+            Ok((Some(raw), true)) => {
+                let started = started_from(&raw);
+                if let Err(e) =
+                    self.retrying(|r| r.task_lost_inner(held, &started, &Lost::NodeKilled, 0))
+                {
+                    tracing::error!(
+                        "Cannot record the outcome of lost task {}[{}]: {e}",
+                        started.task,
+                        started.id
+                    );
+                    self.reset_on(&e);
+                }
+                0
+            }
+            Ok((Some(raw), false)) => match self.retrying(|r| r.restore(held, &raw)) {
                 Ok(()) => 1,
                 Err(e) => {
                     tracing::error!("Cannot restore held message from {held}: {e}");
@@ -176,7 +201,7 @@ impl Recovery {
                     0
                 }
             },
-            Ok(None) => 0,
+            Ok((None, _)) => 0,
             Err(e) => {
                 tracing::error!("Cannot read held list {held}: {e}");
                 self.reset_on(&e);
@@ -217,14 +242,25 @@ impl Recovery {
         };
         let tag = delivery_tag_of(raw);
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
-        self.broker()?;
-        match self.broker.as_mut() {
-            Some(con) => {
-                self.scripts
-                    .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
-            }
-            None => Ok(()),
-        }
+        let con = self.conns.broker()?;
+        self.scripts
+            .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
+    }
+}
+
+/// What `task_lost_inner` needs, read back from a held message.
+fn started_from(raw: &str) -> Started {
+    let task = TaskMessage::decode(raw).ok();
+    Started {
+        id: task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+        task: task.as_ref().map(|t| t.task.clone()).unwrap_or_default(),
+        time_limit: None,
+        acks_late: false,
+        reject_on_worker_lost: false,
+        // Without an id there is no result key to write.
+        ignore_result: task.as_ref().is_none_or(|t| t.ignore_result),
+        group: task.as_ref().and_then(|t| t.group.clone()),
+        parent_id: task.as_ref().and_then(|t| t.parent_id.clone()),
     }
 }
 

@@ -45,6 +45,8 @@ pub const HANDLED: &[Signal] = &[
 /// so a child that cannot start does not spin the CPU.
 const SHORT_LIFE: Duration = Duration::from_secs(1);
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+/// How long after a child's death its task's orphans are looked for.
+const STRAY_WINDOW: Duration = Duration::from_secs(3);
 /// How often the visibility-timeout restore runs (kombu: every 10 s, scanning
 /// on every 10th call).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
@@ -88,6 +90,9 @@ pub struct Supervisor {
     respawn_after: HashMap<usize, Instant>,
     main_pid: Pid,
     next_sweep: Instant,
+    /// After a child died, orphans of its task (an exec command's own
+    /// children) are re-parented to us; until then we look for them.
+    strays_until: Option<Instant>,
 }
 
 impl Supervisor {
@@ -98,6 +103,12 @@ impl Supervisor {
         recovery: Recovery,
     ) -> Supervisor {
         let target = cfg.concurrency;
+        // Orphans of a dead child's task come to us instead of init, so
+        // `kill_strays` can find them.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+        }
         Supervisor {
             cfg,
             pipe,
@@ -112,6 +123,7 @@ impl Supervisor {
             respawn_after: HashMap::new(),
             main_pid: getpid(),
             next_sweep: Instant::now(),
+            strays_until: None,
         }
     }
 
@@ -128,6 +140,7 @@ impl Supervisor {
             self.handle_signals();
             self.read_reports();
             self.reap();
+            self.kill_strays();
             self.enforce_time_limits();
             self.check_ready();
             self.sweep_when_due();
@@ -476,17 +489,40 @@ impl Supervisor {
         }
     }
 
+    /// Kills processes re-parented to us that are not pool children: what a
+    /// dead child's task left running. We are their subreaper (see `new`).
+    fn kill_strays(&mut self) {
+        let Some(until) = self.strays_until else {
+            return;
+        };
+        for pid in super::identity::children_of(self.main_pid.as_raw()) {
+            if !self.children.contains_key(&pid) {
+                tracing::warn!("Killing pid:{pid}, left running by a pool child that died");
+                kill_group(Pid::from_raw(pid));
+            }
+        }
+        if Instant::now() >= until {
+            self.strays_until = None;
+        }
+    }
+
     fn child_exited(&mut self, pid: Pid, abnormal: Option<String>) {
         let Some(mut c) = self.children.remove(&pid.as_raw()) else {
             return;
         };
+        if abnormal.is_some() {
+            self.strays_until = Some(Instant::now() + STRAY_WINDOW);
+        }
         // Reports written just before death still count (e.g. "started").
         let mut rest = Vec::new();
         let _ = c.status.read_to_end(&mut rest);
         c.buf.extend_from_slice(&rest);
         for report in take_lines(&mut c.buf) {
             match report {
-                Report::Started(s) => c.current = Some((s, Instant::now())),
+                Report::Started(s) => {
+                    c.current = Some((s, Instant::now()));
+                    c.jobs += 1;
+                }
                 Report::Done { .. } => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
@@ -534,7 +570,11 @@ impl Supervisor {
             self.retire_all(Signal::SIGKILL);
             return;
         }
-        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring {
+        // The back-off is for children that cannot start or crash at once; a
+        // child that ran tasks and left normally (max-tasks-per-child,
+        // max-memory-per-child) is replaced at once.
+        let healthy = abnormal.is_none() && c.jobs > 0;
+        if c.spawned.elapsed() < SHORT_LIFE && !c.retiring && !healthy {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
         }
@@ -582,8 +622,23 @@ impl Supervisor {
     }
 }
 
-/// Kills a child and its process group (an exec task's processes with it).
+/// Kills a pool child, its process group, and the process group of each of
+/// its own children. An exec task's command runs in a group of its own
+/// (`tasks::exec`), so killing the pool child's group alone would leave
+/// whatever the command started (`sh -c 'sleep 30; ...'`) running as an
+/// orphan: PR_SET_PDEATHSIG reaches the command, not its children. The
+/// command's group is killed first, while it is still the pool child's.
 fn kill_group(pid: Pid) {
+    let own_group = nix::unistd::getpgrp();
+    for kid in super::identity::children_of(pid.as_raw())
+        .into_iter()
+        .map(Pid::from_raw)
+    {
+        if nix::unistd::getpgid(Some(kid)) == Ok(kid) && kid != own_group && kid != pid {
+            let _ = killpg(kid, Signal::SIGKILL);
+        }
+        let _ = kill(kid, Signal::SIGKILL);
+    }
     let _ = killpg(pid, Signal::SIGKILL);
     let _ = kill(pid, Signal::SIGKILL);
 }

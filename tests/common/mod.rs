@@ -287,10 +287,71 @@ impl RedisServer {
             .tempdir()
             .map_err(|e| format!("tempdir: {e}"))?;
         let port = free_port();
-        let log = fs::File::create(dir.path().join("redis.log"))
+        let child = RedisServer::spawn_server(port, dir.path())?;
+        let mut server = RedisServer { child, port, dir };
+        let up = wait_until(STARTUP_TIMEOUT, || server.ping() || server.exited());
+        if up && server.ping() {
+            return Ok(server);
+        }
+        Err(format!(
+            "redis-server on port {port} did not answer PING; its log:\n{}",
+            server.log()
+        ))
+    }
+
+    /// Kills the server (as a crash would: nothing saved) and waits until
+    /// it is gone and its port refuses connections. Clients see the
+    /// connection drop. [`restart`](Self::restart) brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        wait_until(STARTUP_TIMEOUT, || {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err()
+        });
+    }
+
+    /// Starts a new, empty `redis-server` on the SAME port (stopping the
+    /// current one first if it still runs), so clients configured with the
+    /// old URL can reconnect. Panics if the port cannot be bound again
+    /// within [`STARTUP_TIMEOUT`].
+    pub fn restart(&mut self) {
+        if !self.exited() {
+            self.stop();
+        }
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut last_err = String::new();
+        while Instant::now() < deadline {
+            match RedisServer::spawn_server(self.port, self.dir.path()) {
+                Ok(child) => {
+                    self.child = child;
+                    let up = wait_until(STARTUP_TIMEOUT, || self.ping() || self.exited());
+                    if up && self.ping() {
+                        return;
+                    }
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    last_err = self.log();
+                }
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "could not restart redis-server on port {}: {last_err}",
+            self.port
+        );
+    }
+
+    /// Spawns `redis-server` on `port` with its files in `dir` (the log is appended to).
+    fn spawn_server(port: u16, dir: &Path) -> Result<Child, String> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("redis.log"))
             .map_err(|e| format!("redis.log: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("redis.log: {e}"))?;
-        let child = Command::new("redis-server")
+        Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -302,23 +363,14 @@ impl RedisServer {
                 "no",
             ])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             .spawn()
             .map_err(|e| {
                 format!("spawn redis-server (is it installed? bin/setup installs it): {e}")
-            })?;
-        let mut server = RedisServer { child, port, dir };
-        let up = wait_until(STARTUP_TIMEOUT, || server.ping() || server.exited());
-        if up && server.ping() {
-            return Ok(server);
-        }
-        Err(format!(
-            "redis-server on port {port} did not answer PING; its log:\n{}",
-            server.log()
-        ))
+            })
     }
 
     fn exited(&mut self) -> bool {
@@ -771,6 +823,36 @@ impl Drop for Spawned {
         }
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------
+// One worker node, the way most tests start it
+// ---------------------------------------------------------------------------
+
+/// The node name tests use, so log lines and held-list keys are predictable.
+pub const TEST_NODE: &str = "w1@testhost";
+
+/// `worker -A proj -n w1@testhost -l info --pidfile=%n.pid --logfile=%n%I.log`
+/// followed by `extra` (no `--detach`: foreground tests use it too).
+pub fn worker_args(extra: &[&str]) -> Vec<String> {
+    let base = ["worker", "-A", "proj", "-n", TEST_NODE, "-l", "info"];
+    let files = ["--pidfile=%n.pid", "--logfile=%n%I.log"];
+    base.iter()
+        .chain(files.iter())
+        .chain(extra.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Runs `rmulti worker ... --detach` for w1 in `dir`; the launcher's outcome is
+/// not asserted, and the guard kills whatever it started.
+pub fn start_worker(dir: &TestDir, extra: &[&str]) -> (Run, NodeGuard) {
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let mut args = worker_args(extra);
+    args.push("--detach".to_string());
+    let run = Rmulti::new(dir).args(&args).run();
+    guard.remember();
+    (run, guard)
 }
 
 // ---------------------------------------------------------------------------
