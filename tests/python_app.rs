@@ -263,6 +263,24 @@ fn python_app_runs_tasks_with_celery_results() {
         node.redis.result(&quiet).is_none(),
         "ignore_result stores nothing"
     );
+    // Every message was acked: nothing held, no started marker, nothing unacked.
+    assert!(
+        wait_until(WAIT, || {
+            node.redis
+                .cmd(&["KEYS", "rmulti.held.*"])
+                .strings()
+                .is_empty()
+                && node
+                    .redis
+                    .cmd(&["KEYS", "rmulti.started.*"])
+                    .strings()
+                    .is_empty()
+                && node.redis.cmd(&["HLEN", "unacked"]).int() == 0
+        }),
+        "held: {:?} started: {:?}",
+        node.redis.cmd(&["KEYS", "rmulti.held.*"]).strings(),
+        node.redis.cmd(&["KEYS", "rmulti.started.*"]).strings()
+    );
 }
 
 #[test]

@@ -291,20 +291,20 @@ impl<'a> Executor<'a> {
                     self.store_with_retry(conns, &meta)?;
                 }
             }
-            if acks_late {
-                if done.state == "REJECTED" && done.requeue {
-                    let queue_key = self.queue_key(msg, task);
-                    scripts.restore(
-                        conns.broker()?,
-                        held,
-                        task.delivery_tag.as_deref(),
-                        &queue_key,
-                        &msg.raw,
-                        true,
-                    )?;
-                } else {
-                    scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
-                }
+            // Reject(requeue=True) puts the message back only under
+            // acks_late: with early ack Celery had acked it at the start.
+            if acks_late && done.state == "REJECTED" && done.requeue {
+                let queue_key = self.queue_key(msg, task);
+                scripts.restore(
+                    conns.broker()?,
+                    held,
+                    task.delivery_tag.as_deref(),
+                    &queue_key,
+                    &msg.raw,
+                    true,
+                )?;
+            } else {
+                scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
             }
             if reporter
                 .send(&Report::Done {
