@@ -3,9 +3,9 @@ the test module: a second conftest.py would shadow tests/python/conftest.py,
 which test_interop.py imports by name).
 
 - ``demo_redis``: a private ``redis-server`` on a free port (session scope).
-- ``demo_node``: ``rmulti worker -A celeryDemo`` started in the example's
-  directory with this interpreter as ``--python``, detached, logs and pidfile
-  in a temp dir; warm-stopped (SIGTERM) at teardown, killed if it lingers.
+- ``demo_node``: ``rmulti start worker1 -A celeryDemo`` in the example's
+  directory with this interpreter as ``--python``, logs and pidfile in a temp
+  dir; ``rmulti stopwait`` at teardown (killed if it lingers).
 - ``django_project``: the example's Django settings loaded in this process
   (its own client code is what the tests call), against the same Redis and
   a temp SQLite database migrated for the session.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from demo_helpers import DEMO, NODE, alive, free_port, redis_ping, rmulti_bin, tree, wait_until
+from demo_helpers import DEMO, alive, free_port, redis_ping, rmulti_bin, tree, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -91,27 +91,29 @@ def django_project(demo_env):
 
 @pytest.fixture(scope="session")
 def demo_node(django_project, demo_env, demo_tmp):
-    """A running node; its log files are `demo_tmp / "w1-N.log"`."""
-    pidfile = demo_tmp / "w1.pid"
+    """`rmulti start worker1 -A celeryDemo`, as the README says, with its
+    pidfile and logs (`worker1.log`, `worker1-N.log`) in `demo_tmp`;
+    `rmulti stopwait` at teardown."""
     env = dict(os.environ, **demo_env)
+    files = [f"--pidfile={demo_tmp}/%n.pid", f"--logfile={demo_tmp}/%n%I.log"]
+    common = ["worker1", "-A", "celeryDemo"] + files
     run = subprocess.run(
-        [
-            rmulti_bin(), "worker", "-A", "celeryDemo", "--python", sys.executable,
-            "-n", NODE, "-c", "2", "-l", "info", "--detach",
-            f"--pidfile={pidfile}", f"--logfile={demo_tmp}/w1%I.log",
-        ],
+        [rmulti_bin(), "start"] + common + [f"--python={sys.executable}", "-c", "2", "-l", "info"],
         cwd=DEMO, env=env, capture_output=True, text=True, timeout=60,
     )
-    assert run.returncode == 0, f"rmulti worker failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+    assert run.returncode == 0, f"rmulti start failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+    pidfile = demo_tmp / "worker1.pid"
     pid = int(pidfile.read_text().strip())
-    yield demo_tmp
     procs = tree(pid)
-    os.kill(pid, signal.SIGTERM)
-    stopped = wait_until(20, lambda: not pidfile.exists() and not any(alive(p) for p in procs))
+    yield demo_tmp
+    stop = subprocess.run(
+        [rmulti_bin(), "stopwait"] + common, cwd=DEMO, env=env, capture_output=True, text=True, timeout=60
+    )
+    stopped = wait_until(20, lambda: not any(alive(p) for p in procs))
     if not stopped:
         for p in procs:
             try:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
-    assert stopped, "the node did not stop on SIGTERM (warm shutdown)"
+    assert stop.returncode == 0 and stopped, f"stopwait: {stop.stdout}{stop.stderr}"

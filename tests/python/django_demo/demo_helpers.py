@@ -12,7 +12,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "examples" / "django-demo"
-NODE = "w1@demo"
 
 
 def wait_until(timeout, cond, interval=0.05):
@@ -42,7 +41,7 @@ def redis_ping(port):
 def rmulti_bin():
     env = os.environ.get("RMULTI_BIN")
     if env:
-        return env
+        return str(Path(env).resolve())
     # The newer build: a stale release binary must not hide a fresh debug one.
     builds = [REPO / "target" / b / "rmulti" for b in ("release", "debug")]
     builds = [p for p in builds if p.exists()]
@@ -77,4 +76,4 @@ def tree(pid):
 
 
 def child_logs(tmp: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("w1-*.log")))
+    return "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("worker1-*.log")))

@@ -1,6 +1,6 @@
 """examples/django-demo (the seed's celeryDemo project) with rmulti workers:
 the project's own Django/Celery client code, unchanged, against
-`rmulti worker -A celeryDemo`."""
+`rmulti start worker1 -A celeryDemo`."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -49,7 +49,7 @@ def test_bound_task_sees_its_own_id(tasks, demo_node):
     seen = result.get(timeout=TIMEOUT)
     assert seen["id"] == result.id
     assert seen["retries"] == 0
-    assert seen["hostname"] == "w1@demo"
+    assert seen["hostname"].startswith("worker1@")
 
 
 def test_retrying_task_succeeds_on_its_third_try(tasks):
