@@ -943,6 +943,84 @@ visibility_timeout = 60
         );
     }
 
+    fn description() -> Description {
+        serde_json::from_value(serde_json::json!({
+            "hello": 1,
+            "main": "pyproj",
+            "broker_url": "redis://py/0",
+            "result_backend": null,
+            "result_expires": 600.0,
+            "task_default_queue": "celery",
+            "task_acks_late": true,
+            "task_time_limit": null,
+            "task_soft_time_limit": 2.0,
+            "worker_concurrency": 3,
+            "visibility_timeout": 30.0,
+            "tasks": {
+                "pyproj.add": {"acks_late": null, "time_limit": null, "soft_time_limit": null,
+                               "ignore_result": false, "max_retries": 3},
+                "pyproj.slow": {"acks_late": false, "time_limit": 9.0, "soft_time_limit": null,
+                                "ignore_result": true, "max_retries": null},
+                "proj.tasks.add": {"acks_late": null, "time_limit": null, "soft_time_limit": null,
+                                   "ignore_result": false, "max_retries": null}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn python_app_from_description() {
+        let app =
+            AppConfig::from_python("pyproj", Path::new("/w"), &description(), Path::new("py"));
+        assert_eq!(app.broker_url, "redis://py/0");
+        // No backend in the app: rmulti's own records go next to the broker.
+        assert_eq!(app.result_backend, "redis://py/0");
+        assert_eq!(app.result_expires, Some(600));
+        assert!(app.task_acks_late);
+        assert_eq!(app.task_soft_time_limit, Some(2.0));
+        assert_eq!(app.worker_concurrency, Some(3));
+        assert_eq!(app.visibility_timeout, 30);
+        let slow = app.tasks.get("pyproj.slow").unwrap();
+        assert!(matches!(slow.executor, Executor::Python));
+        assert_eq!(
+            (slow.acks_late, slow.time_limit, slow.ignore_result),
+            (Some(false), Some(9.0), true)
+        );
+        assert_eq!(app.python.as_ref().unwrap().module, "pyproj");
+    }
+
+    #[test]
+    fn app_file_tasks_win_over_python_tasks_and_overrides_reach_the_host() {
+        let mut app =
+            parse("python = \"pyproj\"\n[tasks]\n\"proj.tasks.add\" = { builtin = \"add\" }\n")
+                .unwrap();
+        assert_eq!(app.python.as_ref().unwrap().module, "pyproj");
+        app.merge_python(&description(), false);
+        assert!(matches!(
+            app.tasks.get("proj.tasks.add").unwrap().executor,
+            Executor::Builtin(_)
+        ));
+        assert!(matches!(
+            app.tasks.get("pyproj.add").unwrap().executor,
+            Executor::Python
+        ));
+        // The file's settings stay.
+        assert!(!app.task_acks_late);
+
+        let before = app.clone();
+        app.apply_override("task_track_started=true").unwrap();
+        app.apply_override("result_expires=0").unwrap();
+        let conf = app.python_conf(&before);
+        assert_eq!(
+            conf,
+            serde_json::json!({"result_expires": null, "task_track_started": true})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert!(parse("python = \"\"").is_err());
+    }
+
     #[test]
     fn shipped_example_loads() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));

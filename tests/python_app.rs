@@ -109,6 +109,26 @@ fn launch(
 }
 
 impl Node {
+    /// Waits until every message is acked (nothing held, no started
+    /// marker): the host stores a result before it says the task is done.
+    fn wait_idle(&self) {
+        assert!(
+            wait_until(WAIT, || {
+                self.redis
+                    .cmd(&["KEYS", "rmulti.held.*"])
+                    .strings()
+                    .is_empty()
+                    && self
+                        .redis
+                        .cmd(&["KEYS", "rmulti.started.*"])
+                        .strings()
+                        .is_empty()
+            }),
+            "still held: {:?}",
+            self.redis.cmd(&["KEYS", "rmulti.*"]).strings()
+        );
+    }
+
     fn send(&self, task: &str, args: Value) -> String {
         self.send_kw(task, args, json!({}), |_| {})
     }
@@ -185,9 +205,13 @@ fn python_app_runs_tasks_with_celery_results() {
     assert_eq!(meta["status"], "SUCCESS");
     assert_eq!(meta["result"], 5);
     assert_eq!(meta["children"], json!([]));
-    assert!(node.child_log().contains(&format!(
-        "INFO/ForkPoolWorker-1] Task pyproj.tasks.add[{id}] succeeded in"
-    )));
+    // Celery's tracer stores the result before it logs the success.
+    let line = format!("INFO/ForkPoolWorker-1] Task pyproj.tasks.add[{id}] succeeded in");
+    assert!(
+        wait_until(WAIT, || node.child_log().contains(&line)),
+        "{}",
+        node.child_log()
+    );
     // Stored as Celery stores it: Python's json spacing and key order.
     let raw = node
         .redis
@@ -429,6 +453,8 @@ fn task_output_and_logging_reach_the_child_log() {
     let node = start("pyproj", &[]);
     let id = node.send("noisy", json!(["hello"]));
     assert_eq!(node.result(&id)["result"], "hello");
+    // The child writes the lines as it reads them; the result may be first.
+    node.wait_idle();
     let log = node.child_log();
     for want in [
         "WARNING/ForkPoolWorker-1] hello\n".to_string(),
@@ -509,6 +535,21 @@ fn host_crash_is_worker_lost_and_the_host_restarts() {
     let host2 = node.result(&last)["result"].as_i64().expect("pid");
     assert_ne!(host1, host2);
     assert!(!alive(host1 as i32), "the crashed host is gone");
+}
+
+#[test]
+fn host_crash_is_noticed_even_when_a_forked_process_keeps_its_pipes() {
+    let node = start("pyproj", &[]);
+    let id = node.send("crash_leaving_a_child", json!([]));
+    let meta = node.result(&id);
+    assert_eq!(meta["result"]["exc_type"], "WorkerLostError");
+    let message = meta["result"]["exc_message"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("Worker exited prematurely: exitcode 5"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -615,6 +656,7 @@ fn a_host_that_died_between_tasks_is_restarted_before_the_next() {
     let node = start("pyproj", &[]);
     let first = node.send("pid", json!([]));
     let host1 = node.result(&first)["result"].as_i64().expect("pid") as i32;
+    node.wait_idle();
     // SAFETY: kill(2) on a pid this test's node started.
     unsafe { libc::kill(host1, libc::SIGKILL) };
     assert!(wait_until(WAIT, || !alive(host1)));

@@ -64,6 +64,9 @@ pub const PROTOCOL: u64 = 1;
 /// Reads the script from stdin and runs it as `__main__`.
 const BOOT: &str = "import sys;_n=int(sys.stdin.buffer.readline());exec(compile(sys.stdin.buffer.read(_n),'<rmulti-host>','exec'))";
 
+/// How often a running task's host is checked for life (see `Host::run`).
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
 /// `describe`'s exit status when the app's module does not exist (host.py's `NO_MODULE`).
 const NO_MODULE: i32 = 3;
 
@@ -550,7 +553,15 @@ impl Host {
         let soft_at = soft_limit.map(|d| Instant::now() + d);
         let mut soft_sent = false;
         loop {
-            let deadline = soft_at.filter(|_| !soft_sent);
+            // Wake at least every LIVENESS_CHECK: a process the task forked
+            // may hold fd 3 open after the host died, so EOF alone is not
+            // proof of life.
+            let check = Instant::now() + LIVENESS_CHECK;
+            let deadline = Some(
+                soft_at
+                    .filter(|at| !soft_sent && *at < check)
+                    .unwrap_or(check),
+            );
             let (proto, output) = self.poll(deadline).map_err(|e| match e {
                 PythonError::Io(e) => RunError::Io(e),
                 other => RunError::Protocol(other.to_string()),
@@ -573,11 +584,22 @@ impl Host {
                     }
                 }
             }
-            if self.proto.eof {
+            let exited = if self.proto.eof {
+                Some(self.child.wait())
+            } else {
+                self.child.try_wait().transpose()
+            };
+            if let Some(status) = exited {
                 for line in self.output.read_lines() {
                     tracing::warn!("{line}");
                 }
-                return match self.child.wait() {
+                // A `done` written just before exiting still counts.
+                for line in self.proto.read_lines() {
+                    if let Message::Done(d) = parse_message(&line) {
+                        return Ok(d);
+                    }
+                }
+                return match status {
                     Ok(status) => Err(RunError::Died(status)),
                     Err(e) => Err(RunError::Io(e)),
                 };

@@ -101,6 +101,15 @@ def retry_later(self):
 
 
 @app.task
+def crash_leaving_a_child():
+    # The forked child keeps every fd of the host (fd 3 included) for a while.
+    if os.fork() == 0:
+        time.sleep(30)
+        os._exit(0)
+    os._exit(5)
+
+
+@app.task
 def crash_once(marker):
     if not os.path.exists(marker):
         open(marker, "w").close()
