@@ -703,3 +703,20 @@ fn command_line_settings_reach_the_host() {
         .to_string();
     assert_eq!(node.result(&child)["result"], 11);
 }
+
+#[test]
+fn warm_shutdown_lets_a_running_python_task_finish() {
+    let node = start("pyproj", &[]);
+    let pid = read_pidfile(node.dir.join("w1.pid")).expect("pidfile");
+    let first = node.send("pid", json!([]));
+    let host = node.result(&first)["result"].as_i64().expect("pid") as i32;
+    let id = node.send("sleep", json!([1.5]));
+    assert!(wait_until(WAIT, || node
+        .main_log()
+        .contains(&format!("Task pyproj.tasks.sleep[{id}] received"))));
+    // SAFETY: kill(2) on the node this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(node.ready(&id)["result"], 1.5);
+    assert!(wait_until(WAIT, || !alive(pid)), "node stopped");
+    assert!(!alive(host), "its Python host too");
+}
