@@ -1,5 +1,7 @@
 //! `-A NAME` resolution and the app's configuration: `NAME.toml` with
-//! Celery's setting names, overridden by the environment and the command line.
+//! Celery's setting names, overridden by the environment and the command line,
+//! or a Celery project's own settings (`AppConfig::from_python`) when `NAME`
+//! is a Python module (see `tasks::python`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -7,6 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use serde_json::{Map, Value};
+
+use crate::tasks::python::{Description, PythonApp};
 use crate::tasks::{Builtin, Executor, Registry, TaskSpec};
 
 /// Values that override the file, strongest last: env, then flags.
@@ -38,6 +43,9 @@ pub struct AppConfig {
     /// `broker_transport_options.visibility_timeout`, seconds.
     pub visibility_timeout: u64,
     pub tasks: Registry,
+    /// Set when some tasks run in a Python host: the Celery app's module
+    /// (`-A proj`, or `python = "proj"` in an app file).
+    pub python: Option<PythonApp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +93,8 @@ struct RawApp {
     task_soft_time_limit: Option<Spanned<f64>>,
     worker_concurrency: Option<Spanned<i64>>,
     broker_transport_options: Option<RawTransport>,
+    /// A Celery app whose tasks are added to the file's (`python = "proj"`).
+    python: Option<Spanned<String>>,
     // Not `Spanned`: toml 0.8 cannot put a span on a dotted key's implicit
     // table, so task errors are located by `locate_task` instead.
     tasks: Option<toml::Table>,
@@ -237,6 +247,14 @@ impl AppConfig {
             }
         };
 
+        let python = match raw.python {
+            Some(module) => Some(PythonApp {
+                module: non_empty(&src, "python", module)?,
+                python: PathBuf::from("python3"),
+                conf: Map::new(),
+            }),
+            None => None,
+        };
         let mut tasks = Registry::default();
         for (task, entry) in raw.tasks.unwrap_or_default() {
             add_tasks(&mut tasks, task, entry).map_err(|(task, m)| {
@@ -259,7 +277,146 @@ impl AppConfig {
             worker_concurrency,
             visibility_timeout,
             tasks,
+            python,
         })
+    }
+
+    /// The configuration of a Celery project, from what its Python host
+    /// described (`tasks::python::describe`); every task runs in the host.
+    /// `-b`/`--result-backend` are applied by the caller, like the
+    /// `key=value` overrides, and reach the hosts through `python_conf`.
+    pub fn from_python(name: &str, cwd: &Path, desc: &Description, python: &Path) -> AppConfig {
+        let mut app = AppConfig {
+            name: name.to_string(),
+            path: cwd.to_path_buf(),
+            broker_url: String::new(),
+            result_backend: String::new(),
+            result_expires: Some(DEFAULT_RESULT_EXPIRES),
+            task_default_queue: DEFAULT_QUEUE.to_string(),
+            task_acks_late: false,
+            task_reject_on_worker_lost: false,
+            task_track_started: false,
+            task_time_limit: None,
+            task_soft_time_limit: None,
+            worker_concurrency: None,
+            visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
+            tasks: Registry::default(),
+            python: Some(PythonApp {
+                module: name.to_string(),
+                python: python.to_path_buf(),
+                conf: Map::new(),
+            }),
+        };
+        app.merge_python(desc, true);
+        app
+    }
+
+    /// Adds the described tasks (those the app file does not define itself)
+    /// and, when `settings` (a pure Python app), the described settings.
+    pub fn merge_python(&mut self, desc: &Description, settings: bool) {
+        if settings {
+            self.broker_url = desc
+                .broker_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
+            // Celery stores nothing without a result backend; rmulti's own
+            // records (lost workers, bad messages) then go next to the broker.
+            self.result_backend = desc
+                .result_backend
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| self.broker_url.clone());
+            self.result_expires = match desc.result_expires {
+                None => None,
+                Some(v) => expires(v).unwrap_or(Some(DEFAULT_RESULT_EXPIRES)),
+            };
+            if let Some(q) = desc.task_default_queue.clone().filter(|q| !q.is_empty()) {
+                self.task_default_queue = q;
+            }
+            self.task_acks_late = desc.task_acks_late;
+            self.task_reject_on_worker_lost = desc.task_reject_on_worker_lost;
+            self.task_track_started = desc.task_track_started;
+            self.task_time_limit = desc.task_time_limit.and_then(|v| positive(v).ok());
+            self.task_soft_time_limit = desc.task_soft_time_limit.and_then(|v| positive(v).ok());
+            self.worker_concurrency = desc.worker_concurrency.filter(|n| *n > 0);
+            if let Some(v) = desc.visibility_timeout.and_then(|v| seconds(v).ok()) {
+                self.visibility_timeout = v;
+            }
+        }
+        for (name, info) in &desc.tasks {
+            if self.tasks.get(name).is_some() {
+                continue;
+            }
+            self.tasks.insert(
+                name.clone(),
+                TaskSpec {
+                    executor: Executor::Python,
+                    acks_late: info.acks_late,
+                    time_limit: info.time_limit.and_then(|v| positive(v).ok()),
+                    soft_time_limit: info.soft_time_limit.and_then(|v| positive(v).ok()),
+                    ignore_result: info.ignore_result,
+                },
+            );
+        }
+    }
+
+    /// The settings of `self` that differ from `before` (the app as Python
+    /// described it), in Celery's names, for the hosts' `app.conf`: what
+    /// `-b`, `--result-backend` and `-- key=value` changed.
+    pub fn python_conf(&self, before: &AppConfig) -> Map<String, Value> {
+        let mut conf = Map::new();
+        let mut put = |key: &str, now: Value, was: Value| {
+            if now != was {
+                conf.insert(key.to_string(), now);
+            }
+        };
+        put(
+            "broker_url",
+            self.broker_url.clone().into(),
+            before.broker_url.clone().into(),
+        );
+        put(
+            "result_backend",
+            self.result_backend.clone().into(),
+            before.result_backend.clone().into(),
+        );
+        put(
+            "result_expires",
+            self.result_expires.into(),
+            before.result_expires.into(),
+        );
+        put(
+            "task_default_queue",
+            self.task_default_queue.clone().into(),
+            before.task_default_queue.clone().into(),
+        );
+        put(
+            "task_acks_late",
+            self.task_acks_late.into(),
+            before.task_acks_late.into(),
+        );
+        put(
+            "task_reject_on_worker_lost",
+            self.task_reject_on_worker_lost.into(),
+            before.task_reject_on_worker_lost.into(),
+        );
+        put(
+            "task_track_started",
+            self.task_track_started.into(),
+            before.task_track_started.into(),
+        );
+        put(
+            "task_time_limit",
+            self.task_time_limit.into(),
+            before.task_time_limit.into(),
+        );
+        put(
+            "task_soft_time_limit",
+            self.task_soft_time_limit.into(),
+            before.task_soft_time_limit.into(),
+        );
+        conf
     }
 
     /// Applies one `key=value` from the worker's command line (after `--`),
@@ -784,6 +941,84 @@ visibility_timeout = 60
                 .contains(&dir.path().join("other.toml").display().to_string()),
             "{e}"
         );
+    }
+
+    fn description() -> Description {
+        serde_json::from_value(serde_json::json!({
+            "hello": 1,
+            "main": "pyproj",
+            "broker_url": "redis://py/0",
+            "result_backend": null,
+            "result_expires": 600.0,
+            "task_default_queue": "celery",
+            "task_acks_late": true,
+            "task_time_limit": null,
+            "task_soft_time_limit": 2.0,
+            "worker_concurrency": 3,
+            "visibility_timeout": 30.0,
+            "tasks": {
+                "pyproj.add": {"acks_late": null, "time_limit": null, "soft_time_limit": null,
+                               "ignore_result": false, "max_retries": 3},
+                "pyproj.slow": {"acks_late": false, "time_limit": 9.0, "soft_time_limit": null,
+                                "ignore_result": true, "max_retries": null},
+                "proj.tasks.add": {"acks_late": null, "time_limit": null, "soft_time_limit": null,
+                                   "ignore_result": false, "max_retries": null}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn python_app_from_description() {
+        let app =
+            AppConfig::from_python("pyproj", Path::new("/w"), &description(), Path::new("py"));
+        assert_eq!(app.broker_url, "redis://py/0");
+        // No backend in the app: rmulti's own records go next to the broker.
+        assert_eq!(app.result_backend, "redis://py/0");
+        assert_eq!(app.result_expires, Some(600));
+        assert!(app.task_acks_late);
+        assert_eq!(app.task_soft_time_limit, Some(2.0));
+        assert_eq!(app.worker_concurrency, Some(3));
+        assert_eq!(app.visibility_timeout, 30);
+        let slow = app.tasks.get("pyproj.slow").unwrap();
+        assert!(matches!(slow.executor, Executor::Python));
+        assert_eq!(
+            (slow.acks_late, slow.time_limit, slow.ignore_result),
+            (Some(false), Some(9.0), true)
+        );
+        assert_eq!(app.python.as_ref().unwrap().module, "pyproj");
+    }
+
+    #[test]
+    fn app_file_tasks_win_over_python_tasks_and_overrides_reach_the_host() {
+        let mut app =
+            parse("python = \"pyproj\"\n[tasks]\n\"proj.tasks.add\" = { builtin = \"add\" }\n")
+                .unwrap();
+        assert_eq!(app.python.as_ref().unwrap().module, "pyproj");
+        app.merge_python(&description(), false);
+        assert!(matches!(
+            app.tasks.get("proj.tasks.add").unwrap().executor,
+            Executor::Builtin(_)
+        ));
+        assert!(matches!(
+            app.tasks.get("pyproj.add").unwrap().executor,
+            Executor::Python
+        ));
+        // The file's settings stay.
+        assert!(!app.task_acks_late);
+
+        let before = app.clone();
+        app.apply_override("task_track_started=true").unwrap();
+        app.apply_override("result_expires=0").unwrap();
+        let conf = app.python_conf(&before);
+        assert_eq!(
+            conf,
+            serde_json::json!({"result_expires": null, "task_track_started": true})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert!(parse("python = \"\"").is_err());
     }
 
     #[test]

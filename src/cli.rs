@@ -45,7 +45,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// The app: NAME.toml in the working directory, or a path ending in .toml.
+    /// The app: NAME.toml in the working directory, a path ending in .toml,
+    /// or a Celery app's Python module (`proj`, `proj.celery:app`).
     #[arg(short = 'A', long = "app")]
     pub app: Option<String>,
 
@@ -116,6 +117,11 @@ pub struct WorkerArgs {
     /// Soft time limit in seconds: the task fails with SoftTimeLimitExceeded.
     #[arg(long = "soft-time-limit")]
     pub soft_time_limit: Option<f64>,
+
+    /// Python interpreter for a Celery app (`-A proj` naming a Python
+    /// module): default `$VIRTUAL_ENV/bin/python`, else `python3`.
+    #[arg(long = "python")]
+    pub python: Option<PathBuf>,
 
     /// Send task events (accepted for compatibility).
     #[arg(short = 'E', long = "task-events")]

@@ -46,6 +46,11 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     if !wait_connected(&mut conns) {
         return 0;
     }
+    if let Err(message) = executor.start_host() {
+        tracing::error!("{message}");
+        let _ = reporter.send(&Report::Fatal { message });
+        return 1;
+    }
     if reporter.send(&Report::Ready).is_err() {
         return 1;
     }

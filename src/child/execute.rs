@@ -15,6 +15,7 @@ use crate::broker::reserve::{now_secs, Reserved, Scripts};
 use crate::broker::{keys, BrokerError};
 use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
+use crate::tasks::python::{self, Host, RunError};
 use crate::tasks::{Executor as TaskExecutor, Invocation, TaskSpec};
 
 /// How far in the future an ETA must be to park the message rather than run it.
@@ -28,6 +29,8 @@ pub struct Executor<'a> {
     /// between): when it comes back from the held list it is run, not
     /// recorded lost.
     unrun: Option<String>,
+    /// This child's Python host, when the app has Python tasks.
+    host: Option<Host>,
 }
 
 impl<'a> Executor<'a> {
@@ -37,7 +40,68 @@ impl<'a> Executor<'a> {
             backend: Backend::new(spec.app.result_expires),
             pid: std::process::id(),
             unrun: None,
+            host: None,
         }
+    }
+
+    /// Starts the Python host if the app has Python tasks. The error is
+    /// the message for the launcher's terminal (the traceback's end).
+    pub fn start_host(&mut self) -> Result<(), String> {
+        let Some(app) = &self.spec.app.python else {
+            return Ok(());
+        };
+        let host = Host::start(&app.host_config(), &self.spec.node).map_err(|e| e.to_string())?;
+        tracing::debug!("Python host pid:{} ready", host.pid);
+        self.host = Some(host);
+        Ok(())
+    }
+
+    /// Runs a task in the Python host. Returns only with the host's answer:
+    /// when the host dies mid-task this child leaves the same way, so the
+    /// main process records the task's loss (WorkerLostError, or a requeue
+    /// under acks_late + reject_on_worker_lost) and starts a new child,
+    /// which starts a new host.
+    fn run_in_host(&mut self, raw: &str, soft_limit: Option<Duration>) -> python::Done {
+        for attempt in 0..2 {
+            if self.host.is_none() || attempt > 0 {
+                if let Err(e) = self.start_host() {
+                    tracing::error!("Cannot restart the Python host: {e}");
+                    leave(1);
+                }
+            }
+            let Some(host) = self.host.as_mut() else {
+                leave(1);
+            };
+            match host.run(raw, soft_limit) {
+                Ok(done) => return done,
+                Err(RunError::NotRunning) => {
+                    tracing::error!(
+                        "Python host pid:{} had exited; starting a new one",
+                        host.pid
+                    );
+                    self.host = None;
+                }
+                Err(RunError::Died(status)) => {
+                    tracing::error!(
+                        "Python host pid:{} exited with '{}' while running a task",
+                        host.pid,
+                        python::describe_status(status)
+                    );
+                    self.host = None;
+                    leave_like(status);
+                }
+                Err(RunError::Io(e)) => {
+                    tracing::error!("Python host pid:{}: {e}", host.pid);
+                    leave(1);
+                }
+                Err(RunError::Protocol(e)) => {
+                    tracing::error!("Python host pid:{}: {e}", host.pid);
+                    leave(1);
+                }
+            }
+        }
+        tracing::error!("The Python host keeps exiting before it gets a task");
+        leave(1)
     }
 
     /// Handles one message. An error means Redis failed; the message is still
@@ -200,11 +264,65 @@ impl<'a> Executor<'a> {
                 &task.id,
             )?;
         }
-        if app.task_track_started && !ignore_result {
+        let in_host = matches!(spec.executor, TaskExecutor::Python);
+        // Celery's tracer in the host stores STARTED itself (per task).
+        if app.task_track_started && !ignore_result && !in_host {
             self.store(
                 conns,
                 &ResultMeta::started(&task.id, self.pid, &self.spec.node).with_request(task),
             )?;
+        }
+        // From here on the task runs: coming back, it was lost, not unrun.
+        self.unrun = None;
+        if in_host {
+            let soft = soft_limit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+            let done = self.run_in_host(&msg.raw, soft);
+            // The host's tracer stored the outcome and logged it; what is
+            // left here is the message.
+            if let Some(error) = &done.error {
+                tracing::error!(
+                    "Python host failed around task {}[{}]:\n{}",
+                    task.display_name(),
+                    task.id,
+                    error.trim_end()
+                );
+                if !ignore_result {
+                    let last = error
+                        .trim_end()
+                        .lines()
+                        .last()
+                        .unwrap_or("error")
+                        .to_string();
+                    let exc =
+                        ExceptionInfo::new("RuntimeError", Some("builtins"), vec![json!(last)]);
+                    let meta = ResultMeta::failure(task, exc, Some(error.clone()), Utc::now());
+                    self.store_with_retry(conns, &meta)?;
+                }
+            }
+            // Reject(requeue=True) puts the message back only under
+            // acks_late: with early ack Celery had acked it at the start.
+            if acks_late && done.state == "REJECTED" && done.requeue {
+                let queue_key = self.queue_key(msg, task);
+                scripts.restore(
+                    conns.broker()?,
+                    held,
+                    task.delivery_tag.as_deref(),
+                    &queue_key,
+                    &msg.raw,
+                    true,
+                )?;
+            } else {
+                scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+            }
+            if reporter
+                .send(&Report::Done {
+                    id: task.id.clone(),
+                })
+                .is_err()
+            {
+                std::process::exit(1);
+            }
+            return Ok(());
         }
         let inv = Invocation {
             id: &task.id,
@@ -214,7 +332,6 @@ impl<'a> Executor<'a> {
             soft_time_limit: soft_limit.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
         };
         let begun = Instant::now();
-        self.unrun = None;
         let result = spec.executor.run(&inv);
         let runtime = begun.elapsed().as_secs_f64();
         let meta = match &result {
@@ -433,4 +550,27 @@ impl<'a> Executor<'a> {
         });
         pyjson::to_string(&record)
     }
+}
+
+/// Leaves this pool child at once (it is a forked process: no destructors
+/// that belong to the main process may run).
+fn leave(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Leaves this pool child the way its Python host ended (killed by signal
+/// N, or exit code N), so the main process reports the loss as Celery does:
+/// `Worker exited prematurely: signal 9 (SIGKILL)`.
+fn leave_like(status: std::process::ExitStatus) -> ! {
+    use std::os::unix::process::ExitStatusExt as _;
+    if let Some(sig) = status.signal() {
+        // SAFETY: restoring the default action, then raising the signal on
+        // this process; both are plain libc calls.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    leave(status.code().unwrap_or(1))
 }

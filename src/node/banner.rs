@@ -47,7 +47,9 @@ pub fn banner(cfg: &NodeConfig) -> String {
         ));
     }
     out.push_str("\n[tasks]\n");
-    for name in app.tasks.names() {
+    // Celery's banner leaves out its own tasks (celery.chord_unlock, ...),
+    // which a Python app registers too.
+    for name in app.tasks.names().filter(|n| !n.starts_with("celery.")) {
         out.push_str(&format!("  . {name}\n"));
     }
     out

@@ -1,10 +1,12 @@
 //! Executors: where a task's code runs once a child has a request.
 //!
 //! A task name maps to a `TaskSpec` (executor + per-task options). Builtins
-//! are Rust functions; `exec` runs a command with the request as JSON on stdin.
+//! are Rust functions; `exec` runs a command with the request as JSON on stdin;
+//! `python` tasks belong to a Celery app and run in the child's Python host.
 
 pub mod builtin;
 pub mod exec;
+pub mod python;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub enum Executor {
     /// argv of a command; request JSON on stdin, result JSON on stdout.
     Exec(Vec<String>),
     Native(NativeFn),
+    /// A task of the app's Celery project, run by the pool child's Python
+    /// host (`python::Host`), not through `Executor::run`.
+    Python,
 }
 
 /// Per-task options from the app file; `None` means "use the app default".
@@ -135,6 +140,14 @@ impl Executor {
             Executor::Builtin(b) => b.run(inv),
             Executor::Exec(argv) => exec::run(argv, inv),
             Executor::Native(f) => f(inv),
+            // The child sends these to its host; reaching this is a bug,
+            // reported as a failure rather than a crash.
+            Executor::Python => Err(TaskError::raised(
+                inv.task,
+                "RuntimeError",
+                "builtins",
+                "Python tasks run in the pool child's Python host",
+            )),
         }
     }
 }

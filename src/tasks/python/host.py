@@ -1,0 +1,394 @@
+"""rmulti's Python task host: runs an existing Celery app's tasks for a Rust pool child.
+
+Shipped inside the rmulti binary and started as
+
+    python -c BOOT describe APP      (once, by the node's main process)
+    python -c BOOT serve APP         (once per pool child, long-lived)
+
+where BOOT reads this script from stdin (a decimal byte count on the first
+line, then the script), so `ps` shows a short command line.
+
+`describe` imports the app the way `celery worker` does and prints one JSON
+object on stdout: the app's settings and its tasks with their options.
+Anything the app prints while importing goes to stderr, so stdout carries
+only the JSON. An import error exits 1 with the traceback on stderr.
+
+`serve` speaks the pipe protocol (version 1, see docs/python-host.md): JSON
+lines in on stdin, JSON lines out on fd 3. stdout and stderr stay ordinary
+streams, which the Rust child reads and logs as WARNING lines, as Celery's
+worker redirects a task's print(). Tasks run through Celery's own tracer
+(`celery.app.trace.build_tracer`), so the request context, signals, result
+storage, retry, Reject/Ignore, callbacks and chains are Celery's.
+"""
+
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+
+PROTOCOL = 1
+# `describe`'s exit status when the app's top-level module does not exist.
+NO_MODULE = 3
+
+
+def find_app(name):
+    """Celery's `-A` resolution: module, module.celery, module:attr, or the only app."""
+    # `celery -A proj` imports from the working directory first.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    from celery.app.utils import find_app as celery_find_app
+
+    return celery_find_app(name)
+
+
+class _Worker:
+    """Stands in for the WorkController that `worker_init`/`celeryd_init` receivers get."""
+
+    def __init__(self, app, hostname):
+        self.app = app
+        self.hostname = hostname
+        self.pid = os.getpid()
+
+
+def load(name, conf, hostname, worker_signals=True):
+    """Imports the app and prepares it as a worker would be.
+
+    `describe` passes worker_signals=False: it only looks at the app, so the
+    project's worker_init/celeryd_init receivers run in the hosts only.
+    """
+    from celery import signals
+    from celery.app import trace
+
+    if conf:
+        # Celery reads these variables before its settings: the node's
+        # broker and backend must win over a stale shell environment too.
+        for key, var in (("broker_url", "CELERY_BROKER_URL"), ("result_backend", "CELERY_RESULT_BACKEND")):
+            if conf.get(key):
+                os.environ[var] = conf[key]
+    app = find_app(name)
+    if conf:
+        # rmulti's -b/--result-backend/`-- key=value` win over the app's own settings.
+        app.conf.update(conf)
+    worker = _Worker(app, hostname)
+    # As WorkController.__init__: loader init (imports, Django setup through
+    # the fixup, autodiscovery), then finalize, celeryd_init, worker_init.
+    app.loader.init_worker()
+    trace.setup_worker_optimizations(app, hostname)
+    if worker_signals:
+        signals.celeryd_init.send(sender=hostname, instance=worker, conf=app.conf, options={})
+        signals.worker_init.send(sender=worker)
+    return app, worker
+
+
+def _per_task(task, attr, conf_value):
+    """A task option only when the task sets it itself (else rmulti applies the app's)."""
+    value = getattr(task, attr, None)
+    if value is None or value == conf_value:
+        return None
+    return value
+
+
+def describe(name):
+    # Whatever the app prints while importing must not corrupt the JSON.
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    app, _ = load(name, None, "describe@rmulti", worker_signals=False)
+    conf = app.conf
+    opts = conf.broker_transport_options or {}
+    tasks = {}
+    for task_name, task in sorted(app.tasks.items()):
+        tasks[task_name] = {
+            "acks_late": _per_task(task, "acks_late", conf.task_acks_late),
+            "time_limit": _per_task(task, "time_limit", conf.task_time_limit),
+            "soft_time_limit": _per_task(task, "soft_time_limit", conf.task_soft_time_limit),
+            "ignore_result": bool(getattr(task, "ignore_result", False)),
+            "max_retries": getattr(task, "max_retries", None),
+        }
+    concurrency = conf.worker_concurrency
+    if not isinstance(concurrency, int):
+        concurrency = None
+    out = {
+        "hello": PROTOCOL,
+        "main": app.main,
+        "broker_url": _url(conf.broker_url),
+        "result_backend": _url(conf.result_backend),
+        "result_expires": _seconds(conf.result_expires),
+        "task_default_queue": conf.task_default_queue,
+        "task_acks_late": bool(conf.task_acks_late),
+        "task_reject_on_worker_lost": bool(conf.task_reject_on_worker_lost),
+        "task_track_started": bool(conf.task_track_started),
+        "task_time_limit": conf.task_time_limit,
+        "task_soft_time_limit": conf.task_soft_time_limit,
+        "worker_concurrency": concurrency,
+        "visibility_timeout": opts.get("visibility_timeout"),
+        "tasks": tasks,
+    }
+    os.write(real_stdout, (json.dumps(out) + "\n").encode())
+    os.close(real_stdout)
+
+
+def _url(value):
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        # Failover lists: rmulti uses the first, as kombu does until it fails.
+        return str(value[0]) if value else None
+    return str(value)
+
+
+def _seconds(value):
+    if value is None:
+        return None
+    if hasattr(value, "total_seconds"):
+        return value.total_seconds()
+    return float(value)
+
+
+class Channel:
+    """The protocol's output side: one JSON object per line on fd 3."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        # Log records may come from a task's own threads.
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+
+
+class ProtocolLogHandler(logging.Handler):
+    """Sends log records to the Rust child, which writes them to the child's log."""
+
+    def __init__(self, channel):
+        super().__init__()
+        self.channel = channel
+        from celery.app.log import TaskFormatter
+
+        self.task_formatter = TaskFormatter("%(task_name)s[%(task_id)s]: %(message)s", use_color=False)
+        self.plain = logging.Formatter("%(message)s")
+
+    def emit(self, record):
+        try:
+            fmt = self.task_formatter if _is_task_logger(record.name) else self.plain
+            self.channel.send({"log": [record.levelno, fmt.format(record)]})
+        except Exception:
+            self.handleError(record)
+
+
+def _is_task_logger(name):
+    logger = logging.getLogger(name)
+    while logger is not None:
+        if logger.name == "celery.task":
+            return True
+        logger = logger.parent
+    return False
+
+
+class SoftLimit:
+    """SIGUSR1 from the Rust child means the soft time limit passed, as billiard signals it."""
+
+    running = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        if cls.running:
+            from billiard.exceptions import SoftTimeLimitExceeded
+
+            raise SoftTimeLimitExceeded()
+
+
+def decode_request(raw, hostname, app):
+    """The request dict Celery's worker builds from a message (celery.worker.request)."""
+    from kombu.compression import decompress
+    from kombu.serialization import loads
+    from celery.app.trace import prepare_accept_content
+
+    env = json.loads(raw)
+    props = env.get("properties") or {}
+    headers = env.get("headers") or {}
+    body = env.get("body") or ""
+    if props.get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    elif isinstance(body, str):
+        body = body.encode()
+    if headers.get("compression"):
+        body = decompress(body, headers["compression"])
+    accept = prepare_accept_content(app.conf.accept_content)
+    payload = loads(body, env.get("content-type"), env.get("content-encoding"), accept=accept)
+    if "task" in headers:
+        request = dict(headers)
+        args, kwargs, embed = payload
+    else:
+        # Protocol 1: everything is in the body.
+        request = {
+            "lang": "py",
+            "task": payload["task"],
+            "id": payload["id"],
+            "eta": payload.get("eta"),
+            "expires": payload.get("expires"),
+            "group": payload.get("group") or payload.get("taskset"),
+            "retries": payload.get("retries", 0),
+            "timelimit": payload.get("timelimit") or (None, None),
+            "root_id": None,
+            "parent_id": None,
+        }
+        request.update(headers)
+        args, kwargs = payload.get("args") or (), payload.get("kwargs") or {}
+        embed = {
+            "callbacks": payload.get("callbacks"),
+            "errbacks": payload.get("errbacks"),
+            "chord": payload.get("chord"),
+            "chain": None,
+        }
+    delivery_info = props.get("delivery_info") or {}
+    request.update(
+        {
+            "properties": props,
+            "reply_to": props.get("reply_to"),
+            "correlation_id": props.get("correlation_id"),
+            "hostname": hostname,
+            "delivery_info": {
+                "exchange": delivery_info.get("exchange"),
+                "routing_key": delivery_info.get("routing_key"),
+                "priority": props.get("priority"),
+                "redelivered": bool(delivery_info.get("redelivered", False)),
+            },
+        }
+    )
+    request.update({"args": args, "kwargs": kwargs, "hostname": hostname, "is_eager": False}, **(embed or {}))
+    return request, args, kwargs
+
+
+def run_one(app, req, hostname):
+    from celery import states
+
+    request, args, kwargs = decode_request(req["raw"], hostname, app)
+    name = request["task"]
+    task = app.tasks[name]
+    SoftLimit.running = True
+    try:
+        R, I, T, Rstr = task.__trace__(request["id"], args, kwargs, request)
+    finally:
+        SoftLimit.running = False
+    done = {"state": states.SUCCESS, "runtime": T}
+    if I is not None:
+        done["state"] = I.state
+        if I.state == states.REJECTED:
+            done["requeue"] = bool(getattr(I.retval, "requeue", False))
+    return done
+
+
+def serve(name, conf, hostname, loglevel):
+    channel = Channel(3)
+    os.set_inheritable(3, False)
+    # Requests come on stdin; tasks must not read them (input()), so the
+    # protocol gets a private copy and fd 0 becomes /dev/null.
+    proto_in = os.fdopen(os.dup(0), "rb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    # Lines reach the log as they are printed, not when a buffer fills.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+
+    root = logging.getLogger()
+    root.handlers[:] = [ProtocolLogHandler(channel)]
+    root.setLevel(loglevel)
+    task_logger = logging.getLogger("celery.task")
+    task_logger.setLevel(loglevel)
+
+    # Ctrl-C and the node's TERM are for the Rust processes; this host
+    # ends when its child closes the pipe (or dies: PR_SET_PDEATHSIG).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, SoftLimit.handler)
+
+    try:
+        app, worker = load(name, conf, hostname)
+        from celery import signals
+        from celery._state import _set_task_join_will_block
+        from celery.app.trace import build_tracer
+
+        # As billiard's process_initializer for each pool child.
+        _set_task_join_will_block(True)
+        app.loader.init_worker_process()
+        for task_name, task in app.tasks.items():
+            task.__trace__ = build_tracer(task_name, task, app.loader, hostname, app=app)
+        signals.worker_process_init.send(sender=hostname)
+    except BaseException:
+        channel.send({"fatal": traceback.format_exc()})
+        return 1
+    channel.send({"hello": PROTOCOL, "pid": os.getpid(), "tasks": sorted(app.tasks.keys())})
+
+    for line in proto_in:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            channel.send({"error": "bad request line"})
+            continue
+        if "run" not in msg:
+            channel.send({"error": "unknown request"})
+            continue
+        try:
+            done = run_one(app, msg["run"], hostname)
+        except BaseException as exc:
+            from billiard.exceptions import SoftTimeLimitExceeded
+
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            if isinstance(exc, SoftTimeLimitExceeded):
+                # The limit passed just as the task ended: its outcome stands.
+                done = {"state": "SUCCESS", "runtime": 0.0}
+            else:
+                done = {"state": "FAILURE", "runtime": 0.0, "error": traceback.format_exc()}
+        channel.send({"done": done})
+    from celery import signals
+
+    signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+    return 0
+
+
+def main(argv):
+    # Lets a project tell the two apart (e.g. skip work at describe time).
+    if argv:
+        os.environ["RMULTI_HOST"] = argv[0]
+    if len(argv) >= 2 and argv[0] == "describe":
+        # Before importing celery: "not a Python app at all" is a different
+        # error from "this app fails to import".
+        import importlib.util
+
+        top = argv[1].replace(":", ".").split(".")[0]
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            spec = importlib.util.find_spec(top) if top.isidentifier() else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            sys.stderr.write("No module named %r\n" % top)
+            return NO_MODULE
+        try:
+            describe(argv[1])
+        except BaseException:
+            traceback.print_exc()
+            return 1
+        return 0
+    if len(argv) >= 2 and argv[0] == "serve":
+        opts = json.loads(argv[2]) if len(argv) > 2 else {}
+        return serve(argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+    sys.stderr.write("usage: host.py describe APP | serve APP [OPTIONS_JSON]\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

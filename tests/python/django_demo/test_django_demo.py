@@ -1,0 +1,120 @@
+"""examples/django-demo (the seed's celeryDemo project) with rmulti workers:
+the project's own Django/Celery client code, unchanged, against
+`rmulti start worker1 -A celeryDemo`."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from billiard.exceptions import WorkerLostError
+
+from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
+from demo_helpers import child_logs, wait_until
+
+UTC8 = timezone(timedelta(hours=8))
+TIMEOUT = 20
+
+
+@pytest.fixture
+def tasks(demo_node):
+    from demo import tasks
+
+    return tasks
+
+
+def test_add(tasks):
+    assert tasks.add.delay(2, 3).get(timeout=TIMEOUT) == 5
+    assert tasks.mul.delay(4, 5).get(timeout=TIMEOUT) == 20
+    assert tasks.xsum.delay([1, 2, 3]).get(timeout=TIMEOUT) == 6
+
+
+def test_double_a_integer_keeps_time_zones(tasks):
+    event = datetime(2026, 11, 24, 10, 30, 0, 123456, tzinfo=UTC8)
+    before = datetime.now(timezone.utc)
+    event_time, started, finished, doubled = tasks.double_a_integer.delay(21, event).get(timeout=TIMEOUT)
+    assert doubled == 42
+    assert event_time == event and event_time.utcoffset() == timedelta(hours=8)
+    for t in (started, finished):
+        assert isinstance(t, datetime) and t.utcoffset() == timedelta(hours=8)
+    assert before <= started <= finished
+    assert finished - started >= timedelta(seconds=0.5)
+
+
+def test_zero_division_is_reraised_as_itself(tasks):
+    with pytest.raises(ZeroDivisionError, match="division by zero"):
+        tasks.div.delay(1, 0).get(timeout=TIMEOUT)
+
+
+def test_bound_task_sees_its_own_id(tasks, demo_node):
+    result = tasks.whoami.delay()
+    seen = result.get(timeout=TIMEOUT)
+    assert seen["id"] == result.id
+    assert seen["retries"] == 0
+    assert seen["hostname"].startswith("worker1@")
+
+
+def test_retrying_task_succeeds_on_its_third_try(tasks):
+    assert tasks.flaky.delay(3).get(timeout=TIMEOUT) == "succeeded on try 3"
+
+
+def test_soft_time_limit_is_caught_inside_the_task(tasks):
+    assert tasks.patient.delay(30).get(timeout=TIMEOUT) == "stopped by the soft time limit"
+
+
+def test_orm_query_inside_a_task(tasks):
+    from demo.models import Calculation
+
+    Calculation.objects.create(number=1000001)
+    Calculation.objects.create(number=1000002)
+    assert tasks.count_calculations.delay(min_number=1000001).get(timeout=TIMEOUT) == 2
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_host_crash_gives_worker_lost_error_then_the_next_task_runs(tasks, how):
+    with pytest.raises(WorkerLostError):
+        tasks.die.delay(how).get(timeout=TIMEOUT)
+    assert tasks.add.delay(20, 22).get(timeout=TIMEOUT) == 42
+
+
+def test_debug_task_print_reaches_the_child_log(django_project, demo_node):
+    from celeryDemo.celery import debug_task
+
+    result = debug_task.delay()
+    assert result.get(timeout=TIMEOUT) is None
+    line = wait_until(
+        10,
+        lambda: next((l for l in child_logs(demo_node).splitlines() if result.id in l and "Request: <Context" in l), None),
+    )
+    assert line, child_logs(demo_node)
+    assert "WARNING/ForkPoolWorker-" in line
+
+
+def test_the_async_page_submits_and_polls(demo_node):
+    """The page's own views, through Django's test client (the browser test
+    drives the same endpoints from the page's JavaScript)."""
+    import json
+
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=False)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b'id="calc-form"' in page.content
+    ids = []
+    for n in (1, 2, 3):
+        sent = client.post(
+            "/calc/",
+            data=json.dumps({"number": n, "eventTime": "Tue, 24 Nov 2026 02:40:00 GMT"}),
+            content_type="application/json",
+        )
+        assert sent.status_code == 200, sent.content
+        ids.append((n, sent.json()["task_id"]))
+    for n, task_id in ids:
+        status = wait_until(
+            TIMEOUT,
+            lambda: (lambda s: s if s["status"] == "SUCCESS" else None)(client.get("/status/", {"task_id": task_id}).json()),
+            interval=1.0,
+        )
+        assert status, f"task {task_id} not done"
+        assert status["result"] == 2 * n
+        assert status["eventTime"] == "2026-11-24T10:40:00+08:00"
+        assert status["processingTime"].endswith("+08:00")
