@@ -461,6 +461,39 @@ def measure_load(node, r0, r1, template, n, n_stream, n_lat, out):
         out.setdefault("stop_loaded", []).append(t_stop)
 
 
+def measure_busy_stop(node, r0, r1, template, n, out):
+    """Warm shutdown of a node busy on a pre-loaded queue: the time to stop,
+    and an account of every message (result stored, or back on the queue,
+    or still reserved in kombu's unacked hash for the visibility timeout)."""
+    r0.flushall()
+    ids = preload(r0, template, n)
+    node.start(loglevel="warning", timeout=120, wait=False)
+    deadline = time.monotonic() + 120
+    while r1.dbsize() < n // 2 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    t_stop = node.stop()
+    node.scan_logs("busy stop")
+    done = sum(1 for v in r1.mget(["celery-task-meta-" + t for t in ids]) if v is not None)
+    queued = r0.llen("celery")
+    unacked = r0.hlen("unacked")
+    # rmulti may keep the message it held per child elsewhere; count every list.
+    other = {}
+    for k in r0.scan_iter(count=1000):
+        k = k.decode()
+        if k == "celery" or r0.type(k) != b"list":
+            continue
+        other[k] = r0.llen(k)
+    accounted = done + queued + unacked
+    if t_stop is not None:
+        out.setdefault("stop_busy", []).append(t_stop)
+    log("    %s busy stop: %s; %d done, %d back on the queue, %d unacked, other lists %s" % (
+        node.label, "%.0f ms" % (1000 * t_stop) if t_stop is not None else "FAILED",
+        done, queued, unacked, other or "none"))
+    if accounted != n:
+        problem("%s busy stop: %d of %d messages accounted for (%d results, %d queued, %d unacked; other lists %s)" % (
+            node.label, accounted, n, done, queued, unacked, other))
+
+
 def pct(xs, p):
     xs = sorted(xs)
     if not xs:
@@ -475,7 +508,7 @@ def pct(xs, p):
 
 
 KEYS = ("tput", "tput_wall", "stream", "stream_send", "lat", "startup", "stop_idle",
-        "stop_idle_all", "stop_loaded", "rss_idle", "rss_loaded", "nproc")
+        "stop_idle_all", "stop_loaded", "stop_busy", "rss_idle", "rss_loaded", "nproc")
 
 
 def med(xs):
@@ -532,6 +565,7 @@ def report(res, args, meta):
         row("stop, SIGTERM to pidfile gone (idle)", "ms", 1000 * med(R.get("stop_idle", [])), 1000 * med(C.get("stop_idle", [])), "lower", ratios=paired(R, C, "stop_idle")),
         row("stop, SIGTERM to last process gone (idle)", "ms", 1000 * med(R.get("stop_idle_all", [])), 1000 * med(C.get("stop_idle_all", [])), "lower", ratios=paired(R, C, "stop_idle_all")),
         row("stop, SIGTERM to pidfile gone (after load)", "ms", 1000 * med(R.get("stop_loaded", [])), 1000 * med(C.get("stop_loaded", [])), "lower", ratios=paired(R, C, "stop_loaded")),
+        row("stop, SIGTERM to pidfile gone (busy: queue half done)", "ms", 1000 * med(R.get("stop_busy", [])), 1000 * med(C.get("stop_busy", [])), "lower", ratios=paired(R, C, "stop_busy")),
         row("memory, idle node (RSS, all processes)", "MiB", med(R.get("rss_idle", [])), med(C.get("rss_idle", [])), "lower", "%.1f", ratios=paired(R, C, "rss_idle")),
         row("memory, after the throughput run", "MiB", med(R.get("rss_loaded", [])), med(C.get("rss_loaded", [])), "lower", "%.1f", ratios=paired(R, C, "rss_loaded")),
         "",
@@ -566,6 +600,7 @@ def main():
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--n-stream", type=int, default=5000)
     ap.add_argument("--n-lat", type=int, default=500)
+    ap.add_argument("--n-busy", type=int, default=4000, help="pre-loaded for the busy stop")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--startups", type=int, default=3, help="start/stop cycles per round")
     args = ap.parse_args()
@@ -596,6 +631,12 @@ def main():
             this = {"rmulti": {}, "Celery": {}}
             for name in order:
                 measure_startup_stop(nodes[name], r0, args.startups, this[name])
+            for name in order:
+                try:
+                    measure_busy_stop(nodes[name], r0, r1, template, args.n_busy, this[name])
+                except Exception as e:  # noqa: BLE001 - report, carry on with the other
+                    problem("%s busy-stop run aborted: %r" % (name, e))
+                    nodes[name].kill()
             for name in order:
                 try:
                     measure_load(nodes[name], r0, r1, template, args.n, args.n_stream, args.n_lat, this[name])
