@@ -535,7 +535,7 @@ def row(name, unit, a, b, better, fmt="%.0f", ratios=None):
 def fmt_ratio(x):
     if x != x:
         return "n/a"
-    return ("%.3f×" if x < 0.1 else "%.2f×") % x
+    return ("%.2g×" if x < 0.1 else "%.2f×") % x
 
 
 def paired(R, C, key, agg=None):
