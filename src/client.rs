@@ -92,7 +92,8 @@ fn call(args: &CallArgs) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     };
     let mut backend = broker::connect(&backend_url)?;
-    let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
+    let deadline =
+        Instant::now() + crate::protocol::time::duration_secs(wait).unwrap_or(Duration::ZERO);
     loop {
         let stored: Option<String> = redis::cmd("GET")
             .arg(keys::result_key(&task.id))

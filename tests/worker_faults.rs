@@ -678,3 +678,115 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
         0
     );
 }
+
+/// Regression (review): a negative or huge `timelimit` in a message used to
+/// panic the main process (Duration overflow) and take the node down.
+#[test]
+fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let mut ids = Vec::new();
+    for limits in [json!([-1, null]), json!([1e300, 1e300]), json!([0, -5])] {
+        let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([2, 2]), &json!({}));
+        env["headers"]["timelimit"] = limits;
+        publish_raw(&redis, "celery", env.to_string().as_bytes());
+        ids.push(id);
+    }
+    for id in &ids {
+        let meta = redis
+            .wait_result(id, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no result\n{}", logs(&dir)));
+        assert_eq!(meta["result"], 4, "{meta}");
+    }
+    assert!(alive(pid), "the main process died\n{}", logs(&dir));
+    assert_serves(&redis, &dir, 1, 2);
+}
+
+/// Regression (review): a message BLMOVEd into the held list of a slot that
+/// TTOU retired stayed there, unseen, until the node stopped.
+#[test]
+fn ttou_under_load_leaves_no_message_in_a_retired_slot() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let (_guard, pid) = start(&dir, &["-c", "3"]);
+    let mut ids = Vec::new();
+    for round in 0..200 {
+        ids.push(publish_task(&redis, "celery", "proj.tasks.add", "[1, 1]"));
+        if round == 60 || round == 120 {
+            signal(pid, libc::SIGTTOU);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for id in &ids {
+        assert!(
+            redis.wait_result(id, Duration::from_secs(10)).is_some(),
+            "task {id} never ran\n{}",
+            logs(&dir)
+        );
+    }
+    assert!(wait_until(Duration::from_secs(5), || descendants(pid)
+        .len()
+        == 1));
+    for slot in [2, 3] {
+        let held = format!("rmulti.held.w1@testhost.{slot}");
+        assert_eq!(redis.cmd(&["LLEN", &held]).int(), 0, "{held}");
+    }
+}
+
+/// Regression (review): after a visibility sweep requeued an acks_late
+/// message of a killed node (and another node ran it), the killed node's
+/// restart ran its held copy a second time.
+#[test]
+fn a_message_swept_to_another_node_is_not_run_again_by_its_first_node() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    let app = "task_acks_late = true\ntask_track_started = true\n[broker_transport_options]\nvisibility_timeout = 1";
+    dir.write_app("proj", app);
+    let (mut guard, pid) = start(&dir, &["-c", "1"]);
+    let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1.5]");
+    wait_started(&redis, &id);
+    signal(pid, libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(2), || !alive(pid)));
+    // Past the visibility timeout, a second node's start-up sweep takes it.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut other = NodeGuard::new(dir.path(), &["w2.pid"]);
+    Rmulti::new(&dir)
+        .args([
+            "worker",
+            "-A",
+            "proj",
+            "-n",
+            "w2@testhost",
+            "-c",
+            "1",
+            "-l",
+            "info",
+            "--detach",
+        ])
+        .args(["--pidfile=w2.pid", "--logfile=w2%I.log"])
+        .run()
+        .success();
+    other.remember();
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("w2 did not run it\n{}", dir.read("w2-1.log")));
+    assert_eq!(meta["status"], "SUCCESS");
+    assert!(dir.read("w2-1.log").contains(&format!("[{id}] succeeded")));
+    // w1 comes back: its held copy is stale and must be dropped.
+    let _ = std::fs::remove_file(dir.join(PIDFILE));
+    let (_guard2, _pid2) = start(&dir, &["-c", "1"]);
+    guard.remember();
+    assert!(wait_until(Duration::from_secs(5), || redis
+        .cmd(&["LLEN", HELD_1])
+        .int()
+        == 0));
+    assert_serves(&redis, &dir, 3, 4);
+    assert!(
+        !dir.read("w1-1.log").contains(&format!("[{id}] succeeded")),
+        "w1 ran it a second time\n{}",
+        logs(&dir)
+    );
+}

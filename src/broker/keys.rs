@@ -66,7 +66,15 @@ pub fn started_marker(held: &str) -> String {
 
 /// Pattern matching every held list of a node.
 pub fn held_pattern(node: &str) -> String {
-    format!("rmulti.held.{node}.*")
+    // The node name is literal text in a glob.
+    let mut escaped = String::with_capacity(node.len());
+    for c in node.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("rmulti.held.{escaped}.*")
 }
 
 pub fn binding(exchange: &str) -> String {

@@ -29,8 +29,11 @@ pub struct Reserved {
 }
 
 // KEYS: held, unacked, unacked_index, ETA index, ETA messages, ETA promoted
-// set, the held list's started marker, then the queue keys in consume order.
-// The fourth reply says the held message had started (its child died).
+// set, the held list's state key, then the queue keys in consume order.
+// The state key says `registered` (in kombu's unacked) or `started:<id>`
+// (early-acked and running). The fourth reply says the held message had
+// started (its child died); a registered held message that left unacked
+// meanwhile (restored by a visibility sweep) is dropped, not run twice.
 // Promotes due ETA messages, then returns the held message if any, else pops
 // the first non-empty queue key into the held list. Registers the message in
 // kombu's unacked structures when its envelope has a delivery tag.
@@ -53,7 +56,23 @@ local msg = redis.call('LINDEX', KEYS[1], -1)
 local src = ''
 local started = 0
 if msg then
-  started = redis.call('EXISTS', KEYS[7])
+  local state = redis.call('GET', KEYS[7])
+  if state and string.sub(state, 1, 8) == 'started:' then
+    started = 1
+  elseif state == 'registered' then
+    local ok0, env0 = pcall(cjson.decode, msg)
+    local tag0 = nil
+    if ok0 and type(env0) == 'table' and type(env0['properties']) == 'table' then
+      tag0 = env0['properties']['delivery_tag']
+    end
+    -- Registered once and gone from unacked since: a visibility sweep put it
+    -- back on a queue (or it was acked). This copy must not run too.
+    if type(tag0) == 'string' and redis.call('HEXISTS', KEYS[2], tag0) == 0 then
+      redis.call('DEL', KEYS[1])
+      redis.call('DEL', KEYS[7])
+      msg = nil
+    end
+  end
 end
 if not msg then
   for i = 8, #KEYS do
@@ -70,7 +89,7 @@ if not msg then
 end
 local promoted = 0
 local ok, env = pcall(cjson.decode, msg)
-if ok and type(env) == 'table' and type(env['properties']) == 'table' then
+if started == 0 and ok and type(env) == 'table' and type(env['properties']) == 'table' then
   local props = env['properties']
   local tag = props['delivery_tag']
   if type(tag) == 'string' then
@@ -82,6 +101,7 @@ if ok and type(env) == 'table' and type(env['properties']) == 'table' then
     end
     redis.call('HSET', KEYS[2], tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', KEYS[3], now, tag)
+    redis.call('SET', KEYS[7], 'registered')
     promoted = redis.call('SREM', KEYS[6], tag)
   end
 end
@@ -108,7 +128,7 @@ if ARGV[1] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-redis.call('SET', KEYS[4], ARGV[2])
+redis.call('SET', KEYS[4], 'started:' .. ARGV[2])
 return 1
 "#;
 
@@ -139,6 +159,13 @@ return 1
 // Restore to a queue. RPUSH puts it at the head (next to be served), as
 // kombu's restore does; `LPUSH` (ARGV[4] = 'tail') is reject-with-requeue.
 const RESTORE: &str = r#"
+if ARGV[1] ~= '' and redis.call('GET', KEYS[#KEYS]) == 'registered'
+    and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
+  -- A visibility sweep already put it back: do not queue a second copy.
+  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[#KEYS])
+  return 0
+end
 if ARGV[4] == 'tail' then
   redis.call('LPUSH', ARGV[2], ARGV[3])
 else
@@ -317,7 +344,8 @@ impl Scripts {
     }
 
     /// Puts `raw` back on `queue_key` (head, or tail when `tail`) and forgets
-    /// the held/unacked copies.
+    /// the held/unacked copies. Returns false when a visibility sweep had
+    /// already requeued it (only the held copy was dropped).
     pub fn restore(
         &self,
         con: &mut Connection,
@@ -326,8 +354,8 @@ impl Scripts {
         queue_key: &str,
         raw: &str,
         tail: bool,
-    ) -> Result<(), BrokerError> {
-        let _: i64 = self
+    ) -> Result<bool, BrokerError> {
+        let restored: i64 = self
             .restore
             .key(held)
             .key(keys::UNACKED)
@@ -338,7 +366,7 @@ impl Scripts {
             .arg(raw)
             .arg(if tail { "tail" } else { "head" })
             .invoke(con)?;
-        Ok(())
+        Ok(restored == 1)
     }
 }
 
@@ -353,10 +381,10 @@ pub fn push_dead_letter(con: &mut Connection, record: &str) -> Result<(), Broker
 
 /// Whether the held message of a slot had started (early ack) when its child died.
 pub fn held_started(con: &mut Connection, held: &str) -> Result<bool, BrokerError> {
-    let n: i64 = redis::cmd("EXISTS")
+    let state: Option<String> = redis::cmd("GET")
         .arg(keys::started_marker(held))
         .query(con)?;
-    Ok(n == 1)
+    Ok(state.is_some_and(|s| s.starts_with("started:")))
 }
 
 /// The held message of a slot, if any (for the main process's recovery).
@@ -364,12 +392,30 @@ pub fn held_message(con: &mut Connection, held: &str) -> Result<Option<String>, 
     Ok(redis::cmd("LINDEX").arg(held).arg(-1).query(con)?)
 }
 
-/// Every held list of `node` (start-up recovery after a node was killed).
+/// Every held list of `node` (start-up recovery after a node was killed):
+/// SCAN, not KEYS, and only `rmulti.held.<node>.<digits>` — not the lists of
+/// a node whose name merely starts the same.
 pub fn held_keys(con: &mut Connection, node: &str) -> Result<Vec<String>, BrokerError> {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(keys::held_pattern(node))
-        .query(con)?;
-    Ok(keys)
+    let prefix = format!("rmulti.held.{node}.");
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys::held_pattern(node))
+            .arg("COUNT")
+            .arg(1000)
+            .query(con)?;
+        found.extend(batch.into_iter().filter(|k| {
+            k.strip_prefix(&prefix)
+                .is_some_and(|slot| !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()))
+        }));
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
 }
 
 /// Declares the queues as kombu does: binding members in the exchange's

@@ -60,7 +60,9 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     let mut last_refused: Option<String> = None;
     // The key a BLMOVE took a message from, so the message keeps its queue.
     let mut moved_from: Option<&str> = None;
-    while !stop_requested() {
+    // A message a BLMOVE just put in the held list is handled even when a stop
+    // came meanwhile: a retired slot would otherwise keep it unseen.
+    while !stop_requested() || moved_from.is_some() {
         let reserved = conns
             .broker()
             .and_then(|con| scripts.reserve(con, &held, &queue_keys));
@@ -71,6 +73,9 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                 }
                 failures = 0;
                 if let Err(e) = executor.handle(&msg, &held, &scripts, &mut conns, reporter) {
+                    // Whatever the main process thinks this child runs, it
+                    // does not run it now; the held message speaks for itself.
+                    let _ = reporter.send(&Report::Done { id: String::new() });
                     if e.is_connection_problem() {
                         tracing::error!("consumer: Connection to broker lost: {e}. Trying to re-establish the connection...");
                         conns.reset();

@@ -14,6 +14,7 @@ use crate::broker::backend::Backend;
 use crate::broker::reserve::{now_secs, Reserved, Scripts};
 use crate::broker::{keys, BrokerError};
 use crate::protocol::envelope::delivery_tag_of;
+use crate::protocol::time::duration_secs;
 use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
 use crate::tasks::python::{self, Host, RunError};
 use crate::tasks::{Executor as TaskExecutor, Invocation, TaskSpec};
@@ -31,6 +32,10 @@ pub struct Executor<'a> {
     unrun: Option<String>,
     /// This child's Python host, when the app has Python tasks.
     host: Option<Host>,
+    /// A message this child has run whose outcome (the meta to store, or
+    /// nothing left but the ack) Redis did not take yet: when it comes back
+    /// from the held list it is completed, not run again nor recorded lost.
+    finished: Option<(String, Option<ResultMeta>)>,
 }
 
 impl<'a> Executor<'a> {
@@ -41,6 +46,7 @@ impl<'a> Executor<'a> {
             pid: std::process::id(),
             unrun: None,
             host: None,
+            finished: None,
         }
     }
 
@@ -114,6 +120,11 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
+        if let Some((raw, meta)) = self.finished.clone() {
+            if raw == msg.raw {
+                return self.complete(msg, meta.as_ref(), held, scripts, conns, reporter);
+            }
+        }
         if msg.started && self.unrun.as_deref() != Some(msg.raw.as_str()) {
             return self.record_lost(msg, held, scripts, conns);
         }
@@ -234,7 +245,8 @@ impl<'a> Executor<'a> {
             .time_limit
             .or(spec.time_limit)
             .or(self.spec.time_limit)
-            .or(app.task_time_limit);
+            .or(app.task_time_limit)
+            .filter(|l| duration_secs(*l).is_some());
         let soft_limit = task
             .soft_time_limit
             .or(spec.soft_time_limit)
@@ -253,7 +265,7 @@ impl<'a> Executor<'a> {
         // Reported before the ack: if this child dies from here on, the main
         // process knows the task had started and records its outcome.
         if reporter.send(&Report::Started(started)).is_err() {
-            std::process::exit(1);
+            exit_child(1);
         }
         self.unrun = Some(msg.raw.clone());
         if !acks_late {
@@ -275,7 +287,7 @@ impl<'a> Executor<'a> {
         // From here on the task runs: coming back, it was lost, not unrun.
         self.unrun = None;
         if in_host {
-            let soft = soft_limit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+            let soft = soft_limit.and_then(duration_secs);
             let done = self.run_in_host(&msg.raw, soft);
             // The host's tracer stored the outcome and logged it; what is
             // left here is the message.
@@ -311,8 +323,11 @@ impl<'a> Executor<'a> {
                     &msg.raw,
                     true,
                 )?;
+                self.finished = None;
             } else {
+                self.finished = Some((msg.raw.clone(), None));
                 scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+                self.finished = None;
             }
             if reporter
                 .send(&Report::Done {
@@ -320,7 +335,7 @@ impl<'a> Executor<'a> {
                 })
                 .is_err()
             {
-                std::process::exit(1);
+                exit_child(1);
             }
             return Ok(());
         }
@@ -329,7 +344,7 @@ impl<'a> Executor<'a> {
             task: &task.task,
             args: &task.args,
             kwargs: &task.kwargs,
-            soft_time_limit: soft_limit.filter(|s| *s > 0.0).map(Duration::from_secs_f64),
+            soft_time_limit: soft_limit.and_then(duration_secs),
         };
         let begun = Instant::now();
         let result = spec.executor.run(&inv);
@@ -361,6 +376,7 @@ impl<'a> Executor<'a> {
                 )
             }
         };
+        self.finished = Some((msg.raw.clone(), (!ignore_result).then(|| meta.clone())));
         if !ignore_result {
             match self.store_with_retry(conns, &meta) {
                 Ok(()) => {}
@@ -398,15 +414,39 @@ impl<'a> Executor<'a> {
                 crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
             }
         }
+        // The outcome is stored; only the ack may still be missing.
+        self.finished = Some((msg.raw.clone(), None));
         scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+        self.finished = None;
         if reporter
             .send(&Report::Done {
                 id: task.id.clone(),
             })
             .is_err()
         {
-            std::process::exit(1);
+            exit_child(1);
         }
+        Ok(())
+    }
+
+    /// Finishes a message this child already ran (see `finished`).
+    fn complete(
+        &mut self,
+        msg: &Reserved,
+        meta: Option<&ResultMeta>,
+        held: &str,
+        scripts: &Scripts,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
+        if let Some(meta) = meta {
+            self.store_with_retry(conns, meta)?;
+            self.finished = Some((msg.raw.clone(), None));
+        }
+        let tag = delivery_tag_of(&msg.raw);
+        scripts.ack(conns.broker()?, held, tag.as_deref())?;
+        self.finished = None;
+        let _ = reporter.send(&Report::Done { id: String::new() });
         Ok(())
     }
 
@@ -449,7 +489,8 @@ impl<'a> Executor<'a> {
                         meta.task_id
                     );
                     conns.reset();
-                    super::consume::nap(Duration::from_millis(500));
+                    // A real sleep: during a warm shutdown `nap` returns at once.
+                    std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => return Err(e),
             }
@@ -573,4 +614,11 @@ fn leave_like(status: std::process::ExitStatus) -> ! {
         }
     }
     leave(status.code().unwrap_or(1))
+}
+
+/// Leaves the pool child at once: `_exit`, so nothing that belongs to the
+/// main process (exit handlers, buffered output) runs in it.
+fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(code) }
 }

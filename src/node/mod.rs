@@ -90,6 +90,14 @@ fn start(
     };
     logging::init(cfg.level, log, "MainProcess");
     signals::ignore(Signal::SIGPIPE);
+    // Before the pidfile: a TERM during start-up is queued for the loop
+    // (which then shuts down cleanly) instead of killing us with the pidfile left.
+    let pipe = signals::install(supervisor::HANDLED).map_err(|e| {
+        StartError::new(
+            exit::FAILURE,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
 
     let pidfile = match &cfg.pidfile {
         Some(path) => {
@@ -132,12 +140,6 @@ fn start(
     if !notifier.is_detached() {
         println!("{text}");
     }
-    let pipe = signals::install(supervisor::HANDLED).map_err(|e| {
-        StartError::new(
-            exit::FAILURE,
-            format!("cannot install signal handlers: {e}"),
-        )
-    })?;
     let notifier = std::mem::replace(notifier, Notifier::foreground());
     Ok((
         supervisor::Supervisor::new(cfg, pipe, notifier, recovery),

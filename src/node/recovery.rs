@@ -91,7 +91,10 @@ impl Recovery {
         why: &Lost,
         job: usize,
     ) -> Result<(), BrokerError> {
-        let raw = reserve::held_message(self.broker()?, held)?;
+        // Only the lost task's own message is acted on: the held list may
+        // already hold the next one (reserved before a "started" came).
+        let raw = reserve::held_message(self.broker()?, held)?
+            .filter(|r| TaskMessage::decode(r).is_ok_and(|t| t.id == task.id));
         let requeue =
             task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
         if let (true, Some(raw)) = (
@@ -161,7 +164,10 @@ impl Recovery {
                 self.store.store(con, &task.id, &json)?;
             }
         }
-        let tag = raw.as_deref().and_then(delivery_tag_of);
+        let Some(raw) = raw else {
+            return Ok(());
+        };
+        let tag = delivery_tag_of(&raw);
         let con = self.conns.broker()?;
         self.scripts.ack(con, held, tag.as_deref())
     }
@@ -194,7 +200,7 @@ impl Recovery {
                 0
             }
             Ok((Some(raw), false)) => match self.retrying(|r| r.restore(held, &raw)) {
-                Ok(()) => 1,
+                Ok(restored) => usize::from(restored),
                 Err(e) => {
                     tracing::error!("Cannot restore held message from {held}: {e}");
                     self.reset_on(&e);
@@ -233,7 +239,7 @@ impl Recovery {
         Ok(held_keys.iter().map(|k| self.release_held(k)).sum())
     }
 
-    fn restore(&mut self, held: &str, raw: &str) -> Result<(), BrokerError> {
+    fn restore(&mut self, held: &str, raw: &str) -> Result<bool, BrokerError> {
         let queue_key = match TaskMessage::decode(raw) {
             Ok(t) if !t.delivery_info.routing_key.is_empty() => {
                 keys::priority_key(&t.delivery_info.routing_key, t.delivery_info.priority)

@@ -26,6 +26,7 @@ use super::recovery::{Lost, Recovery};
 use crate::broker::keys;
 use crate::child::report::{take_lines, Report, Reporter, Started};
 use crate::child::{self, ChildSpec};
+use crate::protocol::time::duration_secs;
 use crate::signals::{self, SelfPipe};
 use crate::{exit, logging};
 
@@ -198,7 +199,7 @@ impl Supervisor {
             if c.time_limit_hit.is_some() {
                 return None;
             }
-            Some(*since + Duration::from_secs_f64(limit))
+            Some(*since + duration_secs(limit)?)
         });
         let respawns = self.respawn_after.values().copied();
         limits.chain(respawns).min()
@@ -274,6 +275,13 @@ impl Supervisor {
                         self.target = c;
                         self.highest_slot = self.highest_slot.max(c);
                     }
+                }
+                if app.broker_url != self.cfg.app.broker_url
+                    || app.result_backend != self.cfg.app.result_backend
+                {
+                    // Lost-task records and the sweep follow the new Redis.
+                    let queue = self.cfg.queues.first().map_or("celery", String::as_str);
+                    self.recovery = Recovery::new(&app, queue);
                 }
                 self.cfg.app = Arc::new(app);
                 self.say("Restarting the pool (SIGHUP): app re-read, children replaced once their current task ends");
@@ -390,8 +398,18 @@ impl Supervisor {
             time_limit: self.cfg.time_limit,
             soft_time_limit: self.cfg.soft_time_limit,
         };
+        // The child starts with TERM blocked, so a TERM sent to it before it
+        // has set itself up stays pending (and is seen) instead of being
+        // handled by our inherited handler and forgotten.
+        let mut term = nix::sys::signal::SigSet::empty();
+        term.add(Signal::SIGTERM);
+        let old_mask = term.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)?;
         // SAFETY: this process is single-threaded, so the child gets a consistent copy.
-        match unsafe { fork() }? {
+        let forked = unsafe { fork() };
+        if !matches!(forked, Ok(ForkResult::Child)) {
+            let _ = old_mask.thread_set_mask();
+        }
+        match forked? {
             ForkResult::Child => {
                 drop(read);
                 // Only the main process may hold these: the launcher's pipe,
@@ -574,6 +592,14 @@ impl Supervisor {
         // child that ran tasks and left normally (max-tasks-per-child,
         // max-memory-per-child) is replaced at once.
         let healthy = abnormal.is_none() && c.jobs > 0;
+        // A slot above the target gets no new child (TTOU, HUP): what its
+        // held list still has goes back to the queue now, not at shutdown.
+        if c.slot > self.target && !self.children.values().any(|o| o.slot == c.slot) {
+            let held = keys::held(&self.cfg.node, c.slot);
+            if self.recovery.release_held(&held) > 0 {
+                tracing::warn!("Restored the message held by retired slot {}", c.slot);
+            }
+        }
         if c.spawned.elapsed() < SHORT_LIFE && !c.retiring && !healthy {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
@@ -589,7 +615,10 @@ impl Supervisor {
             let Some(limit) = task.time_limit else {
                 continue;
             };
-            if c.time_limit_hit.is_none() && now >= *since + Duration::from_secs_f64(limit) {
+            let Some(limit_d) = duration_secs(limit) else {
+                continue;
+            };
+            if c.time_limit_hit.is_none() && now >= *since + limit_d {
                 tracing::error!(
                     "Hard time limit ({limit}s) exceeded for {}[{}]",
                     task.task,

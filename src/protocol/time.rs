@@ -55,6 +55,17 @@ pub fn format_isoformat(t: DateTime<Utc>) -> String {
     }
 }
 
+/// A number of seconds from a message, a flag or a setting as a `Duration`,
+/// or `None` when it is not a usable limit (not finite, 0 or less). Capped
+/// at ten years, so adding it to an `Instant` cannot overflow.
+pub fn duration_secs(secs: f64) -> Option<std::time::Duration> {
+    const MAX: f64 = 10.0 * 365.0 * 86400.0;
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    std::time::Duration::try_from_secs_f64(secs.min(MAX)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

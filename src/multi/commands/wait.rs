@@ -51,10 +51,12 @@ pub fn parse_timeout(list: &NodeList) -> Result<Option<Duration>, MultiError> {
         .trim()
         .parse()
         .map_err(|_| MultiError::BadTimeout(raw.clone()))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(MultiError::BadTimeout(raw.clone()));
+    if secs == 0.0 {
+        return Ok(Some(Duration::ZERO));
     }
-    Ok(Some(Duration::from_secs_f64(secs)))
+    crate::protocol::time::duration_secs(secs)
+        .map(Some)
+        .ok_or_else(|| MultiError::BadTimeout(raw.clone()))
 }
 
 /// Takes the signal token out of argv (spec §8) so it never reaches a worker.
