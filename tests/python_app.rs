@@ -120,7 +120,7 @@ impl Node {
                     .is_empty()
                     && self
                         .redis
-                        .cmd(&["KEYS", "rmulti.started.*"])
+                        .cmd(&["KEYS", "rmulti.state.*"])
                         .strings()
                         .is_empty()
             }),
@@ -296,14 +296,14 @@ fn python_app_runs_tasks_with_celery_results() {
                 .is_empty()
                 && node
                     .redis
-                    .cmd(&["KEYS", "rmulti.started.*"])
+                    .cmd(&["KEYS", "rmulti.state.*"])
                     .strings()
                     .is_empty()
                 && node.redis.cmd(&["HLEN", "unacked"]).int() == 0
         }),
         "held: {:?} started: {:?}",
         node.redis.cmd(&["KEYS", "rmulti.held.*"]).strings(),
-        node.redis.cmd(&["KEYS", "rmulti.started.*"]).strings()
+        node.redis.cmd(&["KEYS", "rmulti.state.*"]).strings()
     );
 }
 

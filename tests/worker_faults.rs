@@ -674,7 +674,7 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
     );
     assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 0);
     assert_eq!(
-        redis.cmd(&["EXISTS", "rmulti.started.w1@testhost.1"]).int(),
+        redis.cmd(&["EXISTS", "rmulti.state.w1@testhost.1"]).int(),
         0
     );
 }

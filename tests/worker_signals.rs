@@ -484,8 +484,5 @@ fn term_under_load_fails_no_task_and_loses_no_message() {
 fn assert_broker_clean_but_queue(redis: &RedisServer) {
     assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
     assert!(redis.cmd(&["KEYS", "rmulti.held.*"]).strings().is_empty());
-    assert!(redis
-        .cmd(&["KEYS", "rmulti.started.*"])
-        .strings()
-        .is_empty());
+    assert!(redis.cmd(&["KEYS", "rmulti.state.*"]).strings().is_empty());
 }

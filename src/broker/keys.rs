@@ -56,11 +56,12 @@ pub fn held(node: &str, slot: usize) -> String {
     format!("rmulti.held.{node}.{slot}")
 }
 
-/// Set while the held message's task runs under early ack (value: task id).
-pub fn started_marker(held: &str) -> String {
+/// The state of a held message: `registered` once it is in kombu's unacked,
+/// `started:<task id>` while its task runs under early ack.
+pub fn slot_state(held: &str) -> String {
     match held.strip_prefix("rmulti.held.") {
-        Some(rest) => format!("rmulti.started.{rest}"),
-        None => format!("{held}.started"),
+        Some(rest) => format!("rmulti.state.{rest}"),
+        None => format!("{held}.state"),
     }
 }
 

@@ -228,7 +228,7 @@ impl Scripts {
             .key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
             .key(keys::ETA_PROMOTED)
-            .key(keys::started_marker(held));
+            .key(keys::slot_state(held));
         for k in queue_keys {
             inv.key(k);
         }
@@ -272,7 +272,7 @@ impl Scripts {
             .key(held)
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
-            .key(keys::started_marker(held))
+            .key(keys::slot_state(held))
             .arg(tag.unwrap_or(""))
             .invoke(con)?;
         Ok(())
@@ -291,7 +291,7 @@ impl Scripts {
             .key(held)
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
-            .key(keys::started_marker(held))
+            .key(keys::slot_state(held))
             .arg(tag.unwrap_or(""))
             .arg(task_id)
             .invoke(con)?;
@@ -314,7 +314,7 @@ impl Scripts {
             .key(keys::UNACKED_INDEX)
             .key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
-            .key(keys::started_marker(held))
+            .key(keys::slot_state(held))
             .arg(tag)
             .arg(format!("{due:.6}"))
             .arg(queue_key)
@@ -336,7 +336,7 @@ impl Scripts {
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::DEAD_LETTER)
-            .key(keys::started_marker(held))
+            .key(keys::slot_state(held))
             .arg(tag.unwrap_or(""))
             .arg(record)
             .invoke(con)?;
@@ -360,7 +360,7 @@ impl Scripts {
             .key(held)
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
-            .key(keys::started_marker(held))
+            .key(keys::slot_state(held))
             .arg(tag.unwrap_or(""))
             .arg(queue_key)
             .arg(raw)
@@ -381,9 +381,7 @@ pub fn push_dead_letter(con: &mut Connection, record: &str) -> Result<(), Broker
 
 /// Whether the held message of a slot had started (early ack) when its child died.
 pub fn held_started(con: &mut Connection, held: &str) -> Result<bool, BrokerError> {
-    let state: Option<String> = redis::cmd("GET")
-        .arg(keys::started_marker(held))
-        .query(con)?;
+    let state: Option<String> = redis::cmd("GET").arg(keys::slot_state(held)).query(con)?;
     Ok(state.is_some_and(|s| s.starts_with("started:")))
 }
 
