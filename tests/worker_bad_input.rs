@@ -69,13 +69,7 @@ impl Node {
             .wait_result(&id, Duration::from_secs(10))
             .expect("node keeps serving");
         assert_eq!(meta["result"], 42);
-        assert_eq!(
-            self.redis
-                .cmd(&["LLEN", &format!("rmulti.held.{NODE}.1")])
-                .int(),
-            0
-        );
-        assert_eq!(self.redis.cmd(&["HLEN", "unacked"]).int(), 0);
+        wait_nothing_in_flight(&self.redis);
     }
 }
 

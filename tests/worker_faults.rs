@@ -61,6 +61,7 @@ fn wait_started(redis: &RedisServer, id: &str) {
 }
 
 fn assert_broker_clean(redis: &RedisServer) {
+    wait_nothing_in_flight(redis);
     assert_eq!(redis.cmd(&["LLEN", "celery"]).int(), 0, "queue not empty");
     assert_eq!(
         redis.cmd(&["HLEN", "unacked"]).int(),

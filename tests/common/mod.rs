@@ -825,6 +825,37 @@ impl Drop for Spawned {
     }
 }
 
+/// What is still in flight in the broker db: a non-empty `unacked` or
+/// `unacked_index`, non-empty held lists, slot states. Empty when every
+/// message was acked.
+pub fn in_flight(redis: &RedisServer) -> Vec<String> {
+    let mut busy = Vec::new();
+    for key in ["unacked", "unacked_index"] {
+        let n = match key {
+            "unacked" => redis.cmd(&["HLEN", key]).int(),
+            _ => redis.cmd(&["ZCARD", key]).int(),
+        };
+        if n > 0 {
+            busy.push(format!("{key} ({n})"));
+        }
+    }
+    for key in redis.cmd(&["KEYS", "rmulti.held.*"]).strings() {
+        if redis.cmd(&["LLEN", &key]).int() > 0 {
+            busy.push(key);
+        }
+    }
+    busy.extend(redis.cmd(&["KEYS", "rmulti.state.*"]).strings());
+    busy
+}
+
+/// Waits until nothing is in flight ([`in_flight`]). A task's result is
+/// stored just before its message is acked, so a test that has seen the
+/// result polls for this instead of asserting at once.
+pub fn wait_nothing_in_flight(redis: &RedisServer) {
+    let settled = wait_until(Duration::from_secs(5), || in_flight(redis).is_empty());
+    assert!(settled, "still in flight: {:?}", in_flight(redis));
+}
+
 // ---------------------------------------------------------------------------
 // One worker node, the way most tests start it
 // ---------------------------------------------------------------------------
