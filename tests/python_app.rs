@@ -112,21 +112,7 @@ impl Node {
     /// Waits until every message is acked (nothing held, no started
     /// marker): the host stores a result before it says the task is done.
     fn wait_idle(&self) {
-        assert!(
-            wait_until(WAIT, || {
-                self.redis
-                    .cmd(&["KEYS", "rmulti.held.*"])
-                    .strings()
-                    .is_empty()
-                    && self
-                        .redis
-                        .cmd(&["KEYS", "rmulti.state.*"])
-                        .strings()
-                        .is_empty()
-            }),
-            "still held: {:?}",
-            self.redis.cmd(&["KEYS", "rmulti.*"]).strings()
-        );
+        wait_nothing_in_flight(&self.redis);
     }
 
     fn send(&self, task: &str, args: Value) -> String {
@@ -287,24 +273,8 @@ fn python_app_runs_tasks_with_celery_results() {
         node.redis.result(&quiet).is_none(),
         "ignore_result stores nothing"
     );
-    // Every message was acked: nothing held, no started marker, nothing unacked.
-    assert!(
-        wait_until(WAIT, || {
-            node.redis
-                .cmd(&["KEYS", "rmulti.held.*"])
-                .strings()
-                .is_empty()
-                && node
-                    .redis
-                    .cmd(&["KEYS", "rmulti.state.*"])
-                    .strings()
-                    .is_empty()
-                && node.redis.cmd(&["HLEN", "unacked"]).int() == 0
-        }),
-        "held: {:?} started: {:?}",
-        node.redis.cmd(&["KEYS", "rmulti.held.*"]).strings(),
-        node.redis.cmd(&["KEYS", "rmulti.state.*"]).strings()
-    );
+    // Every message was acked: nothing held, no slot state, nothing unacked.
+    wait_nothing_in_flight(&node.redis);
 }
 
 #[test]
