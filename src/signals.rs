@@ -68,6 +68,20 @@ pub fn take(sig: Signal) -> u32 {
     PENDING[sig as usize].swap(0, Ordering::SeqCst)
 }
 
+/// Installs `record` without a wake pipe (a pool child reads `peek`).
+pub fn install_flags(signals: &[Signal]) -> nix::Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(record),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in signals {
+        // SAFETY: the handler only touches atomics (the wake fd is -1 here).
+        unsafe { signal::sigaction(*sig, &action)? };
+    }
+    Ok(())
+}
+
 /// Restores default dispositions (in a freshly forked child) and forgets the
 /// parent's self-pipe, so the child's signals never wake the parent.
 pub fn reset_in_child(signals: &[Signal]) {
@@ -92,6 +106,13 @@ pub fn block(sig: Signal) -> nix::Result<()> {
     let mut set = SigSet::empty();
     set.add(sig);
     set.thread_block()
+}
+
+/// Unblocks `sig` (see `block`).
+pub fn unblock(sig: Signal) -> nix::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(sig);
+    set.thread_unblock()
 }
 
 /// Whether a blocked `sig` has arrived.

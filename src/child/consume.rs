@@ -21,7 +21,7 @@ const MAX_REFUSALS: u32 = 3;
 
 /// True once the main process asked this child to leave (SIGTERM).
 pub fn stop_requested() -> bool {
-    signals::is_pending(Signal::SIGTERM)
+    signals::is_pending(Signal::SIGTERM) || signals::peek(Signal::SIGTERM) > 0
 }
 
 /// Sleeps up to `total`, waking early when a stop is requested.
@@ -119,10 +119,14 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                 }
             }
             Ok(None) => {
-                match conns
+                // The idle wait is the one place TERM may interrupt: nothing is
+                // half-done there, and an idle child then leaves at once.
+                let _ = signals::unblock(Signal::SIGTERM);
+                let waited = conns
                     .broker()
-                    .and_then(|con| scripts.wait(con, &first_key, &held))
-                {
+                    .and_then(|con| scripts.wait(con, &first_key, &held));
+                let _ = signals::block(Signal::SIGTERM);
+                match waited {
                     Ok(true) => moved_from = Some(first_key.as_str()),
                     Ok(false) => {}
                     Err(e) => {

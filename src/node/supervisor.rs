@@ -689,6 +689,10 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
         return exit::FAILURE;
     }
     signals::reset_in_child(HANDLED);
+    // Delivered only while the child waits idle on Redis (see `consume::run`).
+    if signals::install_flags(&[Signal::SIGTERM]).is_err() {
+        return exit::FAILURE;
+    }
     // Ctrl-C, job control and HUP are for the main process.
     for sig in [
         Signal::SIGINT,
