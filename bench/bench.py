@@ -585,7 +585,7 @@ def report(res, args, meta):
         "",
     ]
     for label in ("rmulti", "Celery"):
-        mine = [p for p in PROBLEMS if p.startswith(label)]
+        mine = [p for p in PROBLEMS if p.startswith(label) and not p.startswith(label + " python")]
         if mine:
             lines += ["%s: problems seen during the run:" % label, ""] + ["- " + p for p in mine] + [""]
         else:
@@ -593,38 +593,9 @@ def report(res, args, meta):
     return "\n".join(lines)
 
 
-def main():
-    # bench/run stops us with SIGTERM on Ctrl-C or failure: unwind so that
-    # the finally below kills the nodes we started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rmulti", required=True)
-    ap.add_argument("--celery", required=True)
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--n-stream", type=int, default=5000)
-    ap.add_argument("--n-lat", type=int, default=500)
-    ap.add_argument("--n-busy", type=int, default=4000, help="pre-loaded for the busy stop")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--startups", type=int, default=3, help="start/stop cycles per round")
-    args = ap.parse_args()
-
-    broker = "redis://127.0.0.1:%d/0" % args.port
-    backend = "redis://127.0.0.1:%d/1" % args.port
-    os.environ["BENCH_BROKER_URL"] = broker
-    os.environ["BENCH_RESULT_BACKEND"] = backend
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(HERE, "celery_app") + os.pathsep + env.get("PYTHONPATH", "")
-
-    import celery
-    import redis as redislib
-
-    r0 = redislib.Redis.from_url(broker)
-    r1 = redislib.Redis.from_url(backend)
-    template = template_message(r0)
-
+def run_builtin(args, env, r0, r1, template):
+    """The builtin scenario: rmulti's builtin tasks (proj.toml) against a
+    Celery worker running bench/celery_app/proj."""
     nodes = {
         "rmulti": Rmulti(os.path.abspath(args.rmulti), os.path.join(args.tmp, "rmulti"), env, args.port),
         "Celery": Celery(args.celery, os.path.join(args.tmp, "celery"), env),
@@ -658,6 +629,54 @@ def main():
     finally:
         for n in nodes.values():
             n.kill()
+    return res
+
+
+def main():
+    # bench/run stops us with SIGTERM on Ctrl-C or failure: unwind so that
+    # the finally below kills the nodes we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rmulti", required=True)
+    ap.add_argument("--celery", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--n-stream", type=int, default=5000)
+    ap.add_argument("--n-lat", type=int, default=500)
+    ap.add_argument("--n-busy", type=int, default=4000, help="pre-loaded for the busy stop")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--startups", type=int, default=3, help="start/stop cycles per round")
+    ap.add_argument("--scenario", choices=("builtin", "python", "all"), default="all",
+                    help="builtin: rmulti's builtin tasks vs a Celery worker; python: the same "
+                         "Python app under celery multi and rmulti (pytasks.py); all: both")
+    ap.add_argument("--python", default=sys.executable, help="the interpreter rmulti's hosts run")
+    ap.add_argument("--py-n", type=int, default=5000, help="python scenario: pre-loaded add tasks")
+    ap.add_argument("--py-heavy", type=int, default=2000, help="python scenario: pre-loaded sumrange tasks")
+    ap.add_argument("--py-work", type=int, default=20000, help="python scenario: sumrange's n")
+    args = ap.parse_args()
+
+    broker = "redis://127.0.0.1:%d/0" % args.port
+    backend = "redis://127.0.0.1:%d/1" % args.port
+    os.environ["BENCH_BROKER_URL"] = broker
+    os.environ["BENCH_RESULT_BACKEND"] = backend
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(HERE, "celery_app") + os.pathsep + env.get("PYTHONPATH", "")
+
+    import celery
+    import redis as redislib
+
+    r0 = redislib.Redis.from_url(broker)
+    r1 = redislib.Redis.from_url(backend)
+    template = template_message(r0)
+
+    res = pyres = None
+    if args.scenario in ("builtin", "all"):
+        res = run_builtin(args, env, r0, r1, template)
+    if args.scenario in ("python", "all"):
+        import pytasks
+        pyres = pytasks.run(sys.modules[__name__], args, env, r0, r1, os.path.abspath(args.python))
 
     cpu = "?"
     try:
@@ -674,13 +693,21 @@ def main():
         "cpu": cpu,
         "celery_version": celery.__version__,
         "redis_version": r0.info("server").get("redis_version", "?"),
+        "python": sys.version.split()[0],
     }
-    text = report(res, args, meta)
+    texts = []
+    if res is not None:
+        texts.append(report(res, args, meta))
+    if pyres is not None:
+        import pytasks
+        texts.append(pytasks.report(sys.modules[__name__], pyres, args, meta))
+    text = "\n".join(texts)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
     with open(os.path.join(os.path.dirname(os.path.abspath(args.out)), "latest.json"), "w") as f:
-        json.dump({"meta": meta, "args": vars(args), "results": res, "problems": PROBLEMS}, f)
+        json.dump({"meta": meta, "args": vars(args), "results": res, "python_results": pyres,
+                   "problems": PROBLEMS}, f)
     print(text)
 
 

@@ -17,3 +17,13 @@ def noop(*args, **kwargs):
 def sleep(seconds):
     time.sleep(seconds)
     return None
+
+
+@app.task(name="proj.tasks.sumrange")
+def sumrange(n):
+    """A slightly heavier pure-Python task (the python scenario): an
+    interpreted loop, about 1 ms for n=20000 on CPython 3.11."""
+    total = 0
+    for i in range(n):
+        total += i
+    return total
