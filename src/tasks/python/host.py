@@ -385,7 +385,16 @@ def main(argv):
         return 0
     if len(argv) >= 2 and argv[0] == "serve":
         opts = json.loads(argv[2]) if len(argv) > 2 else {}
-        return serve(argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+        code = serve(argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+        # As billiard's pool processes do: leave without the interpreter's
+        # teardown (hundreds of ms for a Django project) once
+        # worker_process_shutdown has run.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
     sys.stderr.write("usage: host.py describe APP | serve APP [OPTIONS_JSON]\n")
     return 2
 
