@@ -75,7 +75,7 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                 if let Err(e) = executor.handle(&msg, &held, &scripts, &mut conns, reporter) {
                     // Whatever the main process thinks this child runs, it
                     // does not run it now; the held message speaks for itself.
-                    let _ = reporter.send(&Report::Done { id: String::new() });
+                    let _ = reporter.send(&Report::Done);
                     if e.is_connection_problem() {
                         tracing::error!("consumer: Connection to broker lost: {e}. Trying to re-establish the connection...");
                         conns.reset();

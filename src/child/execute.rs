@@ -26,16 +26,21 @@ pub struct Executor<'a> {
     spec: &'a ChildSpec,
     backend: Backend,
     pid: u32,
-    /// A message this child early-acked but could not run (Redis failed in
-    /// between): when it comes back from the held list it is run, not
-    /// recorded lost.
-    unrun: Option<String>,
     /// This child's Python host, when the app has Python tasks.
     host: Option<Host>,
-    /// A message this child has run whose outcome (the meta to store, or
-    /// nothing left but the ack) Redis did not take yet: when it comes back
-    /// from the held list it is completed, not run again nor recorded lost.
-    finished: Option<(String, Option<ResultMeta>)>,
+    /// How far this child got with the task in its held list (its id): when
+    /// a Redis error sends the message back from the held list, this says
+    /// whether to run it, finish it, or (if it is not ours) record it lost.
+    in_flight: Option<(String, Stage)>,
+}
+
+/// See `Executor::in_flight`.
+enum Stage {
+    /// Early-acked, not run yet: run it.
+    Acked,
+    /// Run; the result meta still to store (`None`: stored or not wanted),
+    /// then the ack.
+    Ran(Option<Box<ResultMeta>>),
 }
 
 impl<'a> Executor<'a> {
@@ -44,9 +49,8 @@ impl<'a> Executor<'a> {
             spec,
             backend: Backend::new(spec.app.result_expires),
             pid: std::process::id(),
-            unrun: None,
             host: None,
-            finished: None,
+            in_flight: None,
         }
     }
 
@@ -120,14 +124,6 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
-        if let Some((raw, meta)) = self.finished.clone() {
-            if raw == msg.raw {
-                return self.complete(msg, meta.as_ref(), held, scripts, conns, reporter);
-            }
-        }
-        if msg.started && self.unrun.as_deref() != Some(msg.raw.as_str()) {
-            return self.record_lost(msg, held, scripts, conns);
-        }
         let task = match TaskMessage::decode(&msg.raw) {
             Ok(t) => t,
             Err(e) => {
@@ -164,6 +160,14 @@ impl<'a> Executor<'a> {
                 );
             }
         };
+        match self.in_flight.take_if(|(id, _)| *id == task.id) {
+            Some((_, Stage::Ran(meta))) => {
+                return self.complete(&task, meta, held, scripts, conns, reporter)
+            }
+            Some((_, Stage::Acked)) => {}
+            None if msg.started => return self.record_lost(&task, held, scripts, conns),
+            None => {}
+        }
         // A due ETA message was logged as received when it arrived.
         if !msg.from_eta_park {
             let _ = reporter.send(&Report::Received {
@@ -172,7 +176,9 @@ impl<'a> Executor<'a> {
             });
         }
 
-        let Some(spec) = self.spec.app.tasks.get(&task.task).cloned() else {
+        // Borrowed from the child's spec, not from `self`, so `run` may take `&mut self`.
+        let child: &'a ChildSpec = self.spec;
+        let Some(spec) = child.app.tasks.get(&task.task) else {
             tracing::error!(
                 "Received unregistered task of type '{}'.\nThe message has been ignored and discarded.\n\nDid you remember to import the module containing this task?\nOr maybe you're using relative imports?\n\nThe full contents of the message body was:\n{} (kept in {})",
                 task.task,
@@ -224,7 +230,7 @@ impl<'a> Executor<'a> {
                 return Ok(());
             }
         }
-        self.run(msg, &task, &spec, held, scripts, conns, reporter)
+        self.run(msg, &task, spec, held, scripts, conns, reporter)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -265,9 +271,9 @@ impl<'a> Executor<'a> {
         // Reported before the ack: if this child dies from here on, the main
         // process knows the task had started and records its outcome.
         if reporter.send(&Report::Started(started)).is_err() {
-            exit_child(1);
+            leave(1);
         }
-        self.unrun = Some(msg.raw.clone());
+        self.in_flight = Some((task.id.clone(), Stage::Acked));
         if !acks_late {
             scripts.start(
                 conns.broker()?,
@@ -284,8 +290,8 @@ impl<'a> Executor<'a> {
                 &ResultMeta::started(&task.id, self.pid, &self.spec.node).with_request(task),
             )?;
         }
-        // From here on the task runs: coming back, it was lost, not unrun.
-        self.unrun = None;
+        // From here on the task runs: coming back, it is to be finished.
+        self.set_stage(Stage::Ran(None));
         if in_host {
             let soft = soft_limit.and_then(duration_secs);
             let done = self.run_in_host(&msg.raw, soft);
@@ -323,19 +329,12 @@ impl<'a> Executor<'a> {
                     &msg.raw,
                     true,
                 )?;
-                self.finished = None;
             } else {
-                self.finished = Some((msg.raw.clone(), None));
                 scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
-                self.finished = None;
             }
-            if reporter
-                .send(&Report::Done {
-                    id: task.id.clone(),
-                })
-                .is_err()
-            {
-                exit_child(1);
+            self.in_flight = None;
+            if reporter.send(&Report::Done).is_err() {
+                leave(1);
             }
             return Ok(());
         }
@@ -376,13 +375,18 @@ impl<'a> Executor<'a> {
                 )
             }
         };
-        self.finished = Some((msg.raw.clone(), (!ignore_result).then(|| meta.clone())));
         if !ignore_result {
             match self.store_with_retry(conns, &meta) {
                 Ok(()) => {}
+                Err(e) if e.is_connection_problem() => {
+                    // Redis is gone past the retries: keep the outcome for
+                    // when the message comes back from the held list.
+                    self.set_stage(Stage::Ran(Some(Box::new(meta))));
+                    return Err(e);
+                }
                 // Redis answers but refuses the write (wrong key type, OOM...):
                 // the outcome goes to the dead-letter list instead of nowhere.
-                Err(e) if !e.is_connection_problem() => {
+                Err(e) => {
                     tracing::error!(
                         "Cannot store the result of {}[{}]: {e}; kept in {}",
                         task.task,
@@ -393,11 +397,8 @@ impl<'a> Executor<'a> {
                         "result could not be stored: {e}; result: {}",
                         meta.to_json()
                     );
-                    let record =
-                        self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
-                    crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                    self.keep(conns, msg, &reason, task)?;
                 }
-                Err(e) => return Err(e),
             }
         }
         // A builtin called with the wrong arguments is bad input, not a task
@@ -409,44 +410,57 @@ impl<'a> Executor<'a> {
                     task.task,
                     err.exc.repr()
                 );
-                let record =
-                    self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
-                crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                self.keep(conns, msg, &reason, task)?;
             }
         }
-        // The outcome is stored; only the ack may still be missing.
-        self.finished = Some((msg.raw.clone(), None));
         scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
-        self.finished = None;
-        if reporter
-            .send(&Report::Done {
-                id: task.id.clone(),
-            })
-            .is_err()
-        {
-            exit_child(1);
+        self.in_flight = None;
+        if reporter.send(&Report::Done).is_err() {
+            leave(1);
         }
         Ok(())
     }
 
-    /// Finishes a message this child already ran (see `finished`).
+    /// Moves the task in flight to `stage`.
+    fn set_stage(&mut self, stage: Stage) {
+        if let Some((_, current)) = self.in_flight.as_mut() {
+            *current = stage;
+        }
+    }
+
+    /// Keeps a record of `msg` in the dead-letter list without touching its
+    /// state (the task ran; its message is acked as usual).
+    fn keep(
+        &self,
+        conns: &mut Conns,
+        msg: &Reserved,
+        reason: &str,
+        task: &TaskMessage,
+    ) -> Result<(), BrokerError> {
+        let record = self.dead_letter_record(msg, reason, Some(&task.id), Some(&task.task));
+        crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
+    }
+
+    /// Finishes a task this child already ran (see `in_flight`).
     fn complete(
         &mut self,
-        msg: &Reserved,
-        meta: Option<&ResultMeta>,
+        task: &TaskMessage,
+        meta: Option<Box<ResultMeta>>,
         held: &str,
         scripts: &Scripts,
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
         if let Some(meta) = meta {
-            self.store_with_retry(conns, meta)?;
-            self.finished = Some((msg.raw.clone(), None));
+            if let Err(e) = self.store_with_retry(conns, &meta) {
+                self.in_flight = Some((task.id.clone(), Stage::Ran(Some(meta))));
+                return Err(e);
+            }
         }
-        let tag = delivery_tag_of(&msg.raw);
-        scripts.ack(conns.broker()?, held, tag.as_deref())?;
-        self.finished = None;
-        let _ = reporter.send(&Report::Done { id: String::new() });
+        self.in_flight = Some((task.id.clone(), Stage::Ran(None)));
+        scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+        self.in_flight = None;
+        let _ = reporter.send(&Report::Done);
         Ok(())
     }
 
@@ -518,20 +532,11 @@ impl<'a> Executor<'a> {
     /// record it as Celery would have, rather than run it a second time.
     fn record_lost(
         &self,
-        msg: &Reserved,
+        task: &TaskMessage,
         held: &str,
         scripts: &Scripts,
         conns: &mut Conns,
     ) -> Result<(), BrokerError> {
-        let Ok(task) = TaskMessage::decode(&msg.raw) else {
-            return self.give_up(
-                msg,
-                held,
-                scripts,
-                conns,
-                "undecodable message held by a dead child",
-            );
-        };
         let why = "Worker exited prematurely: the pool process running it died with its node";
         tracing::error!(
             "Task {}[{}] raised unexpected: WorkerLostError('{why}')",
@@ -551,7 +556,7 @@ impl<'a> Executor<'a> {
                 Some("billiard.exceptions"),
                 vec![json!(why)],
             );
-            self.store(conns, &ResultMeta::failure(&task, exc, None, Utc::now()))?;
+            self.store(conns, &ResultMeta::failure(task, exc, None, Utc::now()))?;
         }
         scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())
     }
@@ -606,6 +611,10 @@ fn leave(code: i32) -> ! {
 fn leave_like(status: std::process::ExitStatus) -> ! {
     use std::os::unix::process::ExitStatusExt as _;
     if let Some(sig) = status.signal() {
+        // The child keeps TERM blocked (see `consume`); a raised TERM must land.
+        if let Ok(signal) = nix::sys::signal::Signal::try_from(sig) {
+            let _ = crate::signals::unblock(signal);
+        }
         // SAFETY: restoring the default action, then raising the signal on
         // this process; both are plain libc calls.
         unsafe {
@@ -614,11 +623,4 @@ fn leave_like(status: std::process::ExitStatus) -> ! {
         }
     }
     leave(status.code().unwrap_or(1))
-}
-
-/// Leaves the pool child at once: `_exit`, so nothing that belongs to the
-/// main process (exit handlers, buffered output) runs in it.
-fn exit_child(code: i32) -> ! {
-    // SAFETY: _exit has no preconditions.
-    unsafe { libc::_exit(code) }
 }

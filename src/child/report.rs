@@ -36,9 +36,7 @@ pub enum Report {
         task: String,
     },
     Started(Started),
-    Done {
-        id: String,
-    },
+    Done,
 }
 
 impl Report {

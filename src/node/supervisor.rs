@@ -472,7 +472,7 @@ impl Supervisor {
                         c.current = Some((s, Instant::now()));
                         c.jobs += 1;
                     }
-                    Report::Done { .. } => c.current = None,
+                    Report::Done => c.current = None,
                 }
             }
         }
@@ -541,7 +541,7 @@ impl Supervisor {
                     c.current = Some((s, Instant::now()));
                     c.jobs += 1;
                 }
-                Report::Done { .. } => c.current = None,
+                Report::Done => c.current = None,
                 Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
                 Report::Ready => c.ready = true,
                 Report::Fatal { message } => c.fatal = Some(message),
