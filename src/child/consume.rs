@@ -130,32 +130,38 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                     Ok(true) => moved_from = Some(first_key.as_str()),
                     Ok(false) => {}
                     Err(e) => {
-                        if stop_requested() {
+                        if !retry_later(&e, &mut failures, &mut conns) {
                             break;
                         }
-                        failures += 1;
-                        report_broker_error(&e, failures);
-                        conns.reset();
-                        nap(backoff(failures));
                     }
                 }
             }
             Err(e) => {
-                if stop_requested() {
+                if !retry_later(&e, &mut failures, &mut conns) {
                     break;
                 }
-                failures += 1;
-                report_broker_error(&e, failures);
-                conns.reset();
-                nap(backoff(failures));
             }
         }
     }
     0
 }
 
+/// After a broker error: false when the child should leave (a stop was
+/// asked; the error is then just the interrupted wait), else reports it,
+/// drops the connections and backs off.
+fn retry_later(e: &BrokerError, failures: &mut u32, conns: &mut Conns) -> bool {
+    if stop_requested() {
+        return false;
+    }
+    *failures += 1;
+    report_broker_error(e, *failures);
+    conns.reset();
+    nap(backoff(*failures));
+    true
+}
+
 fn wait_connected(conns: &mut Conns) -> bool {
-    let mut attempt = 0;
+    let mut failures = 0;
     loop {
         let connected = conns
             .broker()
@@ -164,11 +170,7 @@ fn wait_connected(conns: &mut Conns) -> bool {
         match connected {
             Ok(()) => return true,
             Err(e) => {
-                attempt += 1;
-                report_broker_error(&e, attempt);
-                conns.reset();
-                nap(backoff(attempt));
-                if stop_requested() {
+                if !retry_later(&e, &mut failures, conns) {
                     return false;
                 }
             }
