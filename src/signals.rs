@@ -32,11 +32,13 @@ pub struct SelfPipe {
     _write: OwnedFd,
 }
 
-impl SelfPipe {
-    pub fn fd(&self) -> i32 {
-        self.read.as_raw_fd()
+impl std::os::fd::AsFd for SelfPipe {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.read.as_fd()
     }
+}
 
+impl SelfPipe {
     /// Empties the pipe after a wake-up.
     pub fn drain(&self) {
         let mut buf = [0u8; 64];

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,12 +69,40 @@ struct Child {
     ready: bool,
     spawned: Instant,
     current: Option<(Started, Instant)>,
-    time_limit_hit: Option<f64>,
+    /// Killed by us at its task's hard time limit.
+    killed_at_limit: bool,
     /// What the child said before dying, if it could not run at all.
     fatal: Option<String>,
-    /// Asked to leave (warm stop, HUP, shrink): not counted as a slot's occupant for respawns.
+    /// Asked to leave (warm stop, HUP, shrink, cold stop): its death is
+    /// expected, so it neither fails a start nor delays a respawn.
     retiring: bool,
     jobs: usize,
+}
+
+impl Child {
+    /// Takes one status report into account; returns a line to log.
+    fn apply(&mut self, report: Report) -> Option<String> {
+        match report {
+            Report::Ready => self.ready = true,
+            Report::Fatal { message } => self.fatal = Some(message),
+            Report::Received { id, task } => return Some(format!("Task {task}[{id}] received")),
+            Report::Started(s) => {
+                self.current = Some((s, Instant::now()));
+                self.jobs += 1;
+            }
+            Report::Done => self.current = None,
+        }
+        None
+    }
+
+    /// When the running task's hard time limit runs out, unless it already did.
+    fn deadline(&self) -> Option<Instant> {
+        let (task, since) = self.current.as_ref()?;
+        if self.killed_at_limit {
+            return None;
+        }
+        Some(*since + duration_secs(task.time_limit?)?)
+    }
 }
 
 pub struct Supervisor {
@@ -178,10 +206,7 @@ impl Supervisor {
             .unwrap_or(Duration::from_secs(1));
         let timeout = timeout.min(Duration::from_secs(1));
         let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-        let pipe_fd = self.pipe.fd();
-        // SAFETY: the fds outlive this call; they are owned by self.pipe and self.children.
-        let pipe_borrow = unsafe { std::os::fd::BorrowedFd::borrow_raw(pipe_fd) };
-        let mut fds = vec![PollFd::new(pipe_borrow, PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN)];
         for c in self.children.values() {
             fds.push(PollFd::new(c.status.as_fd(), PollFlags::POLLIN));
         }
@@ -193,14 +218,7 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let limits = self.children.values().filter_map(|c| {
-            let (started, since) = c.current.as_ref()?;
-            let limit = started.time_limit?;
-            if c.time_limit_hit.is_some() {
-                return None;
-            }
-            Some(*since + duration_secs(limit)?)
-        });
+        let limits = self.children.values().filter_map(Child::deadline);
         let respawns = self.respawn_after.values().copied();
         limits.chain(respawns).min()
     }
@@ -334,15 +352,16 @@ impl Supervisor {
         }
         self.target -= 1;
         let target = self.target;
-        for c in self.children.values_mut().filter(|c| c.slot > target) {
-            c.retiring = true;
-            let _ = kill(c.pid, Signal::SIGTERM);
-        }
+        self.retire_where(Signal::SIGTERM, |c| c.slot > target);
         tracing::info!("Pool shrunk to {} (SIGTTOU)", self.target);
     }
 
     fn retire_all(&mut self, sig: Signal) {
-        for c in self.children.values_mut() {
+        self.retire_where(sig, |_| true);
+    }
+
+    fn retire_where(&mut self, sig: Signal, which: impl Fn(&Child) -> bool) {
+        for c in self.children.values_mut().filter(|c| which(c)) {
             c.retiring = true;
             let _ = kill(c.pid, sig);
         }
@@ -361,13 +380,8 @@ impl Supervisor {
     fn spawn_missing(&mut self) {
         let now = Instant::now();
         for slot in 1..=self.target {
-            let occupied = self
-                .children
-                .values()
-                .any(|c| c.slot == slot && !c.retiring);
-            // A retiring child still holds its slot's held list until it exits.
-            let draining = self.children.values().any(|c| c.slot == slot && c.retiring);
-            if occupied || draining {
+            // A retiring child still owns its slot's held list until it exits.
+            if self.children.values().any(|c| c.slot == slot) {
                 continue;
             }
             if self.respawn_after.get(&slot).is_some_and(|t| *t > now) {
@@ -437,7 +451,7 @@ impl Supervisor {
                         ready: false,
                         spawned: Instant::now(),
                         current: None,
-                        time_limit_hit: None,
+                        killed_at_limit: false,
                         fatal: None,
                         retiring: false,
                         jobs: 0,
@@ -462,18 +476,7 @@ impl Supervisor {
                 }
             }
             for report in take_lines(&mut c.buf) {
-                match report {
-                    Report::Ready => c.ready = true,
-                    Report::Fatal { message } => c.fatal = Some(message),
-                    Report::Received { id, task } => {
-                        received.push(format!("Task {task}[{id}] received"))
-                    }
-                    Report::Started(s) => {
-                        c.current = Some((s, Instant::now()));
-                        c.jobs += 1;
-                    }
-                    Report::Done => c.current = None,
-                }
+                received.extend(c.apply(report));
             }
         }
         for line in received {
@@ -536,15 +539,8 @@ impl Supervisor {
         let _ = c.status.read_to_end(&mut rest);
         c.buf.extend_from_slice(&rest);
         for report in take_lines(&mut c.buf) {
-            match report {
-                Report::Started(s) => {
-                    c.current = Some((s, Instant::now()));
-                    c.jobs += 1;
-                }
-                Report::Done => c.current = None,
-                Report::Received { id, task } => tracing::info!("Task {task}[{id}] received"),
-                Report::Ready => c.ready = true,
-                Report::Fatal { message } => c.fatal = Some(message),
+            if let Some(line) = c.apply(report) {
+                tracing::info!("{line}");
             }
         }
         let name = format!("ForkPoolWorker-{}", c.number);
@@ -553,10 +549,10 @@ impl Supervisor {
             None => tracing::debug!("Process '{name}' pid:{pid} exited normally"),
         }
         if let Some((task, _)) = c.current.take() {
-            let why = match (c.time_limit_hit, self.phase) {
-                (Some(limit), _) => Lost::TimeLimit(limit),
-                (None, Phase::Cold) => Lost::ColdShutdown,
-                (None, _) => {
+            let why = match (c.killed_at_limit, self.phase) {
+                (true, _) => Lost::TimeLimit(task.time_limit.unwrap_or_default()),
+                (false, Phase::Cold) => Lost::ColdShutdown,
+                (false, _) => {
                     Lost::Died(abnormal.clone().unwrap_or_else(|| "exitcode 0".to_string()))
                 }
             };
@@ -609,24 +605,19 @@ impl Supervisor {
     fn enforce_time_limits(&mut self) {
         let now = Instant::now();
         for c in self.children.values_mut() {
-            let Some((task, since)) = &c.current else {
+            if c.deadline().is_none_or(|d| now < d) {
                 continue;
-            };
-            let Some(limit) = task.time_limit else {
-                continue;
-            };
-            let Some(limit_d) = duration_secs(limit) else {
-                continue;
-            };
-            if c.time_limit_hit.is_none() && now >= *since + limit_d {
+            }
+            if let Some((task, _)) = &c.current {
                 tracing::error!(
-                    "Hard time limit ({limit}s) exceeded for {}[{}]",
+                    "Hard time limit ({}s) exceeded for {}[{}]",
+                    task.time_limit.unwrap_or_default(),
                     task.task,
                     task.id
                 );
-                c.time_limit_hit = Some(limit);
-                kill_group(c.pid);
             }
+            c.killed_at_limit = true;
+            kill_group(c.pid);
         }
     }
 
@@ -683,11 +674,8 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
         return exit::FAILURE;
     }
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    // TERM (leave at the next safe point) stays pending until `stop_requested`
-    // looks; blocked before the parent's handler is reset, so none is missed.
-    if signals::block(Signal::SIGTERM).is_err() {
-        return exit::FAILURE;
-    }
+    // TERM arrives blocked (see `spawn`): it stays pending until
+    // `consume::stop_requested` looks, so none is missed while we reset.
     signals::reset_in_child(HANDLED);
     // Delivered only while the child waits idle on Redis (see `consume::run`).
     if signals::install_flags(&[Signal::SIGTERM]).is_err() {
@@ -715,8 +703,6 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
         None => None,
     };
     logging::set_target(log, &spec.process_name());
-    // SAFETY: `status` is an owned fd moved into the File.
-    let file = unsafe { File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(status)) };
-    let mut reporter = Reporter::new(file);
+    let mut reporter = Reporter::new(File::from(status));
     child::consume::run(spec, &mut reporter)
 }
