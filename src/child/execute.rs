@@ -537,11 +537,12 @@ impl<'a> Executor<'a> {
         scripts: &Scripts,
         conns: &mut Conns,
     ) -> Result<(), BrokerError> {
-        let why = "Worker exited prematurely: the pool process running it died with its node";
+        let exc = worker_lost(NODE_KILLED);
         tracing::error!(
-            "Task {}[{}] raised unexpected: WorkerLostError('{why}')",
+            "Task {}[{}] raised unexpected: {}",
             task.display_name(),
-            task.id
+            task.id,
+            exc.repr()
         );
         let ignore = task.ignore_result
             || self
@@ -551,11 +552,6 @@ impl<'a> Executor<'a> {
                 .get(&task.task)
                 .is_some_and(|t| t.ignore_result);
         if !ignore {
-            let exc = ExceptionInfo::new(
-                "WorkerLostError",
-                Some("billiard.exceptions"),
-                vec![json!(why)],
-            );
             self.store(conns, &ResultMeta::failure(task, exc, None, Utc::now()))?;
         }
         scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())
@@ -597,6 +593,18 @@ impl<'a> Executor<'a> {
         pyjson::to_string(&record)
     }
 }
+
+/// What a task whose pool process died is recorded as (billiard's error).
+pub fn worker_lost(message: &str) -> ExceptionInfo {
+    ExceptionInfo::new(
+        "WorkerLostError",
+        Some("billiard.exceptions"),
+        vec![json!(message)],
+    )
+}
+
+/// The WorkerLostError text for a task found started after its node died.
+pub const NODE_KILLED: &str = "Worker exited prematurely: its node was killed while the task ran";
 
 /// Leaves this pool child at once (it is a forked process: no destructors
 /// that belong to the main process may run).

@@ -10,6 +10,7 @@ use crate::app::AppConfig;
 use crate::broker::backend::Backend;
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, keys, BrokerError, Connections};
+use crate::child::execute::{worker_lost, NODE_KILLED};
 use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
@@ -109,50 +110,19 @@ impl Recovery {
             );
             return Ok(());
         }
-        let (exc, text) = match why {
-            Lost::TimeLimit(limit) => (
-                ExceptionInfo::new(
-                    "TimeLimitExceeded",
-                    Some("billiard.exceptions"),
-                    vec![json!(limit)],
-                ),
-                format!("TimeLimitExceeded({limit})"),
+        let exc = match why {
+            Lost::TimeLimit(limit) => ExceptionInfo::new(
+                "TimeLimitExceeded",
+                Some("billiard.exceptions"),
+                vec![json!(limit)],
             ),
             Lost::Died(how) => {
-                let msg = format!("Worker exited prematurely: {how} Job: {job}.");
-                (
-                    ExceptionInfo::new(
-                        "WorkerLostError",
-                        Some("billiard.exceptions"),
-                        vec![json!(msg)],
-                    ),
-                    format!("WorkerLostError('{msg}')"),
-                )
+                worker_lost(&format!("Worker exited prematurely: {how} Job: {job}."))
             }
-            Lost::NodeKilled => {
-                let msg =
-                    "Worker exited prematurely: its node was killed while the task ran".to_string();
-                (
-                    ExceptionInfo::new(
-                        "WorkerLostError",
-                        Some("billiard.exceptions"),
-                        vec![json!(msg)],
-                    ),
-                    format!("WorkerLostError('{msg}')"),
-                )
-            }
-            Lost::ColdShutdown => {
-                let msg = "Worker was terminated by a cold shutdown".to_string();
-                (
-                    ExceptionInfo::new(
-                        "WorkerLostError",
-                        Some("billiard.exceptions"),
-                        vec![json!(msg)],
-                    ),
-                    format!("WorkerLostError('{msg}')"),
-                )
-            }
+            Lost::NodeKilled => worker_lost(NODE_KILLED),
+            Lost::ColdShutdown => worker_lost("Worker was terminated by a cold shutdown"),
         };
+        let text = exc.repr();
         tracing::error!("Task handler raised error: {text}");
         if !task.ignore_result {
             let mut meta = ResultMeta::failure_for_id(&task.id, exc, None, chrono::Utc::now());
