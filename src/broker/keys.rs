@@ -50,18 +50,28 @@ pub fn queue_of_key(key: &str) -> &str {
     }
 }
 
-/// The list that holds the one message a pool child is working on, so that a
-/// message is never only in a process's memory.
-pub fn held(node: &str, slot: usize) -> String {
-    format!("rmulti.held.{node}.{slot}")
+/// A pool child's slot in Redis: its held list (the one message it works on,
+/// so a message is never only in a process's memory) and the state of that
+/// message: `registered` once it is in kombu's unacked, `started:<task id>`
+/// while its task runs under early ack. Built once per child, not per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub held: String,
+    pub state: String,
 }
 
-/// The state of a held message: `registered` once it is in kombu's unacked,
-/// `started:<task id>` while its task runs under early ack.
-pub fn slot_state(held: &str) -> String {
-    match held.strip_prefix("rmulti.held.") {
-        Some(rest) => format!("rmulti.state.{rest}"),
-        None => format!("{held}.state"),
+impl Slot {
+    pub fn new(node: &str, slot: usize) -> Slot {
+        Slot::from_held(format!("rmulti.held.{node}.{slot}"))
+    }
+
+    /// The slot of a held-list key found in Redis.
+    pub fn from_held(held: String) -> Slot {
+        let state = match held.strip_prefix("rmulti.held.") {
+            Some(rest) => format!("rmulti.state.{rest}"),
+            None => format!("{held}.state"),
+        };
+        Slot { held, state }
     }
 }
 

@@ -10,10 +10,10 @@
 //! a queue, in its held list (picked up by the next child of that slot or by
 //! the node's start-up recovery), or acknowledged after its outcome was stored.
 
-use redis::{Connection, Script};
+use redis::{Connection, Script, ScriptInvocation};
 
 use super::connection::{BrokerError, BLOCK_TIMEOUT};
-use super::keys;
+use super::keys::{self, Slot};
 
 /// A message taken by a child.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +28,8 @@ pub struct Reserved {
     pub started: bool,
 }
 
-// KEYS: held, unacked, unacked_index, ETA index, ETA messages, ETA promoted
-// set, the held list's state key, then the queue keys in consume order.
+// KEYS: held, unacked, unacked_index, slot state, ETA index, ETA messages,
+// ETA promoted set, then the queue keys in consume order.
 // The state key says `registered` (in kombu's unacked) or `started:<id>`
 // (early-acked and running). The fourth reply says the held message had
 // started (its child died); a registered held message that left unacked
@@ -39,24 +39,24 @@ pub struct Reserved {
 // kombu's unacked structures when its envelope has a delivery tag.
 const RESERVE: &str = r#"
 local now = ARGV[1]
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, tag in ipairs(due) do
-  local entry = redis.call('HGET', KEYS[5], tag)
+  local entry = redis.call('HGET', KEYS[6], tag)
   if entry then
     local nl = string.find(entry, '\n', 1, true)
     if nl then
       redis.call('RPUSH', string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1))
-      redis.call('SADD', KEYS[6], tag)
+      redis.call('SADD', KEYS[7], tag)
     end
   end
-  redis.call('ZREM', KEYS[4], tag)
-  redis.call('HDEL', KEYS[5], tag)
+  redis.call('ZREM', KEYS[5], tag)
+  redis.call('HDEL', KEYS[6], tag)
 end
 local msg = redis.call('LINDEX', KEYS[1], -1)
 local src = ''
 local started = 0
 if msg then
-  local state = redis.call('GET', KEYS[7])
+  local state = redis.call('GET', KEYS[4])
   if state and string.sub(state, 1, 8) == 'started:' then
     started = 1
   elseif state == 'registered' then
@@ -69,7 +69,7 @@ if msg then
     -- back on a queue (or it was acked). This copy must not run too.
     if type(tag0) == 'string' and redis.call('HEXISTS', KEYS[2], tag0) == 0 then
       redis.call('DEL', KEYS[1])
-      redis.call('DEL', KEYS[7])
+      redis.call('DEL', KEYS[4])
       msg = nil
     end
   end
@@ -101,27 +101,28 @@ if started == 0 and ok and type(env) == 'table' and type(env['properties']) == '
     end
     redis.call('HSET', KEYS[2], tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', KEYS[3], now, tag)
-    redis.call('SET', KEYS[7], 'registered')
-    promoted = redis.call('SREM', KEYS[6], tag)
+    redis.call('SET', KEYS[4], 'registered')
+    promoted = redis.call('SREM', KEYS[7], tag)
   end
 end
 return {msg, src, promoted, started}
 "#;
 
-// Ack: forget the message everywhere (after its outcome was stored, or at
-// task start under early ack).
-const ACK: &str = r#"
+// The end of every script that is done with the held message: out of kombu's
+// unacked (ARGV[1] = its delivery tag, '' when it has none), out of the held
+// list, no state.
+const FORGET: &str = r#"
 if ARGV[1] ~= '' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
 redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[#KEYS])
+redis.call('DEL', KEYS[4])
 return 1
 "#;
 
 // Early ack at task start: out of kombu's unacked (Celery acks here), but the
-// held list keeps the message and the marker says it started, so a node that
+// held list keeps the message and its state says it started, so a node that
 // dies now still knows the task's outcome must be recorded, not re-run.
 const START: &str = r#"
 if ARGV[1] ~= '' then
@@ -132,38 +133,26 @@ redis.call('SET', KEYS[4], 'started:' .. ARGV[2])
 return 1
 "#;
 
-// Park an ETA message until due: out of unacked (so no visibility timeout
-// redelivers it), into the ETA index with the queue to return it to.
+// Park an ETA message until due: into the ETA index with the queue to return
+// it to, then forgotten (so no visibility timeout redelivers it).
 const PARK: &str = r#"
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[3] .. '\n' .. ARGV[4])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[#KEYS])
-return 1
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[3] .. '\n' .. ARGV[4])
 "#;
 
-// Dead-letter: keep the record, forget the message.
+// Dead-letter: keep the record, then forget the message.
 const DEAD_LETTER: &str = r#"
-redis.call('LPUSH', KEYS[4], ARGV[2])
-if ARGV[1] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-end
-redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[#KEYS])
-return 1
+redis.call('LPUSH', KEYS[5], ARGV[2])
 "#;
 
 // Restore to a queue. RPUSH puts it at the head (next to be served), as
 // kombu's restore does; `LPUSH` (ARGV[4] = 'tail') is reject-with-requeue.
 const RESTORE: &str = r#"
-if ARGV[1] ~= '' and redis.call('GET', KEYS[#KEYS]) == 'registered'
+if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) == 'registered'
     and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
   -- A visibility sweep already put it back: do not queue a second copy.
   redis.call('DEL', KEYS[1])
-  redis.call('DEL', KEYS[#KEYS])
+  redis.call('DEL', KEYS[4])
   return 0
 end
 if ARGV[4] == 'tail' then
@@ -171,13 +160,6 @@ if ARGV[4] == 'tail' then
 else
   redis.call('RPUSH', ARGV[2], ARGV[3])
 end
-if ARGV[1] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-end
-redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[#KEYS])
-return 1
 "#;
 
 /// The Lua scripts, loaded once per process (EVALSHA, SCRIPT LOAD on NOSCRIPT).
@@ -194,11 +176,11 @@ impl Default for Scripts {
     fn default() -> Self {
         Scripts {
             reserve: Script::new(RESERVE),
-            ack: Script::new(ACK),
+            ack: Script::new(FORGET),
             start: Script::new(START),
-            park: Script::new(PARK),
-            dead_letter: Script::new(DEAD_LETTER),
-            restore: Script::new(RESTORE),
+            park: Script::new(&format!("{PARK}{FORGET}")),
+            dead_letter: Script::new(&format!("{DEAD_LETTER}{FORGET}")),
+            restore: Script::new(&format!("{RESTORE}{FORGET}")),
         }
     }
 }
@@ -213,22 +195,29 @@ pub fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// An invocation of `script` on `slot`: every script's first keys are the
+/// held list, kombu's `unacked` and `unacked_index`, and the slot state.
+fn on_slot<'a>(script: &'a Script, slot: &Slot) -> ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    inv.key(&slot.held)
+        .key(keys::UNACKED)
+        .key(keys::UNACKED_INDEX)
+        .key(&slot.state);
+    inv
+}
+
 impl Scripts {
     /// Takes the held message, or the first message in `queue_keys` order.
     pub fn reserve(
         &self,
         con: &mut Connection,
-        held: &str,
+        slot: &Slot,
         queue_keys: &[String],
     ) -> Result<Option<Reserved>, BrokerError> {
-        let mut inv = self.reserve.prepare_invoke();
-        inv.key(held)
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::ETA_INDEX)
+        let mut inv = on_slot(&self.reserve, slot);
+        inv.key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
-            .key(keys::ETA_PROMOTED)
-            .key(keys::slot_state(held));
+            .key(keys::ETA_PROMOTED);
         for k in queue_keys {
             inv.key(k);
         }
@@ -249,11 +238,11 @@ impl Scripts {
         &self,
         con: &mut Connection,
         first_key: &str,
-        held: &str,
+        slot: &Slot,
     ) -> Result<bool, BrokerError> {
         let moved: Option<String> = redis::cmd("BLMOVE")
             .arg(first_key)
-            .arg(held)
+            .arg(&slot.held)
             .arg("RIGHT")
             .arg("LEFT")
             .arg(BLOCK_TIMEOUT.as_secs_f64())
@@ -261,18 +250,14 @@ impl Scripts {
         Ok(moved.is_some())
     }
 
+    /// Done with the held message: its outcome is stored (or not wanted).
     pub fn ack(
         &self,
         con: &mut Connection,
-        held: &str,
+        slot: &Slot,
         tag: Option<&str>,
     ) -> Result<(), BrokerError> {
-        let _: i64 = self
-            .ack
-            .key(held)
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::slot_state(held))
+        let _: i64 = on_slot(&self.ack, slot)
             .arg(tag.unwrap_or(""))
             .invoke(con)?;
         Ok(())
@@ -282,16 +267,11 @@ impl Scripts {
     pub fn start(
         &self,
         con: &mut Connection,
-        held: &str,
+        slot: &Slot,
         tag: Option<&str>,
         task_id: &str,
     ) -> Result<(), BrokerError> {
-        let _: i64 = self
-            .start
-            .key(held)
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::slot_state(held))
+        let _: i64 = on_slot(&self.start, slot)
             .arg(tag.unwrap_or(""))
             .arg(task_id)
             .invoke(con)?;
@@ -301,20 +281,15 @@ impl Scripts {
     pub fn park(
         &self,
         con: &mut Connection,
-        held: &str,
+        slot: &Slot,
         tag: &str,
         due: f64,
         queue_key: &str,
         raw: &str,
     ) -> Result<(), BrokerError> {
-        let _: i64 = self
-            .park
-            .key(held)
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
+        let _: i64 = on_slot(&self.park, slot)
             .key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
-            .key(keys::slot_state(held))
             .arg(tag)
             .arg(format!("{due:.6}"))
             .arg(queue_key)
@@ -326,17 +301,12 @@ impl Scripts {
     pub fn dead_letter(
         &self,
         con: &mut Connection,
-        held: &str,
+        slot: &Slot,
         tag: Option<&str>,
         record: &str,
     ) -> Result<(), BrokerError> {
-        let _: i64 = self
-            .dead_letter
-            .key(held)
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
+        let _: i64 = on_slot(&self.dead_letter, slot)
             .key(keys::DEAD_LETTER)
-            .key(keys::slot_state(held))
             .arg(tag.unwrap_or(""))
             .arg(record)
             .invoke(con)?;
@@ -349,18 +319,13 @@ impl Scripts {
     pub fn restore(
         &self,
         con: &mut Connection,
-        held: &str,
+        slot: &Slot,
         tag: Option<&str>,
         queue_key: &str,
         raw: &str,
         tail: bool,
     ) -> Result<bool, BrokerError> {
-        let restored: i64 = self
-            .restore
-            .key(held)
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::slot_state(held))
+        let restored: i64 = on_slot(&self.restore, slot)
             .arg(tag.unwrap_or(""))
             .arg(queue_key)
             .arg(raw)
@@ -380,20 +345,20 @@ pub fn push_dead_letter(con: &mut Connection, record: &str) -> Result<(), Broker
 }
 
 /// Whether the held message of a slot had started (early ack) when its child died.
-pub fn held_started(con: &mut Connection, held: &str) -> Result<bool, BrokerError> {
-    let state: Option<String> = redis::cmd("GET").arg(keys::slot_state(held)).query(con)?;
+pub fn held_started(con: &mut Connection, slot: &Slot) -> Result<bool, BrokerError> {
+    let state: Option<String> = redis::cmd("GET").arg(&slot.state).query(con)?;
     Ok(state.is_some_and(|s| s.starts_with("started:")))
 }
 
 /// The held message of a slot, if any (for the main process's recovery).
-pub fn held_message(con: &mut Connection, held: &str) -> Result<Option<String>, BrokerError> {
-    Ok(redis::cmd("LINDEX").arg(held).arg(-1).query(con)?)
+pub fn held_message(con: &mut Connection, slot: &Slot) -> Result<Option<String>, BrokerError> {
+    Ok(redis::cmd("LINDEX").arg(&slot.held).arg(-1).query(con)?)
 }
 
 /// Every held list of `node` (start-up recovery after a node was killed):
 /// SCAN, not KEYS, and only `rmulti.held.<node>.<digits>` — not the lists of
 /// a node whose name merely starts the same.
-pub fn held_keys(con: &mut Connection, node: &str) -> Result<Vec<String>, BrokerError> {
+pub fn held_slots(con: &mut Connection, node: &str) -> Result<Vec<Slot>, BrokerError> {
     let prefix = format!("rmulti.held.{node}.");
     let mut found = Vec::new();
     let mut cursor: u64 = 0;
@@ -405,10 +370,16 @@ pub fn held_keys(con: &mut Connection, node: &str) -> Result<Vec<String>, Broker
             .arg("COUNT")
             .arg(1000)
             .query(con)?;
-        found.extend(batch.into_iter().filter(|k| {
-            k.strip_prefix(&prefix)
-                .is_some_and(|slot| !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()))
-        }));
+        found.extend(
+            batch
+                .into_iter()
+                .filter(|k| {
+                    k.strip_prefix(&prefix).is_some_and(|slot| {
+                        !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit())
+                    })
+                })
+                .map(Slot::from_held),
+        );
         if next == 0 {
             return Ok(found);
         }

@@ -38,7 +38,7 @@ pub fn nap(total: Duration) {
 pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     let mut conns = Conns::new(&spec.app.broker_url, &spec.app.result_backend);
     let scripts = Scripts::default();
-    let held = keys::held(&spec.node, spec.slot);
+    let slot = keys::Slot::new(&spec.node, spec.slot);
     let queue_keys = keys::consume_order(&spec.queues);
     let first_key = queue_keys.first().cloned().unwrap_or_default();
     let mut executor = Executor::new(spec);
@@ -65,14 +65,14 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     while !stop_requested() || moved_from.is_some() {
         let reserved = conns
             .broker()
-            .and_then(|con| scripts.reserve(con, &held, &queue_keys));
+            .and_then(|con| scripts.reserve(con, &slot, &queue_keys));
         match reserved {
             Ok(Some(mut msg)) => {
                 if msg.source.is_empty() {
                     msg.source = moved_from.take().unwrap_or_default().to_string();
                 }
                 failures = 0;
-                if let Err(e) = executor.handle(&msg, &held, &scripts, &mut conns, reporter) {
+                if let Err(e) = executor.handle(&msg, &slot, &scripts, &mut conns, reporter) {
                     // Whatever the main process thinks this child runs, it
                     // does not run it now; the held message speaks for itself.
                     let _ = reporter.send(&Report::Done);
@@ -95,7 +95,7 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                         refused = 0;
                         let reason =
                             format!("Redis refused to process it {MAX_REFUSALS} times: {e}");
-                        if let Err(e) = executor.give_up(&msg, &held, &scripts, &mut conns, &reason)
+                        if let Err(e) = executor.give_up(&msg, &slot, &scripts, &mut conns, &reason)
                         {
                             tracing::error!("Cannot dead-letter the message either: {e}");
                         }
@@ -124,7 +124,7 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                 let _ = signals::unblock(Signal::SIGTERM);
                 let waited = conns
                     .broker()
-                    .and_then(|con| scripts.wait(con, &first_key, &held));
+                    .and_then(|con| scripts.wait(con, &first_key, &slot));
                 let _ = signals::block(Signal::SIGTERM);
                 match waited {
                     Ok(true) => moved_from = Some(first_key.as_str()),

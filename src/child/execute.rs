@@ -11,8 +11,9 @@ use super::consume::Conns;
 use super::report::{Report, Reporter, Started};
 use super::ChildSpec;
 use crate::broker::backend::Backend;
+use crate::broker::keys::{self, Slot};
 use crate::broker::reserve::{now_secs, Reserved, Scripts};
-use crate::broker::{keys, BrokerError};
+use crate::broker::BrokerError;
 use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::time::duration_secs;
 use crate::protocol::{pyjson, pyrepr, Envelope, ExceptionInfo, ResultMeta, TaskMessage};
@@ -119,7 +120,7 @@ impl<'a> Executor<'a> {
     pub fn handle(
         &mut self,
         msg: &Reserved,
-        held: &str,
+        slot: &Slot,
         scripts: &Scripts,
         conns: &mut Conns,
         reporter: &mut Reporter,
@@ -151,7 +152,7 @@ impl<'a> Executor<'a> {
                 }
                 return self.dead_letter(
                     msg,
-                    held,
+                    slot,
                     scripts,
                     conns,
                     &e.reason,
@@ -162,10 +163,10 @@ impl<'a> Executor<'a> {
         };
         match self.in_flight.take_if(|(id, _)| *id == task.id) {
             Some((_, Stage::Ran(meta))) => {
-                return self.complete(&task, meta, held, scripts, conns, reporter)
+                return self.complete(&task, meta, slot, scripts, conns, reporter)
             }
             Some((_, Stage::Acked)) => {}
-            None if msg.started => return self.record_lost(&task, held, scripts, conns),
+            None if msg.started => return self.record_lost(&task, slot, scripts, conns),
             None => {}
         }
         // A due ETA message was logged as received when it arrived.
@@ -190,7 +191,7 @@ impl<'a> Executor<'a> {
             let reason = format!("unregistered task {:?}", task.task);
             return self.dead_letter(
                 msg,
-                held,
+                slot,
                 scripts,
                 conns,
                 &reason,
@@ -212,14 +213,14 @@ impl<'a> Executor<'a> {
                     &ResultMeta::revoked(&task.id, "expired", now).with_request(&task),
                 )?;
             }
-            return scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref());
+            return scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref());
         }
         if let Some(eta) = task.eta {
             if eta > now + chrono::Duration::from_std(ETA_SLACK).unwrap_or_default() {
                 let queue_key = self.queue_key(msg, &task);
                 let tag = task.delivery_tag.clone().unwrap_or_else(|| task.id.clone());
                 let due = eta.timestamp_micros() as f64 / 1e6;
-                scripts.park(conns.broker()?, held, &tag, due, &queue_key, &msg.raw)?;
+                scripts.park(conns.broker()?, slot, &tag, due, &queue_key, &msg.raw)?;
                 tracing::info!(
                     "Task {}[{}] scheduled for {} (parked in {})",
                     task.display_name(),
@@ -230,7 +231,7 @@ impl<'a> Executor<'a> {
                 return Ok(());
             }
         }
-        self.run(msg, &task, spec, held, scripts, conns, reporter)
+        self.run(msg, &task, spec, slot, scripts, conns, reporter)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -239,7 +240,7 @@ impl<'a> Executor<'a> {
         msg: &Reserved,
         task: &TaskMessage,
         spec: &TaskSpec,
-        held: &str,
+        slot: &Slot,
         scripts: &Scripts,
         conns: &mut Conns,
         reporter: &mut Reporter,
@@ -277,7 +278,7 @@ impl<'a> Executor<'a> {
         if !acks_late {
             scripts.start(
                 conns.broker()?,
-                held,
+                slot,
                 task.delivery_tag.as_deref(),
                 &task.id,
             )?;
@@ -323,14 +324,14 @@ impl<'a> Executor<'a> {
                 let queue_key = self.queue_key(msg, task);
                 scripts.restore(
                     conns.broker()?,
-                    held,
+                    slot,
                     task.delivery_tag.as_deref(),
                     &queue_key,
                     &msg.raw,
                     true,
                 )?;
             } else {
-                scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+                scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())?;
             }
             self.in_flight = None;
             if reporter.send(&Report::Done).is_err() {
@@ -413,7 +414,7 @@ impl<'a> Executor<'a> {
                 self.keep(conns, msg, &reason, task)?;
             }
         }
-        scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+        scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())?;
         self.in_flight = None;
         if reporter.send(&Report::Done).is_err() {
             leave(1);
@@ -446,7 +447,7 @@ impl<'a> Executor<'a> {
         &mut self,
         task: &TaskMessage,
         meta: Option<Box<ResultMeta>>,
-        held: &str,
+        slot: &Slot,
         scripts: &Scripts,
         conns: &mut Conns,
         reporter: &mut Reporter,
@@ -458,7 +459,7 @@ impl<'a> Executor<'a> {
             }
         }
         self.in_flight = Some((task.id.clone(), Stage::Ran(None)));
-        scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())?;
+        scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())?;
         self.in_flight = None;
         let _ = reporter.send(&Report::Done);
         Ok(())
@@ -515,7 +516,7 @@ impl<'a> Executor<'a> {
     fn dead_letter(
         &self,
         msg: &Reserved,
-        held: &str,
+        slot: &Slot,
         scripts: &Scripts,
         conns: &mut Conns,
         reason: &str,
@@ -524,7 +525,7 @@ impl<'a> Executor<'a> {
     ) -> Result<(), BrokerError> {
         let tag = delivery_tag_of(&msg.raw);
         let record = self.dead_letter_record(msg, reason, task_id, task);
-        scripts.dead_letter(conns.broker()?, held, tag.as_deref(), &record)
+        scripts.dead_letter(conns.broker()?, slot, tag.as_deref(), &record)
     }
 
     /// The held message's task had started (early ack) when the child that
@@ -533,7 +534,7 @@ impl<'a> Executor<'a> {
     fn record_lost(
         &self,
         task: &TaskMessage,
-        held: &str,
+        slot: &Slot,
         scripts: &Scripts,
         conns: &mut Conns,
     ) -> Result<(), BrokerError> {
@@ -554,14 +555,14 @@ impl<'a> Executor<'a> {
         if !ignore {
             self.store(conns, &ResultMeta::failure(task, exc, None, Utc::now()))?;
         }
-        scripts.ack(conns.broker()?, held, task.delivery_tag.as_deref())
+        scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())
     }
 
     /// Dead-letters a message that cannot be handled at all.
     pub fn give_up(
         &self,
         msg: &Reserved,
-        held: &str,
+        slot: &Slot,
         scripts: &Scripts,
         conns: &mut Conns,
         reason: &str,
@@ -569,7 +570,7 @@ impl<'a> Executor<'a> {
         let task = TaskMessage::decode(&msg.raw).ok();
         let id = task.as_ref().map(|t| t.id.as_str());
         let name = task.as_ref().map(|t| t.task.as_str());
-        self.dead_letter(msg, held, scripts, conns, reason, id, name)
+        self.dead_letter(msg, slot, scripts, conns, reason, id, name)
     }
 
     /// The JSON record kept in the dead-letter list (documented in the README).

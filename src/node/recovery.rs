@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 
 use crate::app::AppConfig;
 use crate::broker::backend::Backend;
+use crate::broker::keys::{self, Slot};
 use crate::broker::reserve::{self, Scripts};
-use crate::broker::{self, keys, BrokerError, Connections};
+use crate::broker::{self, BrokerError, Connections};
 use crate::child::execute::{worker_lost, NODE_KILLED};
 use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
@@ -73,8 +74,8 @@ impl Recovery {
 
     /// Records the outcome of `task`, which was running in `slot` when its child died.
     pub fn task_lost(&mut self, node: &str, slot: usize, task: &Started, why: &Lost, job: usize) {
-        let held = keys::held(node, slot);
-        let result = self.retrying(|r| r.task_lost_inner(&held, task, why, job));
+        let slot = Slot::new(node, slot);
+        let result = self.retrying(|r| r.task_lost_inner(&slot, task, why, job));
         if let Err(e) = result {
             tracing::error!(
                 "Cannot record the outcome of lost task {}[{}]: {e}",
@@ -87,14 +88,14 @@ impl Recovery {
 
     fn task_lost_inner(
         &mut self,
-        held: &str,
+        slot: &Slot,
         task: &Started,
         why: &Lost,
         job: usize,
     ) -> Result<(), BrokerError> {
         // Only the lost task's own message is acted on: the held list may
         // already hold the next one (reserved before a "started" came).
-        let raw = reserve::held_message(self.broker()?, held)?
+        let raw = reserve::held_message(self.broker()?, slot)?
             .filter(|r| TaskMessage::decode(r).is_ok_and(|t| t.id == task.id));
         let requeue =
             task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
@@ -102,7 +103,7 @@ impl Recovery {
             requeue && !matches!(why, Lost::TimeLimit(_)),
             raw.as_deref(),
         ) {
-            self.restore(held, raw)?;
+            self.restore(slot, raw)?;
             tracing::warn!(
                 "Task {}[{}] requeued: its child was lost and it acks late",
                 task.task,
@@ -139,17 +140,17 @@ impl Recovery {
         };
         let tag = delivery_tag_of(&raw);
         let con = self.conns.broker()?;
-        self.scripts.ack(con, held, tag.as_deref())
+        self.scripts.ack(con, slot, tag.as_deref())
     }
 
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
     /// replacement will take it). Returns how many messages were restored.
-    pub fn release_held(&mut self, held: &str) -> usize {
+    pub fn release_held(&mut self, slot: &Slot) -> usize {
         let result = self.retrying(|r| {
             let con = r.broker()?;
             Ok((
-                reserve::held_message(con, held)?,
-                reserve::held_started(con, held)?,
+                reserve::held_message(con, slot)?,
+                reserve::held_started(con, slot)?,
             ))
         });
         match result {
@@ -158,7 +159,7 @@ impl Recovery {
             Ok((Some(raw), true)) => {
                 let started = started_from(&raw);
                 if let Err(e) =
-                    self.retrying(|r| r.task_lost_inner(held, &started, &Lost::NodeKilled, 0))
+                    self.retrying(|r| r.task_lost_inner(slot, &started, &Lost::NodeKilled, 0))
                 {
                     tracing::error!(
                         "Cannot record the outcome of lost task {}[{}]: {e}",
@@ -169,17 +170,17 @@ impl Recovery {
                 }
                 0
             }
-            Ok((Some(raw), false)) => match self.retrying(|r| r.restore(held, &raw)) {
+            Ok((Some(raw), false)) => match self.retrying(|r| r.restore(slot, &raw)) {
                 Ok(restored) => usize::from(restored),
                 Err(e) => {
-                    tracing::error!("Cannot restore held message from {held}: {e}");
+                    tracing::error!("Cannot restore the message held in {}: {e}", slot.held);
                     self.reset_on(&e);
                     0
                 }
             },
             Ok((None, _)) => 0,
             Err(e) => {
-                tracing::error!("Cannot read held list {held}: {e}");
+                tracing::error!("Cannot read held list {}: {e}", slot.held);
                 self.reset_on(&e);
                 0
             }
@@ -205,11 +206,11 @@ impl Recovery {
 
     /// Restores the held messages left by an earlier run of `node` (killed).
     pub fn recover_node(&mut self, node: &str) -> Result<usize, BrokerError> {
-        let held_keys = reserve::held_keys(self.broker()?, node)?;
-        Ok(held_keys.iter().map(|k| self.release_held(k)).sum())
+        let slots = reserve::held_slots(self.broker()?, node)?;
+        Ok(slots.iter().map(|s| self.release_held(s)).sum())
     }
 
-    fn restore(&mut self, held: &str, raw: &str) -> Result<bool, BrokerError> {
+    fn restore(&mut self, slot: &Slot, raw: &str) -> Result<bool, BrokerError> {
         let queue_key = match TaskMessage::decode(raw) {
             Ok(t) if !t.delivery_info.routing_key.is_empty() => {
                 keys::priority_key(&t.delivery_info.routing_key, t.delivery_info.priority)
@@ -220,7 +221,7 @@ impl Recovery {
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
         let con = self.conns.broker()?;
         self.scripts
-            .restore(con, held, tag.as_deref(), &queue_key, &marked, false)
+            .restore(con, slot, tag.as_deref(), &queue_key, &marked, false)
     }
 }
 

@@ -23,7 +23,7 @@ use nix::unistd::{fork, getpid, ForkResult, Pid};
 use super::config::{load_app, NodeConfig};
 use super::detach::Notifier;
 use super::recovery::{Lost, Recovery};
-use crate::broker::keys;
+use crate::broker::keys::Slot;
 use crate::child::report::{take_lines, Report, Reporter, Started};
 use crate::child::{self, ChildSpec};
 use crate::protocol::time::duration_secs;
@@ -181,9 +181,7 @@ impl Supervisor {
     fn finish(&mut self) {
         let mut restored = 0;
         for slot in 1..=self.highest_slot {
-            restored += self
-                .recovery
-                .release_held(&keys::held(&self.cfg.node, slot));
+            restored += self.recovery.release_held(&Slot::new(&self.cfg.node, slot));
         }
         if restored > 0 {
             tracing::warn!(
@@ -584,18 +582,21 @@ impl Supervisor {
             self.retire_all(Signal::SIGKILL);
             return;
         }
+        // A slot above the target gets no new child (TTOU, HUP): what its
+        // held list still has goes back to the queue now, not at shutdown.
+        let retired = c.slot > self.target && !self.children.values().any(|o| o.slot == c.slot);
+        if retired
+            && self
+                .recovery
+                .release_held(&Slot::new(&self.cfg.node, c.slot))
+                > 0
+        {
+            tracing::warn!("Restored the message held by retired slot {}", c.slot);
+        }
         // The back-off is for children that cannot start or crash at once; a
         // child that ran tasks and left normally (max-tasks-per-child,
         // max-memory-per-child) is replaced at once.
         let healthy = abnormal.is_none() && c.jobs > 0;
-        // A slot above the target gets no new child (TTOU, HUP): what its
-        // held list still has goes back to the queue now, not at shutdown.
-        if c.slot > self.target && !self.children.values().any(|o| o.slot == c.slot) {
-            let held = keys::held(&self.cfg.node, c.slot);
-            if self.recovery.release_held(&held) > 0 {
-                tracing::warn!("Restored the message held by retired slot {}", c.slot);
-            }
-        }
         if c.spawned.elapsed() < SHORT_LIFE && !c.retiring && !healthy {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
