@@ -34,6 +34,18 @@ pub fn priority_key(queue: &str, priority: u8) -> String {
     }
 }
 
+/// The list a message goes back to: its routing key's list for its
+/// priority (the anonymous exchange routes by queue name), or
+/// `default_queue`'s when it has no routing key.
+pub fn return_key(routing_key: &str, priority: u8, default_queue: &str) -> String {
+    let queue = if routing_key.is_empty() {
+        default_queue
+    } else {
+        routing_key
+    };
+    priority_key(queue, priority)
+}
+
 /// Keys in kombu's consume order: priority step outer, queue inner.
 pub fn consume_order(queues: &[String]) -> Vec<String> {
     PRIORITY_STEPS

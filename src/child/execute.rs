@@ -465,21 +465,14 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// The list `msg` came from (and goes back to).
     fn queue_key(&self, msg: &Reserved, task: &TaskMessage) -> String {
-        if msg.source.is_empty() {
-            let queue = if task.delivery_info.routing_key.is_empty() {
-                self.spec
-                    .queues
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "celery".to_string())
-            } else {
-                task.delivery_info.routing_key.clone()
-            };
-            keys::priority_key(&queue, task.delivery_info.priority)
-        } else {
-            msg.source.clone()
+        if !msg.source.is_empty() {
+            return msg.source.clone();
         }
+        let default = self.spec.queues.first().map_or("celery", String::as_str);
+        let info = &task.delivery_info;
+        keys::return_key(&info.routing_key, info.priority, default)
     }
 
     fn store(&self, conns: &mut Conns, meta: &ResultMeta) -> Result<(), BrokerError> {

@@ -126,6 +126,12 @@ impl NodeConfig {
         })
     }
 
+    /// The first queue: where a message with no routing key goes back to.
+    /// `resolve` guarantees there is one.
+    pub fn default_queue(&self) -> &str {
+        self.queues.first().map_or("celery", String::as_str)
+    }
+
     /// The log file of pool process `index` (0 = main).
     pub fn logfile(&self, index: usize) -> Option<PathBuf> {
         self.logfile_template

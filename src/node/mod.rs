@@ -118,7 +118,7 @@ fn start(
         None => None,
     };
 
-    let mut recovery = Recovery::new(&cfg.app, &keys_first_queue(&cfg));
+    let mut recovery = Recovery::new(&cfg.app, cfg.default_queue());
     connect_with_grace(&mut recovery, &cfg)?;
     tracing::info!("Connected to {}", broker::url::masked(&cfg.app.broker_url));
     let con = recovery
@@ -145,13 +145,6 @@ fn start(
         supervisor::Supervisor::new(cfg, pipe, notifier, recovery),
         pidfile,
     ))
-}
-
-fn keys_first_queue(cfg: &NodeConfig) -> String {
-    cfg.queues
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "celery".to_string())
 }
 
 fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), StartError> {

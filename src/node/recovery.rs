@@ -212,10 +212,11 @@ impl Recovery {
 
     fn restore(&mut self, slot: &Slot, raw: &str) -> Result<bool, BrokerError> {
         let queue_key = match TaskMessage::decode(raw) {
-            Ok(t) if !t.delivery_info.routing_key.is_empty() => {
-                keys::priority_key(&t.delivery_info.routing_key, t.delivery_info.priority)
+            Ok(t) => {
+                let info = &t.delivery_info;
+                keys::return_key(&info.routing_key, info.priority, &self.default_queue)
             }
-            _ => self.default_queue.clone(),
+            Err(_) => self.default_queue.clone(),
         };
         let tag = delivery_tag_of(raw);
         let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());

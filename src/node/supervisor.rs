@@ -296,8 +296,7 @@ impl Supervisor {
                     || app.result_backend != self.cfg.app.result_backend
                 {
                     // Lost-task records and the sweep follow the new Redis.
-                    let queue = self.cfg.queues.first().map_or("celery", String::as_str);
-                    self.recovery = Recovery::new(&app, queue);
+                    self.recovery = Recovery::new(&app, self.cfg.default_queue());
                 }
                 self.cfg.app = Arc::new(app);
                 self.say("Restarting the pool (SIGHUP): app re-read, children replaced once their current task ends");
