@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -135,7 +135,7 @@ fn wait_for_node(read: OwnedFd, logfile_hint: &str) -> i32 {
             eprintln!("The node did not report ready within {} s; it may still be starting. See {logfile_hint}", READY_TIMEOUT.as_secs());
             return exit::FAILURE;
         }
-        let mut fds = [PollFd::new(file_fd(&file), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
         let ms =
             PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
@@ -178,9 +178,4 @@ fn relay_warnings(buf: &mut Vec<u8>) {
         let line: Vec<u8> = buf.drain(..end + 3).collect();
         eprintln!("{}", String::from_utf8_lossy(&line[2..line.len() - 1]));
     }
-}
-
-fn file_fd(file: &File) -> std::os::fd::BorrowedFd<'_> {
-    use std::os::fd::AsFd;
-    file.as_fd()
 }
