@@ -188,14 +188,8 @@ impl AppConfig {
         let raw: RawApp =
             toml::from_str(text).map_err(|err| src.error(err.span(), err.message().trim_end()))?;
 
-        let file_broker = match raw.broker_url {
-            Some(url) => Some(non_empty(&src, "broker_url", url)?),
-            None => None,
-        };
-        let file_backend = match raw.result_backend {
-            Some(url) => Some(non_empty(&src, "result_backend", url)?),
-            None => None,
-        };
+        let file_broker = checked(&src, "broker_url", raw.broker_url, non_empty)?;
+        let file_backend = checked(&src, "result_backend", raw.result_backend, non_empty)?;
         let broker_url = overrides
             .broker
             .clone()
@@ -210,51 +204,42 @@ impl AppConfig {
             .or(file_backend)
             .unwrap_or_else(|| broker_url.clone());
 
-        let result_expires = match raw.result_expires {
-            None => Some(DEFAULT_RESULT_EXPIRES),
-            Some(v) => {
-                let span = v.span();
-                expires(*v.get_ref())
-                    .map_err(|m| src.error(Some(span), format!("result_expires {m}")))?
-            }
-        };
-        let task_default_queue = match raw.task_default_queue {
-            Some(q) => non_empty(&src, "task_default_queue", q)?,
-            None => DEFAULT_QUEUE.to_string(),
-        };
-        let task_time_limit = positive_opt(&src, "task_time_limit", raw.task_time_limit)?;
-        let task_soft_time_limit =
-            positive_opt(&src, "task_soft_time_limit", raw.task_soft_time_limit)?;
-        let worker_concurrency = match raw.worker_concurrency {
-            None => None,
-            Some(v) => {
-                let span = v.span();
-                Some(
-                    concurrency(*v.get_ref())
-                        .map_err(|m| src.error(Some(span), format!("worker_concurrency {m}")))?,
-                )
-            }
-        };
-        let visibility_timeout = match raw
-            .broker_transport_options
-            .and_then(|t| t.visibility_timeout)
-        {
-            None => DEFAULT_VISIBILITY_TIMEOUT,
-            Some(v) => {
-                let span = v.span();
-                seconds(*v.get_ref())
-                    .map_err(|m| src.error(Some(span), format!("visibility_timeout {m}")))?
-            }
-        };
+        let result_expires = checked(&src, "result_expires", raw.result_expires, expires)?
+            .unwrap_or(Some(DEFAULT_RESULT_EXPIRES));
+        let task_default_queue = checked(
+            &src,
+            "task_default_queue",
+            raw.task_default_queue,
+            non_empty,
+        )?
+        .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+        let task_time_limit = checked(&src, "task_time_limit", raw.task_time_limit, positive)?;
+        let task_soft_time_limit = checked(
+            &src,
+            "task_soft_time_limit",
+            raw.task_soft_time_limit,
+            positive,
+        )?;
+        let worker_concurrency = checked(
+            &src,
+            "worker_concurrency",
+            raw.worker_concurrency,
+            concurrency,
+        )?;
+        let visibility_timeout = checked(
+            &src,
+            "visibility_timeout",
+            raw.broker_transport_options
+                .and_then(|t| t.visibility_timeout),
+            seconds,
+        )?
+        .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT);
 
-        let python = match raw.python {
-            Some(module) => Some(PythonApp {
-                module: non_empty(&src, "python", module)?,
-                python: PathBuf::from("python3"),
-                conf: Map::new(),
-            }),
-            None => None,
-        };
+        let python = checked(&src, "python", raw.python, non_empty)?.map(|module| PythonApp {
+            module,
+            python: PathBuf::from("python3"),
+            conf: Map::new(),
+        });
         let mut tasks = Registry::default();
         for (task, entry) in raw.tasks.unwrap_or_default() {
             add_tasks(&mut tasks, task, entry).map_err(|(task, m)| {
@@ -513,11 +498,26 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn non_empty(src: &Source, key: &str, value: Spanned<String>) -> Result<String, AppError> {
+/// An optional setting of the file through `check`; a refusal names the
+/// key and points at the value.
+fn checked<T, U>(
+    src: &Source,
+    key: &str,
+    value: Option<Spanned<T>>,
+    check: impl Fn(T) -> Result<U, String>,
+) -> Result<Option<U>, AppError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
     let span = value.span();
-    let value = value.into_inner();
+    check(value.into_inner())
+        .map(Some)
+        .map_err(|m| src.error(Some(span), format!("{key} {m}")))
+}
+
+fn non_empty(value: String) -> Result<String, String> {
     if value.trim().is_empty() {
-        return Err(src.error(Some(span), format!("{key} must not be empty")));
+        return Err("must not be empty".to_string());
     }
     Ok(value)
 }
@@ -527,22 +527,6 @@ fn positive(v: f64) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("must be a positive number of seconds, not {v}"))
-    }
-}
-
-fn positive_opt(
-    src: &Source,
-    key: &str,
-    value: Option<Spanned<f64>>,
-) -> Result<Option<f64>, AppError> {
-    match value {
-        None => Ok(None),
-        Some(v) => {
-            let span = v.span();
-            positive(*v.get_ref())
-                .map(Some)
-                .map_err(|m| src.error(Some(span), format!("{key} {m}")))
-        }
     }
 }
 
