@@ -350,58 +350,30 @@ impl AppConfig {
     /// described it), in Celery's names, for the hosts' `app.conf`: what
     /// `-b`, `--result-backend` and `-- key=value` changed.
     pub fn python_conf(&self, before: &AppConfig) -> Map<String, Value> {
-        let mut conf = Map::new();
-        let mut put = |key: &str, now: Value, was: Value| {
-            if now != was {
-                conf.insert(key.to_string(), now);
-            }
-        };
-        put(
-            "broker_url",
-            self.broker_url.clone().into(),
-            before.broker_url.clone().into(),
-        );
-        put(
-            "result_backend",
-            self.result_backend.clone().into(),
-            before.result_backend.clone().into(),
-        );
-        put(
-            "result_expires",
-            self.result_expires.into(),
-            before.result_expires.into(),
-        );
-        put(
-            "task_default_queue",
-            self.task_default_queue.clone().into(),
-            before.task_default_queue.clone().into(),
-        );
-        put(
-            "task_acks_late",
-            self.task_acks_late.into(),
-            before.task_acks_late.into(),
-        );
-        put(
-            "task_reject_on_worker_lost",
-            self.task_reject_on_worker_lost.into(),
-            before.task_reject_on_worker_lost.into(),
-        );
-        put(
-            "task_track_started",
-            self.task_track_started.into(),
-            before.task_track_started.into(),
-        );
-        put(
-            "task_time_limit",
-            self.task_time_limit.into(),
-            before.task_time_limit.into(),
-        );
-        put(
-            "task_soft_time_limit",
-            self.task_soft_time_limit.into(),
-            before.task_soft_time_limit.into(),
-        );
-        conf
+        self.celery_settings()
+            .into_iter()
+            .zip(before.celery_settings())
+            .filter(|((_, now), (_, was))| now != was)
+            .map(|((key, now), _)| (key.to_string(), now))
+            .collect()
+    }
+
+    /// The settings a Python host's `app.conf` can be given, in Celery's names.
+    fn celery_settings(&self) -> [(&'static str, Value); 9] {
+        [
+            ("broker_url", self.broker_url.clone().into()),
+            ("result_backend", self.result_backend.clone().into()),
+            ("result_expires", self.result_expires.into()),
+            ("task_default_queue", self.task_default_queue.clone().into()),
+            ("task_acks_late", self.task_acks_late.into()),
+            (
+                "task_reject_on_worker_lost",
+                self.task_reject_on_worker_lost.into(),
+            ),
+            ("task_track_started", self.task_track_started.into()),
+            ("task_time_limit", self.task_time_limit.into()),
+            ("task_soft_time_limit", self.task_soft_time_limit.into()),
+        ]
     }
 
     /// Applies one `key=value` from the worker's command line (after `--`),
@@ -433,16 +405,15 @@ impl AppConfig {
                 };
                 *target = value.to_string();
             }
-            "task_acks_late" => {
-                self.task_acks_late = parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
-            }
-            "task_reject_on_worker_lost" => {
-                self.task_reject_on_worker_lost =
-                    parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
-            }
-            "task_track_started" => {
-                self.task_track_started =
-                    parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
+            "task_acks_late" | "task_reject_on_worker_lost" | "task_track_started" => {
+                let flag =
+                    parse_bool(value).ok_or_else(|| bad("expected true or false".to_string()))?;
+                let target = match key {
+                    "task_acks_late" => &mut self.task_acks_late,
+                    "task_reject_on_worker_lost" => &mut self.task_reject_on_worker_lost,
+                    _ => &mut self.task_track_started,
+                };
+                *target = flag;
             }
             "result_expires" => {
                 self.result_expires = if none {
@@ -486,8 +457,6 @@ impl AppConfig {
         Ok(())
     }
 }
-
-const BOOL_EXPECTED: &str = "expected true or false";
 
 /// The spellings Celery's command line accepts for booleans.
 fn parse_bool(value: &str) -> Option<bool> {
