@@ -585,7 +585,7 @@ fn task_spec(raw: RawTask) -> Result<TaskSpec, String> {
             None => {
                 return Err(format!(
                     "unknown builtin {name:?}, expected one of {}",
-                    Builtin::NAMES.join(", ")
+                    Builtin::ALL.map(Builtin::name).join(", ")
                 ));
             }
         },
