@@ -399,7 +399,7 @@ fn sleep(task: &str, seconds: Value, soft_limit: Option<Duration>) -> Outcome {
 fn fail(task: &str, message: Value) -> TaskError {
     let shown = match &message {
         Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => crate::protocol::pyrepr::python_repr(other),
     };
     let mut err = TaskError::value_error(task, shown);
     err.exc.exc_message = vec![message];
@@ -656,6 +656,12 @@ mod tests {
         );
         let err = call(Builtin::Fail, json!([]), json!({"message": 3})).unwrap_err();
         assert_eq!(err.exc.exc_message, vec![json!(3)]);
+        let err = call(Builtin::Fail, json!([[null, "a"]]), json!({})).unwrap_err();
+        assert!(
+            err.traceback.ends_with("ValueError: [None, 'a']\n"),
+            "{}",
+            err.traceback
+        );
         assert_eq!(
             type_error(call(Builtin::Fail, json!([]), json!({}))),
             "fail() missing 1 required positional argument: 'message'"
