@@ -66,11 +66,17 @@ fn call(args: &CallArgs) -> anyhow::Result<i32> {
     }
     let queue = args.queue.clone().unwrap_or(queue);
     let eta = match args.countdown {
-        Some(s) if s.is_finite() && s >= 0.0 => {
-            Some(Utc::now() + chrono::Duration::microseconds((s * 1e6) as i64))
-        }
-        Some(_) => bail!("--countdown must be a non-negative number of seconds"),
         None => None,
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            bail!("--countdown must be a non-negative number of seconds")
+        }
+        // Saturates at i64::MAX microseconds; the add then reports overflow.
+        Some(s) => {
+            match Utc::now().checked_add_signed(chrono::Duration::microseconds((s * 1e6) as i64)) {
+                Some(eta) => Some(eta),
+                None => bail!("--countdown is too large for a date"),
+            }
+        }
     };
     let task = NewTask {
         task: args.task.clone(),
