@@ -139,6 +139,32 @@ impl Source<'_> {
     }
 }
 
+impl Overrides {
+    /// The broker and result backend URLs: flags, then `CELERY_BROKER_URL` /
+    /// `CELERY_RESULT_BACKEND`, then the app file's (`file_*`), then the
+    /// defaults. Celery stores results next to the broker unless told otherwise.
+    pub fn urls(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        file_broker: Option<String>,
+        file_backend: Option<String>,
+    ) -> (String, String) {
+        let broker_url = self
+            .broker
+            .clone()
+            .or_else(|| from_env(env, "CELERY_BROKER_URL"))
+            .or(file_broker)
+            .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
+        let result_backend = self
+            .result_backend
+            .clone()
+            .or_else(|| from_env(env, "CELERY_RESULT_BACKEND"))
+            .or(file_backend)
+            .unwrap_or_else(|| broker_url.clone());
+        (broker_url, result_backend)
+    }
+}
+
 fn from_env(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
     // An empty variable is "unset", as Celery treats a falsy value.
     env(key).filter(|v| !v.is_empty())
@@ -190,19 +216,7 @@ impl AppConfig {
 
         let file_broker = checked(&src, "broker_url", raw.broker_url, non_empty)?;
         let file_backend = checked(&src, "result_backend", raw.result_backend, non_empty)?;
-        let broker_url = overrides
-            .broker
-            .clone()
-            .or_else(|| from_env(env, "CELERY_BROKER_URL"))
-            .or(file_broker)
-            .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
-        // Celery stores results next to the broker unless told otherwise.
-        let result_backend = overrides
-            .result_backend
-            .clone()
-            .or_else(|| from_env(env, "CELERY_RESULT_BACKEND"))
-            .or(file_backend)
-            .unwrap_or_else(|| broker_url.clone());
+        let (broker_url, result_backend) = overrides.urls(env, file_broker, file_backend);
 
         let result_expires = checked(&src, "result_expires", raw.result_expires, expires)?
             .unwrap_or(Some(DEFAULT_RESULT_EXPIRES));
