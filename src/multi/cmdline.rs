@@ -146,7 +146,9 @@ pub fn build(list: &NodeList, node: &NodeSpec, program: &str) -> Result<CommandL
     })
 }
 
-fn option_value<'a>(node: &'a NodeSpec, keys: &[&str]) -> Option<&'a str> {
+/// The value of the first of `keys` the node has, unless it is a bare flag
+/// or empty.
+pub(super) fn option_value<'a>(node: &'a NodeSpec, keys: &[&str]) -> Option<&'a str> {
     keys.iter()
         .find_map(|k| node.options.get(k))
         .and_then(|v| v.as_deref())
