@@ -139,6 +139,32 @@ impl Source<'_> {
     }
 }
 
+impl Overrides {
+    /// The broker and result backend URLs: flags, then `CELERY_BROKER_URL` /
+    /// `CELERY_RESULT_BACKEND`, then the app file's (`file_*`), then the
+    /// defaults. Celery stores results next to the broker unless told otherwise.
+    pub fn urls(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        file_broker: Option<String>,
+        file_backend: Option<String>,
+    ) -> (String, String) {
+        let broker_url = self
+            .broker
+            .clone()
+            .or_else(|| from_env(env, "CELERY_BROKER_URL"))
+            .or(file_broker)
+            .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
+        let result_backend = self
+            .result_backend
+            .clone()
+            .or_else(|| from_env(env, "CELERY_RESULT_BACKEND"))
+            .or(file_backend)
+            .unwrap_or_else(|| broker_url.clone());
+        (broker_url, result_backend)
+    }
+}
+
 fn from_env(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
     // An empty variable is "unset", as Celery treats a falsy value.
     env(key).filter(|v| !v.is_empty())
@@ -188,73 +214,46 @@ impl AppConfig {
         let raw: RawApp =
             toml::from_str(text).map_err(|err| src.error(err.span(), err.message().trim_end()))?;
 
-        let file_broker = match raw.broker_url {
-            Some(url) => Some(non_empty(&src, "broker_url", url)?),
-            None => None,
-        };
-        let file_backend = match raw.result_backend {
-            Some(url) => Some(non_empty(&src, "result_backend", url)?),
-            None => None,
-        };
-        let broker_url = overrides
-            .broker
-            .clone()
-            .or_else(|| from_env(env, "CELERY_BROKER_URL"))
-            .or(file_broker)
-            .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
-        // Celery stores results next to the broker unless told otherwise.
-        let result_backend = overrides
-            .result_backend
-            .clone()
-            .or_else(|| from_env(env, "CELERY_RESULT_BACKEND"))
-            .or(file_backend)
-            .unwrap_or_else(|| broker_url.clone());
+        let file_broker = checked(&src, "broker_url", raw.broker_url, non_empty)?;
+        let file_backend = checked(&src, "result_backend", raw.result_backend, non_empty)?;
+        let (broker_url, result_backend) = overrides.urls(env, file_broker, file_backend);
 
-        let result_expires = match raw.result_expires {
-            None => Some(DEFAULT_RESULT_EXPIRES),
-            Some(v) => {
-                let span = v.span();
-                expires(*v.get_ref())
-                    .map_err(|m| src.error(Some(span), format!("result_expires {m}")))?
-            }
-        };
-        let task_default_queue = match raw.task_default_queue {
-            Some(q) => non_empty(&src, "task_default_queue", q)?,
-            None => DEFAULT_QUEUE.to_string(),
-        };
-        let task_time_limit = positive_opt(&src, "task_time_limit", raw.task_time_limit)?;
-        let task_soft_time_limit =
-            positive_opt(&src, "task_soft_time_limit", raw.task_soft_time_limit)?;
-        let worker_concurrency = match raw.worker_concurrency {
-            None => None,
-            Some(v) => {
-                let span = v.span();
-                Some(
-                    concurrency(*v.get_ref())
-                        .map_err(|m| src.error(Some(span), format!("worker_concurrency {m}")))?,
-                )
-            }
-        };
-        let visibility_timeout = match raw
-            .broker_transport_options
-            .and_then(|t| t.visibility_timeout)
-        {
-            None => DEFAULT_VISIBILITY_TIMEOUT,
-            Some(v) => {
-                let span = v.span();
-                seconds(*v.get_ref())
-                    .map_err(|m| src.error(Some(span), format!("visibility_timeout {m}")))?
-            }
-        };
+        let result_expires = checked(&src, "result_expires", raw.result_expires, expires)?
+            .unwrap_or(Some(DEFAULT_RESULT_EXPIRES));
+        let task_default_queue = checked(
+            &src,
+            "task_default_queue",
+            raw.task_default_queue,
+            non_empty,
+        )?
+        .unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+        let task_time_limit = checked(&src, "task_time_limit", raw.task_time_limit, positive)?;
+        let task_soft_time_limit = checked(
+            &src,
+            "task_soft_time_limit",
+            raw.task_soft_time_limit,
+            positive,
+        )?;
+        let worker_concurrency = checked(
+            &src,
+            "worker_concurrency",
+            raw.worker_concurrency,
+            concurrency,
+        )?;
+        let visibility_timeout = checked(
+            &src,
+            "visibility_timeout",
+            raw.broker_transport_options
+                .and_then(|t| t.visibility_timeout),
+            seconds,
+        )?
+        .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT);
 
-        let python = match raw.python {
-            Some(module) => Some(PythonApp {
-                module: non_empty(&src, "python", module)?,
-                python: PathBuf::from("python3"),
-                conf: Map::new(),
-            }),
-            None => None,
-        };
+        let python = checked(&src, "python", raw.python, non_empty)?.map(|module| PythonApp {
+            module,
+            python: PathBuf::from("python3"),
+            conf: Map::new(),
+        });
         let mut tasks = Registry::default();
         for (task, entry) in raw.tasks.unwrap_or_default() {
             add_tasks(&mut tasks, task, entry).map_err(|(task, m)| {
@@ -365,58 +364,30 @@ impl AppConfig {
     /// described it), in Celery's names, for the hosts' `app.conf`: what
     /// `-b`, `--result-backend` and `-- key=value` changed.
     pub fn python_conf(&self, before: &AppConfig) -> Map<String, Value> {
-        let mut conf = Map::new();
-        let mut put = |key: &str, now: Value, was: Value| {
-            if now != was {
-                conf.insert(key.to_string(), now);
-            }
-        };
-        put(
-            "broker_url",
-            self.broker_url.clone().into(),
-            before.broker_url.clone().into(),
-        );
-        put(
-            "result_backend",
-            self.result_backend.clone().into(),
-            before.result_backend.clone().into(),
-        );
-        put(
-            "result_expires",
-            self.result_expires.into(),
-            before.result_expires.into(),
-        );
-        put(
-            "task_default_queue",
-            self.task_default_queue.clone().into(),
-            before.task_default_queue.clone().into(),
-        );
-        put(
-            "task_acks_late",
-            self.task_acks_late.into(),
-            before.task_acks_late.into(),
-        );
-        put(
-            "task_reject_on_worker_lost",
-            self.task_reject_on_worker_lost.into(),
-            before.task_reject_on_worker_lost.into(),
-        );
-        put(
-            "task_track_started",
-            self.task_track_started.into(),
-            before.task_track_started.into(),
-        );
-        put(
-            "task_time_limit",
-            self.task_time_limit.into(),
-            before.task_time_limit.into(),
-        );
-        put(
-            "task_soft_time_limit",
-            self.task_soft_time_limit.into(),
-            before.task_soft_time_limit.into(),
-        );
-        conf
+        self.celery_settings()
+            .into_iter()
+            .zip(before.celery_settings())
+            .filter(|((_, now), (_, was))| now != was)
+            .map(|((key, now), _)| (key.to_string(), now))
+            .collect()
+    }
+
+    /// The settings a Python host's `app.conf` can be given, in Celery's names.
+    fn celery_settings(&self) -> [(&'static str, Value); 9] {
+        [
+            ("broker_url", self.broker_url.clone().into()),
+            ("result_backend", self.result_backend.clone().into()),
+            ("result_expires", self.result_expires.into()),
+            ("task_default_queue", self.task_default_queue.clone().into()),
+            ("task_acks_late", self.task_acks_late.into()),
+            (
+                "task_reject_on_worker_lost",
+                self.task_reject_on_worker_lost.into(),
+            ),
+            ("task_track_started", self.task_track_started.into()),
+            ("task_time_limit", self.task_time_limit.into()),
+            ("task_soft_time_limit", self.task_soft_time_limit.into()),
+        ]
     }
 
     /// Applies one `key=value` from the worker's command line (after `--`),
@@ -448,16 +419,15 @@ impl AppConfig {
                 };
                 *target = value.to_string();
             }
-            "task_acks_late" => {
-                self.task_acks_late = parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
-            }
-            "task_reject_on_worker_lost" => {
-                self.task_reject_on_worker_lost =
-                    parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
-            }
-            "task_track_started" => {
-                self.task_track_started =
-                    parse_bool(value).ok_or_else(|| bad(BOOL_EXPECTED.into()))?
+            "task_acks_late" | "task_reject_on_worker_lost" | "task_track_started" => {
+                let flag =
+                    parse_bool(value).ok_or_else(|| bad("expected true or false".to_string()))?;
+                let target = match key {
+                    "task_acks_late" => &mut self.task_acks_late,
+                    "task_reject_on_worker_lost" => &mut self.task_reject_on_worker_lost,
+                    _ => &mut self.task_track_started,
+                };
+                *target = flag;
             }
             "result_expires" => {
                 self.result_expires = if none {
@@ -502,8 +472,6 @@ impl AppConfig {
     }
 }
 
-const BOOL_EXPECTED: &str = "expected true or false";
-
 /// The spellings Celery's command line accepts for booleans.
 fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
@@ -513,11 +481,26 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn non_empty(src: &Source, key: &str, value: Spanned<String>) -> Result<String, AppError> {
+/// An optional setting of the file through `check`; a refusal names the
+/// key and points at the value.
+fn checked<T, U>(
+    src: &Source,
+    key: &str,
+    value: Option<Spanned<T>>,
+    check: impl Fn(T) -> Result<U, String>,
+) -> Result<Option<U>, AppError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
     let span = value.span();
-    let value = value.into_inner();
+    check(value.into_inner())
+        .map(Some)
+        .map_err(|m| src.error(Some(span), format!("{key} {m}")))
+}
+
+fn non_empty(value: String) -> Result<String, String> {
     if value.trim().is_empty() {
-        return Err(src.error(Some(span), format!("{key} must not be empty")));
+        return Err("must not be empty".to_string());
     }
     Ok(value)
 }
@@ -527,22 +510,6 @@ fn positive(v: f64) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("must be a positive number of seconds, not {v}"))
-    }
-}
-
-fn positive_opt(
-    src: &Source,
-    key: &str,
-    value: Option<Spanned<f64>>,
-) -> Result<Option<f64>, AppError> {
-    match value {
-        None => Ok(None),
-        Some(v) => {
-            let span = v.span();
-            positive(*v.get_ref())
-                .map(Some)
-                .map_err(|m| src.error(Some(span), format!("{key} {m}")))
-        }
     }
 }
 
@@ -632,7 +599,7 @@ fn task_spec(raw: RawTask) -> Result<TaskSpec, String> {
             None => {
                 return Err(format!(
                     "unknown builtin {name:?}, expected one of {}",
-                    Builtin::NAMES.join(", ")
+                    Builtin::ALL.map(Builtin::name).join(", ")
                 ));
             }
         },

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use crate::app::{AppConfig, Overrides, DEFAULT_BROKER_URL};
+use crate::app::{AppConfig, Overrides, DEFAULT_QUEUE};
 use crate::broker::{self, keys};
 use crate::cli::CallArgs;
 use crate::exit;
@@ -30,7 +30,7 @@ fn call(args: &CallArgs) -> anyhow::Result<i32> {
         broker: args.broker.clone(),
         result_backend: args.result_backend.clone(),
     };
-    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    let env = |key: &str| std::env::var(key).ok();
     let (broker_url, backend_url, queue) = match &args.app {
         Some(app) => {
             let cwd = std::env::current_dir().context("reading the working directory")?;
@@ -39,17 +39,8 @@ fn call(args: &CallArgs) -> anyhow::Result<i32> {
             (cfg.broker_url, cfg.result_backend, cfg.task_default_queue)
         }
         None => {
-            let broker = args
-                .broker
-                .clone()
-                .or_else(|| env("CELERY_BROKER_URL"))
-                .unwrap_or_else(|| DEFAULT_BROKER_URL.to_string());
-            let backend = args
-                .result_backend
-                .clone()
-                .or_else(|| env("CELERY_RESULT_BACKEND"))
-                .unwrap_or_else(|| broker.clone());
-            (broker, backend, "celery".to_string())
+            let (broker, backend) = overrides.urls(&env, None, None);
+            (broker, backend, DEFAULT_QUEUE.to_string())
         }
     };
     let task_args: Vec<Value> = args
@@ -66,11 +57,17 @@ fn call(args: &CallArgs) -> anyhow::Result<i32> {
     }
     let queue = args.queue.clone().unwrap_or(queue);
     let eta = match args.countdown {
-        Some(s) if s.is_finite() && s >= 0.0 => {
-            Some(Utc::now() + chrono::Duration::microseconds((s * 1e6) as i64))
-        }
-        Some(_) => bail!("--countdown must be a non-negative number of seconds"),
         None => None,
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            bail!("--countdown must be a non-negative number of seconds")
+        }
+        // Saturates at i64::MAX microseconds; the add then reports overflow.
+        Some(s) => {
+            match Utc::now().checked_add_signed(chrono::Duration::microseconds((s * 1e6) as i64)) {
+                Some(eta) => Some(eta),
+                None => bail!("--countdown is too large for a date"),
+            }
+        }
     };
     let task = NewTask {
         task: args.task.clone(),

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::MultiError;
-use super::expand::{expand_node, expand_tilde, expand_worker};
+use super::expand::{expand_node, expand_tilde};
 use super::nodes::{NodeList, NodeSpec, DEFAULT_LOGFILE};
 
 /// Options that go right after the `worker` token, in reverse order of
@@ -146,7 +146,9 @@ pub fn build(list: &NodeList, node: &NodeSpec, program: &str) -> Result<CommandL
     })
 }
 
-fn option_value<'a>(node: &'a NodeSpec, keys: &[&str]) -> Option<&'a str> {
+/// The value of the first of `keys` the node has, unless it is a bare flag
+/// or empty.
+pub(super) fn option_value<'a>(node: &'a NodeSpec, keys: &[&str]) -> Option<&'a str> {
     keys.iter()
         .find_map(|k| node.options.get(k))
         .and_then(|v| v.as_deref())
@@ -163,10 +165,11 @@ pub fn workdir(node: &NodeSpec, cwd: &Path) -> PathBuf {
 }
 
 /// A path as the worker's main process resolves it: multi's expansion, `~`,
-/// then the worker's own table, relative to the workdir.
+/// then the worker's own table (the one it writes its pidfile with),
+/// relative to the workdir.
 fn node_path(node: &NodeSpec, template: &str, cwd: &Path) -> Option<PathBuf> {
     let once = expand_tilde(&expand_node(template, &node.name).ok()?);
-    let twice = expand_worker(&once, &node.name);
+    let twice = crate::node::names::expand_file(&once, &node.name, 0);
     Some(workdir(node, cwd).join(twice))
 }
 

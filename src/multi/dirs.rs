@@ -9,14 +9,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{chown, Gid, Group, Uid, User};
 
+use super::cmdline::option_value;
 use super::nodes::NodeSpec;
-
-fn option<'a>(node: &'a NodeSpec, key: &str) -> Option<&'a str> {
-    node.options
-        .get(key)
-        .and_then(|v| v.as_deref())
-        .filter(|v| !v.is_empty())
-}
 
 fn find_user(text: &str) -> Option<User> {
     match text.parse::<u32>() {
@@ -39,8 +33,8 @@ pub fn owner(node: &NodeSpec) -> Option<(Option<Uid>, Option<Gid>)> {
     if !Uid::effective().is_root() {
         return None;
     }
-    let user = option(node, "--uid").and_then(find_user);
-    let gid = option(node, "--gid")
+    let user = option_value(node, &["--uid"]).and_then(find_user);
+    let gid = option_value(node, &["--gid"])
         .and_then(find_group)
         .or(user.as_ref().map(|u| u.gid));
     let uid = user.map(|u| u.uid);

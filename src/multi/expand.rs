@@ -1,67 +1,40 @@
 //! The `%` templates (spec §3): multi's node expander (§3.1), the host
-//! expander for node names (§5.1), the worker's own table used for the second
-//! expansion of the pidfile path multi reads (§3.3), and `~` expansion.
+//! expander for node names (§5.1), and `~` expansion. The second expansion of
+//! the pidfile path multi reads (§3.3) is the worker's own
+//! (`node::names::expand_file`).
 
 use std::path::PathBuf;
 
 use super::error::MultiError;
+use crate::protocol::template::{host_key, simple_format};
 
-/// `%` followed by one word character or `%` is a key; anything else is kept
-/// as it is. `strict` makes an unknown key an error (multi's behaviour);
-/// otherwise it is left literal.
-fn simple_format(
+/// `template::simple_format`, with an unknown key an error, as multi's
+/// templates are.
+fn format_strict(
     template: &str,
     lookup: impl Fn(char) -> Option<String>,
-    strict: bool,
 ) -> Result<String, MultiError> {
-    let mut out = String::with_capacity(template.len());
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
+    let mut unknown = None;
+    let out = simple_format(template, |k| {
+        let v = lookup(k);
+        if v.is_none() {
+            unknown.get_or_insert(k);
         }
-        match chars.peek().copied() {
-            Some('%') => {
-                chars.next();
-                out.push('%');
-            }
-            Some(k) if k.is_alphanumeric() || k == '_' => {
-                chars.next();
-                match lookup(k) {
-                    Some(v) => out.push_str(&v),
-                    None if strict => {
-                        return Err(MultiError::UnknownFormat {
-                            key: k,
-                            template: template.to_string(),
-                        })
-                    }
-                    None => {
-                        out.push('%');
-                        out.push(k);
-                    }
-                }
-            }
-            _ => out.push('%'),
-        }
+        v
+    });
+    match unknown {
+        None => Ok(out),
+        Some(key) => Err(MultiError::UnknownFormat {
+            key,
+            template: template.to_string(),
+        }),
     }
-    Ok(out)
 }
 
 /// Expands `%h` (hostname), `%n` (its first label) and `%d` (its domain) in a
 /// node name, as Celery's `host_format`.
 pub fn expand_host(template: &str, hostname: &str) -> Result<String, MultiError> {
-    let (short, domain) = hostname.split_once('.').unwrap_or((hostname, ""));
-    simple_format(
-        template,
-        |k| match k {
-            'h' => Some(hostname.to_string()),
-            'n' => Some(short.to_string()),
-            'd' => Some(domain.to_string()),
-            _ => None,
-        },
-        true,
-    )
+    format_strict(template, |k| host_key(hostname, k))
 }
 
 /// Splits a full node name at the first `@`.
@@ -74,41 +47,14 @@ pub fn nodesplit(full: &str) -> (&str, &str) {
 pub fn expand_node(template: &str, full_name: &str) -> Result<String, MultiError> {
     let (short, host) = nodesplit(full_name);
     let short = if short.is_empty() { "celery" } else { short };
-    simple_format(
-        template,
-        |k| match k {
-            'n' | 'N' => Some(short.to_string()),
-            'h' | 'p' => Some(full_name.to_string()),
-            'd' => Some(host.to_string()),
-            'i' => Some("%i".to_string()),
-            'I' => Some("%I".to_string()),
-            _ => None,
-        },
-        true,
-    )
-}
-
-/// The worker's table for its main process (§3.2), used for the second
-/// expansion of the pidfile path multi reads. Lenient: a key the worker would
-/// reject is left as it is, since multi only reads the file.
-pub fn expand_worker(template: &str, full_name: &str) -> String {
-    let (short, host) = nodesplit(full_name);
-    let short = if short.is_empty() { "celery" } else { short };
-    let domain = host.split_once('.').map(|(_, d)| d).unwrap_or("");
-    let out = simple_format(
-        template,
-        |k| match k {
-            'p' => Some(full_name.to_string()),
-            'h' => Some(host.to_string()),
-            'n' => Some(short.to_string()),
-            'd' => Some(domain.to_string()),
-            'i' => Some("0".to_string()),
-            'I' => Some(String::new()),
-            _ => None,
-        },
-        false,
-    );
-    out.unwrap_or_else(|_| template.to_string())
+    format_strict(template, |k| match k {
+        'n' | 'N' => Some(short.to_string()),
+        'h' | 'p' => Some(full_name.to_string()),
+        'd' => Some(host.to_string()),
+        'i' => Some("%i".to_string()),
+        'I' => Some("%I".to_string()),
+        _ => None,
+    })
 }
 
 /// A leading `~` or `~user`, as Python's `os.path.expanduser`. Left as it is
@@ -182,12 +128,13 @@ mod tests {
     fn double_expansion_of_pidfile() {
         let once = expand_node("%%n-%n.pid", "w1@box.example.org").unwrap();
         assert_eq!(once, "%n-w1.pid");
-        assert_eq!(expand_worker(&once, "w1@box.example.org"), "w1-w1.pid");
+        let worker = |t: &str, node: &str| crate::node::names::expand_file(t, node, 0);
+        assert_eq!(worker(&once, "w1@box.example.org"), "w1-w1.pid");
         assert_eq!(
-            expand_worker("%h %d %p %I%i", "w1@box.example.org"),
+            worker("%h %d %p %I%i", "w1@box.example.org"),
             "box.example.org example.org w1@box.example.org 0"
         );
-        assert_eq!(expand_worker("%z", "w1@vm"), "%z");
+        assert_eq!(worker("%z", "w1@vm"), "%z");
     }
 
     #[test]

@@ -65,8 +65,13 @@ impl Output {
         self.paint(Colour::Red, "FAILED")
     }
 
-    pub fn down(&self) -> String {
+    fn down(&self) -> String {
         self.paint(Colour::Magenta, "DOWN")
+    }
+
+    /// `> w1@vm: DOWN`: the note for a node that is not (or no longer) running.
+    pub fn note_down(&self, node: &str) {
+        self.note(&format!("> {node}: {}", self.down()));
     }
 
     /// Output of `show`/`names`/`get`/`expand`/`help`: never suppressed.

@@ -51,17 +51,8 @@ impl Envelope {
             take_string(&mut doc, "content-type")?.unwrap_or_else(|| "application/json".into());
         let content_encoding =
             take_string(&mut doc, "content-encoding")?.unwrap_or_else(|| "utf-8".into());
-        let body_text = match doc.remove("body") {
-            Some(Value::String(s)) => s,
-            Some(Value::Null) | None => {
-                return Err(EnvelopeError::NotEnvelope("no \"body\" string".into()))
-            }
-            Some(_) => {
-                return Err(EnvelopeError::NotEnvelope(
-                    "\"body\" is not a string".into(),
-                ))
-            }
-        };
+        let body_text = take_string(&mut doc, "body")?
+            .ok_or_else(|| EnvelopeError::NotEnvelope("no \"body\" string".into()))?;
         let encoded = match properties.get("body_encoding").and_then(Value::as_str) {
             Some("base64") => decode_base64(&body_text)?,
             _ => body_text.into_bytes(),

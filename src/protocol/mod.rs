@@ -1,6 +1,7 @@
 //! Celery's wire formats on Redis, as pure data: the kombu envelope, task
 //! messages (protocol 1 and 2), result metas, and the Python-compatible JSON
-//! and `repr` text that Celery clients and log readers expect.
+//! and `repr` text that Celery clients and log readers expect, and the `%`
+//! templates of node names and log/pid files.
 //!
 //! Nothing here touches a socket or a process; `broker` moves these bytes and
 //! `child` decides what to do with them.
@@ -10,6 +11,7 @@ pub mod pyjson;
 pub mod pyrepr;
 pub mod result;
 pub mod task;
+pub mod template;
 pub mod time;
 
 pub use envelope::Envelope;

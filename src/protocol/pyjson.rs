@@ -9,24 +9,43 @@ use std::fmt::Write;
 /// equality with Celery's output possible.
 pub fn to_string(value: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, value);
+    write_value(&mut out, value, &JSON);
     out
 }
 
-fn write_value(out: &mut String, value: &Value) {
+/// What `json.dumps` and the builtin `repr` (`pyrepr`) write differently for
+/// a JSON value: the three literals and string quoting. The layout of lists
+/// and dicts (`[a, b]`, `{k: v}`) and numbers are the same in both.
+pub(crate) struct Dialect {
+    pub null: &'static str,
+    pub true_: &'static str,
+    pub false_: &'static str,
+    /// Writes a string, quoted; also used for dict keys.
+    pub string: fn(&mut String, &str),
+}
+
+const JSON: Dialect = Dialect {
+    null: "null",
+    true_: "true",
+    false_: "false",
+    string: write_str,
+};
+
+/// Writes `value` with Python's default separators (`", "`, `": "`).
+pub(crate) fn write_value(out: &mut String, value: &Value, dialect: &Dialect) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
+        Value::Null => out.push_str(dialect.null),
+        Value::Bool(true) => out.push_str(dialect.true_),
+        Value::Bool(false) => out.push_str(dialect.false_),
         Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_str(out, s),
+        Value::String(s) => (dialect.string)(out, s),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_value(out, item);
+                write_value(out, item, dialect);
             }
             out.push(']');
         }
@@ -36,36 +55,26 @@ fn write_value(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_str(out, k);
+                (dialect.string)(out, k);
                 out.push_str(": ");
-                write_value(out, v);
+                write_value(out, v, dialect);
             }
             out.push('}');
         }
     }
 }
 
+/// A JSON number as both `json.dumps` and `repr` write it. serde_json has no
+/// non-finite numbers, so floats are always `float.__repr__`.
 fn write_number(out: &mut String, n: &Number) {
     if let Some(i) = n.as_i64() {
         let _ = write!(out, "{i}");
     } else if let Some(u) = n.as_u64() {
         let _ = write!(out, "{u}");
     } else if let Some(f) = n.as_f64() {
-        out.push_str(&float_json(f));
+        out.push_str(&float_repr(f));
     } else {
         out.push_str(&n.to_string());
-    }
-}
-
-/// A float as `json.dumps` writes it (`float.__repr__`, with JSON's names for
-/// the non-finite values).
-pub fn float_json(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
-    } else {
-        float_repr(f)
     }
 }
 
@@ -133,7 +142,7 @@ pub fn float_repr(f: f64) -> String {
 }
 
 /// A JSON string literal with `ensure_ascii=True` escaping.
-pub fn write_str(out: &mut String, s: &str) {
+fn write_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -204,9 +213,8 @@ mod tests {
         for (f, want) in cases {
             assert_eq!(float_repr(f), want, "{f}");
         }
-        assert_eq!(float_json(f64::NAN), "NaN");
-        assert_eq!(float_json(f64::INFINITY), "Infinity");
-        assert_eq!(float_json(f64::NEG_INFINITY), "-Infinity");
+        // serde_json has no NaN or infinity: `json!` makes them null.
+        assert_eq!(to_string(&json!([f64::NAN, f64::INFINITY])), "[null, null]");
         assert_eq!(to_string(&json!([1.0, 2, -3])), "[1.0, 2, -3]");
     }
 

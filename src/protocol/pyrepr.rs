@@ -9,8 +9,8 @@
 //! follow saferepr; `python_repr` is the builtin `repr`, which is what
 //! exception reprs such as `ValueError('boom')` are made of.
 
-use super::pyjson::float_repr;
-use serde_json::{Map, Number, Value};
+use super::pyjson::{self, Dialect};
+use serde_json::{Map, Value};
 use std::fmt::Write;
 
 /// Celery's `argsrepr_maxsize` / `kwargsrepr_maxsize` default.
@@ -54,9 +54,16 @@ pub fn saferepr(value: &Value, maxlen: Option<usize>) -> String {
 /// escapes, `None`/`True`/`False`, `[1, 2]`, `{'a': 1}`.
 pub fn python_repr(value: &Value) -> String {
     let mut out = String::new();
-    write_python_repr(&mut out, value);
+    pyjson::write_value(&mut out, value, &PYTHON);
     out
 }
+
+const PYTHON: Dialect = Dialect {
+    null: "None",
+    true_: "True",
+    false_: "False",
+    string: |out, s| out.push_str(&python_str_repr(s)),
+};
 
 /// Builtin `repr()` of a `str`.
 pub fn python_str_repr(s: &str) -> String {
@@ -92,59 +99,6 @@ pub fn python_str_repr(s: &str) -> String {
     }
     out.push(quote);
     out
-}
-
-fn write_python_repr(out: &mut String, value: &Value) {
-    match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_repr(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&python_str_repr(k));
-                out.push_str(": ");
-                write_python_repr(out, v);
-            }
-            out.push('}');
-        }
-        Value::String(s) => out.push_str(&python_str_repr(s)),
-        other => out.push_str(&scalar_repr(other)),
-    }
-}
-
-/// `str()`/`repr()` of the non-container JSON values (identical in Python).
-fn scalar_repr(value: &Value) -> String {
-    match value {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => number_repr(n),
-        Value::String(s) => python_str_repr(s),
-        Value::Array(_) | Value::Object(_) => String::new(),
-    }
-}
-
-fn number_repr(n: &Number) -> String {
-    if let Some(i) = n.as_i64() {
-        i.to_string()
-    } else if let Some(u) = n.as_u64() {
-        u.to_string()
-    } else if let Some(f) = n.as_f64() {
-        float_repr(f)
-    } else {
-        n.to_string()
-    }
 }
 
 /// Approximates `str.isprintable()` without a Unicode database: the control,
@@ -201,7 +155,8 @@ fn push_value(tokens: &mut Vec<Token>, value: &Value, level: usize) {
         Value::Array(items) => push_seq(tokens, items.iter(), "[", "]", level),
         Value::Object(map) => push_dict(tokens, map, level),
         Value::String(s) => tokens.push(Token::Quoted(s.clone())),
-        other => tokens.push(Token::Other(scalar_repr(other))),
+        // `repr` and `str` of None, booleans and numbers are the same.
+        other => tokens.push(Token::Other(python_repr(other))),
     }
 }
 

@@ -216,14 +216,6 @@ impl ResultMeta {
         )
     }
 
-    /// REVOKED as the `revoke` control command writes it before the message
-    /// was seen: `children` is null.
-    pub fn revoked_by_command(task_id: &str, now: DateTime<Utc>) -> ResultMeta {
-        let mut meta = Self::revoked(task_id, "revoked", now);
-        meta.children = Value::Null;
-        meta
-    }
-
     /// STARTED (`task_track_started`): result `{"pid", "hostname"}`, not ready.
     pub fn started(task_id: &str, pid: u32, hostname: &str) -> ResultMeta {
         let mut result = Map::new();
@@ -240,12 +232,6 @@ impl ResultMeta {
         self
     }
 
-    /// Replaces `children` (see `child_tuple`).
-    pub fn with_children(mut self, children: Vec<Value>) -> ResultMeta {
-        self.children = Value::Array(children);
-        self
-    }
-
     /// The serialized `AsyncResult` of a task this one sent: `[[id, null], null]`.
     pub fn child_tuple(task_id: &str) -> Value {
         Value::Array(vec![
@@ -255,12 +241,6 @@ impl ResultMeta {
     }
 
     pub fn to_json(&self) -> String {
-        self.to_json_extended(&Map::new())
-    }
-
-    /// `to_json` with `result_extended` fields (see `extended_fields`), which
-    /// Celery places after `parent_id` and before `task_id`.
-    pub fn to_json_extended(&self, extended: &Map<String, Value>) -> String {
         let mut m = Map::new();
         m.insert("status".into(), Value::String(self.status.as_str().into()));
         m.insert("result".into(), self.result.clone());
@@ -280,37 +260,9 @@ impl ResultMeta {
         if let Some(p) = &self.parent_id {
             m.insert("parent_id".into(), Value::String(p.clone()));
         }
-        for (k, v) in extended {
-            if k != "task_id" {
-                m.insert(k.clone(), v.clone());
-            }
-        }
         m.insert("task_id".into(), Value::String(self.task_id.clone()));
         pyjson::to_string(&Value::Object(m))
     }
-}
-
-/// `result_extended=True` fields: name, args, kwargs, worker (node name),
-/// retries, queue (the delivery routing key).
-pub fn extended_fields(msg: &TaskMessage, worker: &str) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("name".into(), Value::String(msg.task.clone()));
-    m.insert("args".into(), Value::Array(msg.args.clone()));
-    m.insert("kwargs".into(), Value::Object(msg.kwargs.clone()));
-    m.insert("worker".into(), Value::String(worker.to_string()));
-    m.insert("retries".into(), Value::from(msg.retries));
-    m.insert(
-        "queue".into(),
-        Value::String(msg.delivery_info.routing_key.clone()),
-    );
-    m
-}
-
-/// The `status` of a stored meta (custom states included), for the
-/// never-overwrite-SUCCESS check; `None` if the text is not a meta.
-pub fn stored_status(meta_json: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(meta_json).ok()?;
-    v.get("status")?.as_str().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -390,8 +342,8 @@ mod tests {
         let f = fx("result-success-with-children.json");
         let msg = msg_from("task-v2-link-errback.json");
         let child = msg_from("task-v2-link-callback-sent-by-worker.json");
-        let meta = ResultMeta::success(&msg, json!(2), f.now())
-            .with_children(vec![ResultMeta::child_tuple(&child.id)]);
+        let mut meta = ResultMeta::success(&msg, json!(2), f.now());
+        meta.children = json!([ResultMeta::child_tuple(&child.id)]);
         assert_eq!(meta.to_json(), f.raw);
     }
 
@@ -459,41 +411,18 @@ mod tests {
             f.raw
         );
 
+        // As the `revoke` control command writes it before the message was
+        // seen: `children` is null.
         let f = fx("result-revoked-before-run.json");
-        assert_eq!(
-            ResultMeta::revoked_by_command(f.id(), f.now()).to_json(),
-            f.raw
-        );
+        let mut meta = ResultMeta::revoked(f.id(), "revoked", f.now());
+        meta.children = Value::Null;
+        assert_eq!(meta.to_json(), f.raw);
     }
 
     #[test]
     fn started_meta() {
         let f = fx("result-started.json");
         assert_eq!(ResultMeta::started(f.id(), 12042, "w6@vm").to_json(), f.raw);
-    }
-
-    #[test]
-    fn extended_metas() {
-        let f = fx("result-extended-success.json");
-        let mut msg = plain_msg(f.id());
-        msg.task = "proj.add".into();
-        msg.args = vec![json!(2), json!(5)];
-        msg.delivery_info.routing_key = "hipri".into();
-        let meta = ResultMeta::success(&msg, json!(7), f.now());
-        assert_eq!(
-            meta.to_json_extended(&extended_fields(&msg, "w5@vm")),
-            f.raw
-        );
-
-        let f = fx("result-extended-failure.json");
-        let mut msg = plain_msg(f.id());
-        msg.task = "proj.fail".into();
-        msg.args = vec![json!("ext")];
-        let meta = ResultMeta::failure(&msg, f.exc(), f.traceback(), f.now());
-        assert_eq!(
-            meta.to_json_extended(&extended_fields(&msg, "w5@vm")),
-            f.raw
-        );
     }
 
     #[test]
@@ -510,11 +439,6 @@ mod tests {
             assert_eq!(State::parse(s.as_str()), Some(s));
         }
         assert!(State::Revoked.is_ready() && !State::Retry.is_ready());
-        assert_eq!(
-            stored_status(&fx("result-success.json").raw).as_deref(),
-            Some("SUCCESS")
-        );
-        assert_eq!(stored_status("nope"), None);
         let e = ExceptionInfo::new("Boom", None, vec![]);
         assert_eq!(
             pyjson::to_string(&e.to_value()),

@@ -24,17 +24,19 @@ pub enum Builtin {
 const MAX_REPEAT_BYTES: u128 = 256 << 20;
 
 impl Builtin {
+    /// Every builtin, in the order error messages list them.
+    pub const ALL: [Builtin; 7] = [
+        Builtin::Add,
+        Builtin::Mul,
+        Builtin::Xsum,
+        Builtin::Noop,
+        Builtin::Sleep,
+        Builtin::Echo,
+        Builtin::Fail,
+    ];
+
     pub fn from_name(name: &str) -> Option<Builtin> {
-        Some(match name {
-            "add" => Builtin::Add,
-            "mul" => Builtin::Mul,
-            "xsum" => Builtin::Xsum,
-            "noop" => Builtin::Noop,
-            "sleep" => Builtin::Sleep,
-            "echo" => Builtin::Echo,
-            "fail" => Builtin::Fail,
-            _ => return None,
-        })
+        Builtin::ALL.into_iter().find(|b| b.name() == name)
     }
 
     /// The builtin's name, as `from_name` accepts it and tracebacks show it.
@@ -49,10 +51,6 @@ impl Builtin {
             Builtin::Fail => "fail",
         }
     }
-
-    /// Every builtin name, for error messages listing the choices.
-    pub const NAMES: &'static [&'static str] =
-        &["add", "mul", "xsum", "noop", "sleep", "echo", "fail"];
 
     pub fn run(self, inv: &Invocation) -> Outcome {
         let name = self.name();
@@ -401,7 +399,7 @@ fn sleep(task: &str, seconds: Value, soft_limit: Option<Duration>) -> Outcome {
 fn fail(task: &str, message: Value) -> TaskError {
     let shown = match &message {
         Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => crate::protocol::pyrepr::python_repr(other),
     };
     let mut err = TaskError::value_error(task, shown);
     err.exc.exc_message = vec![message];
@@ -439,8 +437,8 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in Builtin::NAMES {
-            assert_eq!(Builtin::from_name(name).unwrap().name(), *name);
+        for builtin in Builtin::ALL {
+            assert_eq!(Builtin::from_name(builtin.name()), Some(builtin));
         }
         assert_eq!(Builtin::from_name("nope"), None);
     }
@@ -658,6 +656,12 @@ mod tests {
         );
         let err = call(Builtin::Fail, json!([]), json!({"message": 3})).unwrap_err();
         assert_eq!(err.exc.exc_message, vec![json!(3)]);
+        let err = call(Builtin::Fail, json!([[null, "a"]]), json!({})).unwrap_err();
+        assert!(
+            err.traceback.ends_with("ValueError: [None, 'a']\n"),
+            "{}",
+            err.traceback
+        );
         assert_eq!(
             type_error(call(Builtin::Fail, json!([]), json!({}))),
             "fail() missing 1 required positional argument: 'message'"

@@ -116,31 +116,38 @@ fn spawn(argv: &[String]) -> std::io::Result<Child> {
     // Its own process group, so a soft limit stops the command's children too
     // (`sh -c` scripts) rather than leaving them holding our pipes.
     command.process_group(0);
-    // SAFETY: only async-signal-safe calls (prctl, getppid) run between fork
-    // and exec.
+    // SAFETY: die_with_parent only makes async-signal-safe calls.
+    // A killed pool child must not leave its task running.
     unsafe {
-        command.pre_exec(move || {
-            // A killed pool child must not leave its task running. The
-            // signal follows the forking *thread*, so callers should run
-            // exec tasks on a thread that outlives the task (the child's main).
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
+        command.pre_exec(move || die_with_parent(parent));
     }
     command.spawn()
+}
+
+/// For `pre_exec`: the new process gets SIGKILL when the thread that forked
+/// it ends (`PR_SET_PDEATHSIG` follows the forking *thread*, so callers
+/// spawn from a thread that outlives the process: the child's main), and
+/// does not start at all if `parent` is already gone. Only
+/// async-signal-safe calls (prctl, getppid).
+pub(super) fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: plain syscalls without pointers.
+    let set = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The parent may have died before prctl took effect.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
 }
 
 /// Python's wording for the common spawn failures, naming the command.
@@ -165,7 +172,7 @@ struct Run {
     soft_limited: bool,
 }
 
-fn set_nonblocking(fd: &impl AsRawFd) -> nix::Result<()> {
+pub(super) fn set_nonblocking(fd: &impl AsRawFd) -> std::io::Result<()> {
     let raw = fd.as_raw_fd();
     let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
     fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
@@ -179,8 +186,8 @@ fn kill_group(child: &Child, signal: Signal) {
     }
 }
 
-/// Reads what is available; `Ok(true)` at end of file.
-fn drain(reader: &mut impl Read, into: &mut Vec<u8>) -> std::io::Result<bool> {
+/// Reads what is available from a non-blocking pipe; `Ok(true)` at end of file.
+pub(super) fn drain(reader: &mut impl Read, into: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match reader.read(&mut buf) {
@@ -207,7 +214,7 @@ fn drive(child: &mut Child, input: &[u8], soft_deadline: Option<Instant>) -> std
     .into_iter()
     .flatten()
     {
-        set_nonblocking(&fd).map_err(std::io::Error::from)?;
+        set_nonblocking(&fd)?;
     }
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let mut written = 0;

@@ -5,6 +5,16 @@ use super::Ctx;
 use crate::multi::error::MultiError;
 use crate::multi::expand::expand_node;
 
+/// The command's own argument, before the node list.
+fn first_argument<'a>(
+    args: &'a [String],
+    command: &'static str,
+    what: &'static str,
+) -> Result<(&'a String, &'a [String]), MultiError> {
+    args.split_first()
+        .ok_or(MultiError::MissingArgument { command, what })
+}
+
 /// Celery prints one empty line for an empty node list.
 fn print_lines(ctx: &Ctx, lines: &[String]) {
     ctx.out.say(&lines.join("\n"));
@@ -31,12 +41,7 @@ pub fn names(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
 /// `get <full name> <nodes...>`: the matching node's command line without
 /// the program. Not found: nothing on stdout, exit 1.
 pub fn get(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
-    let Some((wanted, rest)) = args.split_first() else {
-        return Err(MultiError::MissingArgument {
-            command: "get",
-            what: "the full node name to look for",
-        });
-    };
+    let (wanted, rest) = first_argument(args, "get", "the full node name to look for")?;
     let list = ctx.nodes(rest)?;
     let lines = ctx.command_lines(&list)?;
     match list.nodes.iter().position(|n| &n.name == wanted) {
@@ -53,12 +58,7 @@ pub fn get(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
 }
 
 pub fn expand(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
-    let Some((template, rest)) = args.split_first() else {
-        return Err(MultiError::MissingArgument {
-            command: "expand",
-            what: "the template",
-        });
-    };
+    let (template, rest) = first_argument(args, "expand", "the template")?;
     let list = ctx.nodes(rest)?;
     let lines = list
         .nodes

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill as send, Signal};
 use nix::unistd::Pid;
 
-use super::{probe, remove_stale_pidfile, Ctx, Probe};
+use super::{exit_status, probe, remove_stale_pidfile, Ctx, Probe};
 use crate::multi::error::MultiError;
 use crate::node::identity::{children_of, node_process_gone};
 
@@ -21,7 +21,7 @@ pub fn kill(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
     let mut killed = Vec::new();
     for node in &list.nodes {
         let Probe::Running(pid) = probe(ctx, node) else {
-            out.note(&format!("> {}: {}", node.name, out.down()));
+            out.note_down(&node.name);
             continue;
         };
         out.note(&format!("Sending KILL to node {} ({pid})", node.name));
@@ -62,9 +62,5 @@ pub fn kill(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
             remove_stale_pidfile(&path, pid);
         }
     }
-    Ok(if failed {
-        crate::exit::FAILURE
-    } else {
-        crate::exit::OK
-    })
+    Ok(exit_status(failed))
 }

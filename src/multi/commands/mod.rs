@@ -111,6 +111,15 @@ pub fn remove_stale_pidfile(path: &Path, pid: i32) {
     }
 }
 
+/// The command's exit status: `FAILURE` if any node failed, else `OK`.
+pub fn exit_status(failed: bool) -> i32 {
+    if failed {
+        crate::exit::FAILURE
+    } else {
+        crate::exit::OK
+    }
+}
+
 /// `2`, `2 nodes`: Celery's pluralisation of the "Waiting for" line.
 pub fn pluralize(n: usize, word: &str) -> String {
     if n == 1 {

@@ -8,7 +8,7 @@ use std::cell::Cell;
 
 use super::start::start_node;
 use super::wait::{parse_timeout, signal_nodes, strip_signal, wait_all};
-use super::{probe, Ctx, Probe};
+use super::{exit_status, probe, Ctx, Probe};
 use crate::multi::error::MultiError;
 
 pub fn restart(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
@@ -35,9 +35,5 @@ pub fn restart(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
     let outcome = wait_all(ctx, targets, timeout, &mut |t| restart_one(t.idx));
     let bad =
         failed.get() || signal_failed || !outcome.killed.is_empty() || !outcome.stuck.is_empty();
-    Ok(if bad {
-        crate::exit::FAILURE
-    } else {
-        crate::exit::OK
-    })
+    Ok(exit_status(bad))
 }

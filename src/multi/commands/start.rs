@@ -8,7 +8,7 @@
 
 use nix::sys::signal::Signal;
 
-use super::Ctx;
+use super::{exit_status, Ctx};
 use crate::multi::cmdline::CommandLine;
 use crate::multi::dirs;
 use crate::multi::error::MultiError;
@@ -26,11 +26,7 @@ pub fn start(ctx: &Ctx, args: &[String]) -> Result<i32, MultiError> {
     for (node, line) in list.nodes.iter().zip(&lines) {
         failed |= !start_node(ctx, node, line, false);
     }
-    Ok(if failed {
-        crate::exit::FAILURE
-    } else {
-        crate::exit::OK
-    })
+    Ok(exit_status(failed))
 }
 
 /// Indents the launcher's messages under the node's line, on stderr.

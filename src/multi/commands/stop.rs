@@ -3,7 +3,7 @@
 //! SIGKILLs what is still running when time is up.
 
 use super::wait::{parse_timeout, signal_nodes, strip_signal, wait_all};
-use super::{probe, Ctx, Probe};
+use super::{exit_status, probe, Ctx, Probe};
 use crate::multi::error::MultiError;
 
 pub fn stop(ctx: &Ctx, args: &[String], wait: bool) -> Result<i32, MultiError> {
@@ -18,23 +18,16 @@ pub fn stop(ctx: &Ctx, args: &[String], wait: bool) -> Result<i32, MultiError> {
         .map(|node| {
             let p = probe(ctx, node);
             if p == Probe::Down {
-                out.note(&format!("> {}: {}", node.name, out.down()));
+                out.note_down(&node.name);
             }
             p
         })
         .collect();
-    let mut say_down =
-        |idx: usize| out.note(&format!("> {}: {}", list.nodes[idx].name, out.down()));
+    let mut say_down = |idx: usize| out.note_down(&list.nodes[idx].name);
     let (targets, mut failed) = signal_nodes(ctx, &list, &probes, sig, &mut say_down);
     if wait {
-        let outcome = wait_all(ctx, targets, timeout, &mut |t| {
-            out.note(&format!("> {}: {}", t.name, out.down()))
-        });
+        let outcome = wait_all(ctx, targets, timeout, &mut |t| out.note_down(&t.name));
         failed |= !outcome.killed.is_empty() || !outcome.stuck.is_empty();
     }
-    Ok(if failed {
-        crate::exit::FAILURE
-    } else {
-        crate::exit::OK
-    })
+    Ok(exit_status(failed))
 }

@@ -41,7 +41,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::exec::{die_with_parent, drain, set_nonblocking};
 
 /// The host script (see the module docs).
 pub const HOST_SCRIPT: &str = include_str!("host.py");
@@ -257,11 +259,7 @@ struct LineReader {
 
 impl LineReader {
     fn new(fd: OwnedFd) -> std::io::Result<LineReader> {
-        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
-            .map_err(std::io::Error::from)?;
-        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
-            .map_err(std::io::Error::from)?;
+        set_nonblocking(&fd)?;
         Ok(LineReader {
             file: File::from(fd),
             buf: Vec::new(),
@@ -271,17 +269,10 @@ impl LineReader {
 
     /// Reads what is available; returns complete lines.
     fn read_lines(&mut self) -> Vec<String> {
-        let mut chunk = [0u8; 16384];
-        loop {
-            match self.file.read(&mut chunk) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
+        // A read error other than "nothing more yet" is taken as nothing
+        // more: the host's exit is noticed by the caller.
+        if let Ok(true) = drain(&mut self.file, &mut self.buf) {
+            self.eof = true;
         }
         let mut lines = Vec::new();
         while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
@@ -369,8 +360,9 @@ impl Host {
     /// Starts a host and waits for its hello. A host that cannot load the
     /// app gives `PythonError::Load` with the traceback's last lines.
     pub fn start(cfg: &HostConfig, hostname: &str) -> Result<Host, PythonError> {
-        let (proto_r, proto_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err)?;
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err)?;
+        let (proto_r, proto_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         let err_w = out_w.try_clone()?;
         let options = serde_json::json!({
             "conf": cfg.conf,
@@ -383,8 +375,9 @@ impl Host {
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
         let proto_fd = proto_w.as_raw_fd();
-        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, signal)
-        // between fork and exec.
+        let parent = std::process::id();
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid,
+        // signal) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if proto_fd == 3 {
@@ -395,7 +388,7 @@ impl Host {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Never outlive the pool child, whatever kills it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                die_with_parent(parent)?;
                 // The child ignores these for itself; Python gets defaults.
                 // INT and TERM stay ignored: they are for the Rust processes.
                 for sig in [
@@ -517,7 +510,7 @@ impl Host {
             if !fds.is_empty() {
                 match nix::poll::poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(io_err(e).into()),
+                    Err(e) => return Err(std::io::Error::from(e).into()),
                 }
             }
         }
@@ -633,10 +626,6 @@ impl Drop for Host {
         }
         self.kill();
     }
-}
-
-fn io_err(e: nix::errno::Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e as i32)
 }
 
 /// The `-A` value and interpreter of a Python app, with the settings
