@@ -66,7 +66,7 @@ impl NodeConfig {
             }
         }
         let app = load_app(args)?;
-        let host = names::gethostname();
+        let host = crate::protocol::task::local_hostname();
         let node = names::node_name(args.hostname.as_deref(), &host);
         let queues: Vec<String> = match &args.queues {
             Some(q) => q

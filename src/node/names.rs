@@ -1,41 +1,17 @@
 //! The worker's own name expansion (Celery's `celery worker`, not multi's):
 //! `-n/--hostname` host expansion, and `%p %h %n %d %i %I` in log and pid files.
 
-/// This machine's host name (`socket.gethostname()`).
-pub fn gethostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-fn split_host(host: &str) -> (&str, &str) {
-    host.split_once('.').unwrap_or((host, ""))
-}
-
-/// Expands `%h` (host), `%n` (short host), `%d` (domain) in a `-n` value.
-fn expand_host_part(text: &str, host: &str) -> String {
-    let (short, domain) = split_host(host);
-    replace_keys(text, |k| match k {
-        'h' => Some(host.to_string()),
-        'n' => Some(short.to_string()),
-        'd' => Some(domain.to_string()),
-        _ => None,
-    })
-}
+use crate::protocol::template::{host_key, simple_format};
 
 /// The full node name from `-n`: `w1@%h` → `w1@vm`; a value without `@` is the
 /// host (`celery@value`); none gives `celery@<hostname>`.
 pub fn node_name(arg: Option<&str>, host: &str) -> String {
+    let expand = |text: &str| simple_format(text, |k| host_key(host, k));
     match arg {
         None => format!("celery@{host}"),
         Some(v) => match v.split_once('@') {
-            Some((name, h)) => format!(
-                "{}@{}",
-                expand_host_part(name, host),
-                expand_host_part(h, host)
-            ),
-            None => format!("celery@{}", expand_host_part(v, host)),
+            Some((name, h)) => format!("{}@{}", expand(name), expand(h)),
+            None => format!("celery@{}", expand(v)),
         },
     }
 }
@@ -47,47 +23,18 @@ pub fn expand_file(template: &str, node: &str, index: usize) -> String {
         Some((n, h)) => (n, h),
         None => ("celery", node),
     };
-    let (_, domain) = split_host(host);
-    replace_keys(template, |k| match k {
+    simple_format(template, |k| match k {
         'p' => Some(node.to_string()),
-        'h' => Some(host.to_string()),
         'n' => Some(name.to_string()),
-        'd' => Some(domain.to_string()),
         'i' => Some(index.to_string()),
         'I' => Some(if index == 0 {
             String::new()
         } else {
             format!("-{index}")
         }),
-        _ => None,
+        // %h is the whole host part, %d its domain.
+        _ => host_key(host, k),
     })
-}
-
-/// Replaces `%x` for keys `lookup` knows and `%%` with `%`; leaves others as they are.
-fn replace_keys(text: &str, lookup: impl Fn(char) -> Option<String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek().copied() {
-            Some('%') => {
-                chars.next();
-                out.push('%');
-            }
-            Some(k) => match lookup(k) {
-                Some(v) => {
-                    chars.next();
-                    out.push_str(&v);
-                }
-                None => out.push('%'),
-            },
-            None => out.push('%'),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -448,7 +448,8 @@ fn seconds_value(limit: Option<f64>) -> Value {
     }
 }
 
-fn local_hostname() -> String {
+/// This machine's host name (`socket.gethostname()`), `localhost` if unknown.
+pub fn local_hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
