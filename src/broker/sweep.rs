@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::connection::BrokerError;
 use super::keys;
 use super::reserve::now_secs;
-use crate::protocol::envelope::mark_redelivered;
+use crate::protocol::envelope::redelivered;
 use crate::protocol::pyjson;
 
 /// How long the mutex is held at most (kombu's value).
@@ -95,7 +95,7 @@ fn restore_locked(con: &mut Connection, visibility_timeout: u64) -> Result<usize
 /// push to and the envelope marked redelivered.
 fn restorable(entry: &str) -> Option<(String, String)> {
     let parsed: Value = serde_json::from_str(entry).ok()?;
-    let mut envelope = parsed.get(0)?.clone();
+    let envelope = parsed.get(0)?.clone();
     let routing_key = parsed
         .get(2)
         .and_then(Value::as_str)
@@ -107,10 +107,9 @@ fn restorable(entry: &str) -> Option<(String, String)> {
         .and_then(Value::as_u64)
         .unwrap_or(0)
         .min(9) as u8;
-    mark_redelivered(&mut envelope);
     Some((
         keys::priority_key(&routing_key, priority),
-        pyjson::to_string(&envelope),
+        redelivered(envelope),
     ))
 }
 

@@ -14,7 +14,7 @@ use crate::broker::{self, BrokerError, Connections};
 use crate::child::execute::{worker_lost, NODE_KILLED};
 use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
-use crate::protocol::{pyjson, ExceptionInfo, ResultMeta, TaskMessage};
+use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.
 pub enum Lost {
@@ -219,7 +219,10 @@ impl Recovery {
             Err(_) => self.default_queue.clone(),
         };
         let tag = delivery_tag_of(raw);
-        let marked = mark_redelivered(raw).unwrap_or_else(|| raw.to_string());
+        let marked = serde_json::from_str::<Value>(raw)
+            .ok()
+            .filter(Value::is_object)
+            .map_or_else(|| raw.to_string(), envelope::redelivered);
         let con = self.conns.broker()?;
         self.scripts
             .restore(con, slot, tag.as_deref(), &queue_key, &marked, false)
@@ -240,12 +243,4 @@ fn started_from(raw: &str) -> Started {
         group: task.as_ref().and_then(|t| t.group.clone()),
         parent_id: task.as_ref().and_then(|t| t.parent_id.clone()),
     }
-}
-
-/// The envelope text with kombu's redelivered marks.
-pub fn mark_redelivered(raw: &str) -> Option<String> {
-    let mut env: Value = serde_json::from_str(raw).ok()?;
-    env.as_object()?;
-    envelope::mark_redelivered(&mut env);
-    Some(pyjson::to_string(&env))
 }

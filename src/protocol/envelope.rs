@@ -154,9 +154,9 @@ pub fn delivery_tag_of(raw: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Marks an envelope as kombu's restore does: `headers.redelivered` and
-/// `properties.delivery_info.redelivered` become true.
-pub fn mark_redelivered(envelope: &mut Value) {
+/// An envelope as kombu's restore writes it back: `headers.redelivered` and
+/// `properties.delivery_info.redelivered` set to true, in Python's JSON.
+pub fn redelivered(mut envelope: Value) -> String {
     if let Some(h) = envelope.get_mut("headers").and_then(Value::as_object_mut) {
         h.insert("redelivered".into(), Value::Bool(true));
     }
@@ -167,6 +167,7 @@ pub fn mark_redelivered(envelope: &mut Value) {
     {
         di.insert("redelivered".into(), Value::Bool(true));
     }
+    crate::protocol::pyjson::to_string(&envelope)
 }
 
 #[cfg(test)]
