@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-const NODE: &str = "w1@testhost";
+const NODE: &str = TEST_NODE;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The interpreter the tests give `--python`.

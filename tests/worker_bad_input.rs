@@ -58,7 +58,7 @@ impl Node {
     }
 
     fn logs(&self) -> String {
-        format!("{}{}", self.dir.read("w1.log"), self.dir.read("w1-1.log"))
+        node_logs(&self.dir)
     }
 
     /// The node still serves after the bad input.
