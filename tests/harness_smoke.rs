@@ -304,4 +304,12 @@ fn command_builder_runs_the_built_binary_in_the_test_dir() {
     assert!(run.stdout().contains("rmulti"), "{}", run.stdout());
     let run = Rmulti::new(&dir).arg("--no-such-flag").run();
     assert_ne!(run.code(), Some(0));
+    // The test dir is its working directory: `start` creates the relative
+    // pidfile directory there (the start itself fails: /bin/false).
+    Rmulti::new(&dir)
+        .args(["start", "w1", "--pidfile=run/%n.pid", "--logfile=%n%I.log"])
+        .arg("--executable=/bin/false")
+        .run()
+        .code_is(1);
+    assert!(dir.join("run").is_dir(), "run/ not created in the test dir");
 }
