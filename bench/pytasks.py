@@ -192,18 +192,7 @@ class MultiNode:
         self.B.Node.scan_logs(self, what)
 
     def kill(self):
-        pid = self.pid or self.B.read_pid(self.pidfile)
-        if pid is not None:
-            for p in reversed(self.B.tree(pid)):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        try:
-            os.unlink(self.pidfile)
-        except FileNotFoundError:
-            pass
-        self.pid = None
+        self.B.Node.kill(self)
 
 
 # --- messages ----------------------------------------------------------------
