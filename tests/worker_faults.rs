@@ -223,7 +223,11 @@ fn max_tasks_per_child_replaces_the_child_after_two_tasks() {
     let first = only_child(pid);
 
     assert_serves(&redis, &dir, 1, 1);
-    assert_eq!(descendants(pid), vec![first], "replaced after one task already");
+    assert_eq!(
+        descendants(pid),
+        vec![first],
+        "replaced after one task already"
+    );
     assert_serves(&redis, &dir, 2, 2);
     let second = replacement_of(pid, first, Duration::from_secs(2))
         .unwrap_or_else(|| panic!("child not replaced after 2 tasks\n{}", node_logs(&dir)));
@@ -425,16 +429,52 @@ fn rmulti_call_with_countdown_waits_for_the_parked_task() {
 /// An exec task whose command has a child of its own (`sh -c` running `sleep`).
 const SLOW_EXEC: &str = "\"proj.tasks.slow\" = { exec = [\"sh\", \"-c\", \"sleep 30; echo 1\"] }\n";
 
-/// Waits until the node's pool runs `sh` with a `sleep` below it; returns every descendant.
-fn exec_tree(pid: i32) -> Vec<i32> {
-    wait_for(Duration::from_secs(5), || {
-        let tree = descendants(pid);
-        let comm = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        tree.iter()
-            .any(|p| comm(p).trim() == "sleep")
-            .then_some(tree)
-    })
-    .expect("the exec task's `sleep` process never appeared")
+/// The processes of a running exec task (every descendant of the node when
+/// its `sleep` showed up). Any of them still alive when this is dropped is
+/// SIGKILLed, so a failed assert leaves no `sleep 30` behind.
+struct ExecTree(Vec<i32>);
+
+impl ExecTree {
+    /// Waits until the node's pool runs `sh` with a `sleep` below it.
+    fn of_node(pid: i32) -> ExecTree {
+        let tree = wait_for(Duration::from_secs(5), || {
+            let tree = descendants(pid);
+            let comm =
+                |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            tree.iter()
+                .any(|p| comm(p).trim() == "sleep")
+                .then_some(tree)
+        })
+        .expect("the exec task's `sleep` process never appeared");
+        ExecTree(tree)
+    }
+
+    fn alive(&self) -> Vec<i32> {
+        self.0.iter().copied().filter(|&p| alive(p)).collect()
+    }
+
+    /// Asserts that every process of the task is gone within 2 s.
+    fn assert_gone(&self) {
+        let gone = wait_until(Duration::from_secs(2), || self.alive().is_empty());
+        let left: Vec<(i32, String)> = self
+            .alive()
+            .into_iter()
+            .map(|p| {
+                let cmdline = std::fs::read_to_string(format!("/proc/{p}/cmdline"));
+                (p, cmdline.unwrap_or_default())
+            })
+            .collect();
+        assert!(gone, "processes of the killed task survived: {left:?}");
+    }
+}
+
+impl Drop for ExecTree {
+    fn drop(&mut self) {
+        for p in self.alive() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
 }
 
 #[test]
@@ -445,34 +485,12 @@ fn hard_time_limit_kills_the_whole_exec_task_tree() {
     let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
-    let tree = exec_tree(pid);
+    let tree = ExecTree::of_node(pid);
     let meta = redis
         .wait_result(&id, Duration::from_secs(4))
         .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "TimeLimitExceeded", "{meta}");
-    let survivors = wait_for(Duration::from_secs(2), || {
-        let left: Vec<i32> = tree.iter().copied().filter(|&p| alive(p)).collect();
-        left.is_empty().then_some(())
-    });
-    let left: Vec<(i32, String)> = tree
-        .iter()
-        .filter(|&&p| alive(p))
-        .map(|&p| {
-            (
-                p,
-                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default(),
-            )
-        })
-        .collect();
-    // Clean up before asserting, so a failure leaves nothing running.
-    for (p, _) in &left {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
-    assert!(
-        survivors.is_some(),
-        "processes of the killed task survived: {left:?}"
-    );
+    tree.assert_gone();
 }
 
 /// When someone else SIGKILLs the pool child, PR_SET_PDEATHSIG kills the
@@ -488,24 +506,13 @@ fn sigkill_of_a_child_running_an_exec_task_leaves_no_orphan() {
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
-    let tree = exec_tree(pid);
+    let tree = ExecTree::of_node(pid);
     signal(child, libc::SIGKILL);
     let meta = redis
         .wait_result(&id, Duration::from_secs(3))
         .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
-    let survivors = wait_for(Duration::from_secs(2), || {
-        tree.iter().all(|&p| !alive(p)).then_some(())
-    });
-    let left: Vec<i32> = tree.iter().copied().filter(|&p| alive(p)).collect();
-    for p in &left {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
-    assert!(
-        survivors.is_some(),
-        "processes of the killed task survived: {left:?}"
-    );
+    tree.assert_gone();
 }
 
 #[test]
