@@ -109,8 +109,9 @@ fn launch(
 }
 
 impl Node {
-    /// Waits until every message is acked (nothing held, no started
-    /// marker): the host stores a result before it says the task is done.
+    /// Waits until every message is acked (nothing held, no slot state
+    /// `rmulti.state.<node>.<slot>` left): the host stores a result before
+    /// it says the task is done.
     fn wait_idle(&self) {
         wait_nothing_in_flight(&self.redis);
     }
