@@ -670,6 +670,8 @@ fn ttou_under_load_leaves_no_message_in_a_retired_slot() {
         if round == 60 || round == 120 {
             signal(pid, libc::SIGTTOU);
         }
+        // Pacing, not waiting: spread the messages over ~0.4 s, so that the
+        // two TTOUs land while slots are busy taking messages.
         std::thread::sleep(Duration::from_millis(2));
     }
     for id in &ids {
@@ -703,6 +705,8 @@ fn a_message_swept_to_another_node_is_not_run_again_by_its_first_node() {
     signal(pid, libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(2), || !alive(pid)));
     // Past the visibility timeout, a second node's start-up sweep takes it.
+    // The sleep is the point: the 1 s timeout must elapse, and nothing
+    // observable happens until w2 starts and sweeps.
     std::thread::sleep(Duration::from_millis(1200));
     let mut other = NodeGuard::new(dir.path(), &["w2.pid"]);
     Rmulti::new(&dir)
