@@ -294,25 +294,35 @@ class Celery(Node):
 # --- Redis helpers ---------------------------------------------------------
 
 
+def template_for(r0, task, *args):
+    """One real Celery message for task, as the client puts it on Redis
+    (also used by pytasks.py)."""
+    r0.delete("celery")
+    task.delay(*args)
+    raw = r0.rpop("celery")
+    assert raw, "the Celery client did not put the message on the 'celery' list"
+    return json.loads(raw)
+
+
 def template_message(redis_db0):
     """One real Celery 5.7 message for proj.tasks.add, as the client puts it on Redis."""
     from proj.tasks import add
     redis_db0.flushall()
-    add.delay(0, 0)
-    raw = redis_db0.rpop("celery")
-    assert raw, "the Celery client did not put the message on the 'celery' list"
+    template = template_for(redis_db0, add, 0, 0)
     redis_db0.flushall()
-    return json.loads(raw)
+    return template
 
 
-def encode_like(template, i):
+def encode(template, args):
+    """A copy of template for a new task id and positional args
+    (also used by pytasks.py); returns (task id, raw message)."""
     m = json.loads(json.dumps(template))
     tid = str(uuid.uuid4())
     h = m["headers"]
     h["id"] = tid
     h["root_id"] = tid
-    h["argsrepr"] = "(%d, %d)" % (i, i)
-    body = [[i, i], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    h["argsrepr"] = repr(tuple(args))
+    body = [list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     m["body"] = base64.b64encode(json.dumps(body).encode()).decode()
     p = m["properties"]
     p["correlation_id"] = tid
@@ -324,7 +334,7 @@ def preload(r0, template, n):
     ids = []
     pipe = r0.pipeline(transaction=False)
     for i in range(n):
-        tid, raw = encode_like(template, i)
+        tid, raw = encode(template, [i, i])
         ids.append(tid)
         pipe.lpush("celery", raw)
         if len(pipe) >= 1000:

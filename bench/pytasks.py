@@ -13,13 +13,11 @@ for its helpers (process tree, RSS, problem list, medians, table rows).
 Nothing here asserts a timing.
 """
 
-import base64
 import json
 import os
 import signal
 import subprocess
 import time
-import uuid
 
 NODES = ("rmulti", "Celery")
 
@@ -194,45 +192,10 @@ class MultiNode:
         self.B.Node.scan_logs(self, what)
 
     def kill(self):
-        pid = self.pid or self.B.read_pid(self.pidfile)
-        if pid is not None:
-            for p in reversed(self.B.tree(pid)):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        try:
-            os.unlink(self.pidfile)
-        except FileNotFoundError:
-            pass
-        self.pid = None
+        self.B.Node.kill(self)
 
 
 # --- messages ----------------------------------------------------------------
-
-
-def template_for(r0, task, *args):
-    """One real Celery message for task, as the client puts it on Redis."""
-    r0.delete("celery")
-    task.delay(*args)
-    raw = r0.rpop("celery")
-    assert raw, "the Celery client did not put the message on the 'celery' list"
-    return json.loads(raw)
-
-
-def encode(template, args):
-    m = json.loads(json.dumps(template))
-    tid = str(uuid.uuid4())
-    h = m["headers"]
-    h["id"] = tid
-    h["root_id"] = tid
-    h["argsrepr"] = repr(tuple(args))
-    body = [list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    m["body"] = base64.b64encode(json.dumps(body).encode()).decode()
-    p = m["properties"]
-    p["correlation_id"] = tid
-    p["delivery_tag"] = str(uuid.uuid4())
-    return tid, json.dumps(m)
 
 
 def loaded_run(B, node, r0, r1, template, argss, expect, what):
@@ -242,7 +205,7 @@ def loaded_run(B, node, r0, r1, template, argss, expect, what):
     r1.flushdb()
     ids, raws = [], []
     for args in argss:
-        tid, raw = encode(template, args)
+        tid, raw = B.encode(template, args)
         ids.append(tid)
         raws.append(raw)
     n = len(ids)
@@ -334,8 +297,8 @@ def run(B, args, env, r0, r1, python):
     """Runs the scenario; returns (results, markdown lines)."""
     from proj.tasks import add, sumrange
 
-    tpl_add = template_for(r0, add, 0, 0)
-    tpl_sum = template_for(r0, sumrange, args.py_work)
+    tpl_add = B.template_for(r0, add, 0, 0)
+    tpl_sum = B.template_for(r0, sumrange, args.py_work)
     r0.flushall()
     nodes = {
         "rmulti": MultiNode(B, "rmulti", "r1", [os.path.abspath(args.rmulti)], ["--python=" + python],

@@ -223,11 +223,12 @@ fn wait_until_polls_until_true_or_deadline() {
 }
 
 /// A stand-in for a detached node: a shell named `rmulti-sh` that leads its
-/// own process group, writes its pid to a pidfile and has two children.
-fn fake_node(dir: &TestDir, pidfile: &str) -> (std::process::Child, i32) {
+/// own process group, writes its pid to a pidfile and has two children. The
+/// returned guard kills it and its children if the guard under test did not.
+fn fake_node(dir: &TestDir, pidfile: &str) -> (Spawned, i32) {
     let sh = dir.join("rmulti-sh");
     std::os::unix::fs::symlink("/bin/sh", &sh).expect("symlink rmulti-sh");
-    let mut child = Command::new(&sh)
+    let child = Command::new(&sh)
         .arg("-c")
         .arg(format!("sleep 300 & sleep 300 & echo $$ > {pidfile}; wait"))
         .current_dir(dir.path())
@@ -235,23 +236,20 @@ fn fake_node(dir: &TestDir, pidfile: &str) -> (std::process::Child, i32) {
         .process_group(0)
         .spawn()
         .expect("spawn fake node");
-    let pid = child.id() as i32;
+    let node = Spawned::adopt(child, "rmulti-sh (fake node)");
+    let pid = node.pid();
     let ready = wait_until(STARTUP_TIMEOUT, || {
         read_pidfile(dir.join(pidfile)) == Some(pid) && descendants(pid).len() == 2
     });
-    if !ready {
-        kill_group_and_tree(pid);
-        let _ = child.wait();
-        panic!("fake node did not start");
-    }
-    (child, pid)
+    assert!(ready, "fake node did not start");
+    (node, pid)
 }
 
 #[test]
 fn node_guard_kills_a_node_and_its_pool_on_drop() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
-    let (mut child, pid) = fake_node(&dir, "w1.pid");
+    let (_node, pid) = fake_node(&dir, "w1.pid");
     let pool = descendants(pid);
     assert!(is_rmulti(pid));
     let guard = NodeGuard::new(dir.path(), &["w1.pid", "w2.pid"]);
@@ -261,32 +259,33 @@ fn node_guard_kills_a_node_and_its_pool_on_drop() {
     for p in pool {
         assert!(!alive(p), "pool child {p} survived the guard");
     }
-    let _ = child.wait();
 }
 
 #[test]
 fn node_guard_kills_a_remembered_node_whose_pidfile_vanished() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
-    let (mut child, pid) = fake_node(&dir, "w1.pid");
+    let (_node, pid) = fake_node(&dir, "w1.pid");
     let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
     guard.remember();
     std::fs::remove_file(dir.join("w1.pid")).expect("rm pidfile");
     drop(guard);
     assert!(!alive(pid));
-    let _ = child.wait();
 }
 
 #[test]
 fn node_guard_spares_processes_that_are_not_rmulti() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
-    let mut sleeper = Command::new("sleep")
-        .arg("300")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn sleep");
-    let sleeper_pid = sleeper.id() as i32;
+    let sleeper = Spawned::adopt(
+        Command::new("sleep")
+            .arg("300")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep"),
+        "sleep 300",
+    );
+    let sleeper_pid = sleeper.pid();
     dir.write("other.pid", format!("{sleeper_pid}\n"));
     dir.write("self.pid", format!("{}\n", std::process::id()));
     dir.write("garbage.pid", "not a pid\n");
@@ -295,8 +294,6 @@ fn node_guard_spares_processes_that_are_not_rmulti() {
         &["other.pid", "self.pid", "garbage.pid"],
     ));
     assert!(alive(sleeper_pid), "a process not named rmulti was killed");
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
 }
 
 #[test]
@@ -307,4 +304,12 @@ fn command_builder_runs_the_built_binary_in_the_test_dir() {
     assert!(run.stdout().contains("rmulti"), "{}", run.stdout());
     let run = Rmulti::new(&dir).arg("--no-such-flag").run();
     assert_ne!(run.code(), Some(0));
+    // The test dir is its working directory: `start` creates the relative
+    // pidfile directory there (the start itself fails: /bin/false).
+    Rmulti::new(&dir)
+        .args(["start", "w1", "--pidfile=run/%n.pid", "--logfile=%n%I.log"])
+        .arg("--executable=/bin/false")
+        .run()
+        .code_is(1);
+    assert!(dir.join("run").is_dir(), "run/ not created in the test dir");
 }

@@ -3,27 +3,24 @@
 //! §5.1/§5.2 examples, the grammar edge cases of §17, and that no command but
 //! start/restart creates directories.
 
+mod common;
+
 use std::process::{Command, Output};
 
-fn host() -> String {
-    nix::unistd::gethostname()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{hostname as host, Rmulti};
 
 fn rmulti(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     rmulti_in(dir.path(), args)
 }
 
+/// `rmulti <args>` in `dir`, with a deadline (tests/common), NO_COLOR unset.
 fn rmulti_in(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmulti"))
+    Rmulti::in_dir(dir)
         .args(args)
-        .current_dir(dir)
         .env_remove("NO_COLOR")
-        .output()
-        .unwrap()
+        .run()
+        .out
 }
 
 fn stdout(o: &Output) -> String {

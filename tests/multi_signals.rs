@@ -7,10 +7,14 @@
 //! worker contract without the real worker; `multi_worker.rs` runs the real
 //! one.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::*;
 
 const FAKE_LAUNCHER: &str = r#"#!/usr/bin/env python3
 import os, sys, time
@@ -80,15 +84,11 @@ print('fake worker: not ready', file=sys.stderr)
 sys.exit(1)
 "#;
 
-fn host() -> String {
-    nix::unistd::gethostname()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// A temp dir with the fake launcher at `bin/rmulti`; kills every process
-/// whose pidfile is still in the dir when dropped, even on panic.
+/// A temp dir with the fake launcher at `bin/rmulti`. On drop, even on
+/// panic, every live stand-in worker whose pidfile is anywhere below the dir
+/// (`wd/run/w1.pid` included) is killed with its child; a pidfile that
+/// points at anything else (the garbage, dead and foreign pids the tests
+/// write) is never acted on.
 struct Sandbox {
     dir: tempfile::TempDir,
 }
@@ -112,12 +112,9 @@ impl Sandbox {
         format!("--executable={}", self.path().join("bin/rmulti").display())
     }
 
+    /// `rmulti <args>` in the sandbox, with a deadline (tests/common).
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rmulti"))
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .unwrap()
+        Rmulti::in_dir(self.path()).args(args).run().out
     }
 
     /// Runs a command against the fake worker.
@@ -129,54 +126,35 @@ impl Sandbox {
     }
 
     fn pid(&self, node: &str) -> Option<i32> {
-        fs::read_to_string(self.path().join(format!("{node}.pid")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        read_pidfile(self.path().join(format!("{node}.pid")))
     }
+}
+
+/// Every `*.pid` file below `dir`.
+fn pidfiles_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.is_dir() {
+            found.extend(pidfiles_below(&path));
+        } else if path.extension().is_some_and(|x| x == "pid") {
+            found.push(path);
+        }
+    }
+    found
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let Ok(entries) = fs::read_dir(self.path()) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "pid") {
-                if let Some(pid) = fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok())
-                {
-                    if pid > 1 {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
+        for pid in pidfiles_below(self.path()).iter().filter_map(read_pidfile) {
+            // The stand-in's argv[0] is `.../bin/rmulti`: is_rmulti() accepts
+            // it and refuses the foreign and recycled pids the tests write.
+            if alive(pid) && is_rmulti(pid) {
+                kill_group_and_tree(pid);
             }
         }
-    }
-}
-
-/// A process this test owns; killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
-            state != 'Z'
-        }
-        Err(_) => false,
     }
 }
 
@@ -188,17 +166,15 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn wait_gone(pid: i32) {
-    let t = Instant::now();
-    while alive(pid) && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits up to 5 s for `pid` to be gone (or a zombie).
+fn gone(pid: i32) -> bool {
+    wait_until(Duration::from_secs(5), || !alive(pid))
 }
 
 #[test]
 fn untrusted_pidfiles_are_down_and_never_signalled() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     let dead = {
         let mut c = Command::new("true").spawn().unwrap();
         c.wait().unwrap();
@@ -240,9 +216,9 @@ fn untrusted_pidfiles_are_down_and_never_signalled() {
 #[test]
 fn foreign_live_process_is_left_alone() {
     let sb = Sandbox::new();
-    let h = host();
-    let sleeper = Guard(Command::new("sleep").arg("60").spawn().unwrap());
-    let pid = sleeper.0.id() as i32;
+    let h = hostname();
+    let sleeper = Spawned::adopt(Command::new("sleep").arg("60").spawn().unwrap(), "sleep 60");
+    let pid = sleeper.pid();
     fs::write(sb.path().join("w3.pid"), format!("{pid}\n")).unwrap();
     for args in [
         &["stop", "w3"][..],
@@ -261,6 +237,8 @@ fn foreign_live_process_is_left_alone() {
             "{text}"
         );
         assert!(text.contains(&format!("> w3@{h}: DOWN")), "{text}");
+        // Nothing to poll for: the test is that the sleeper does NOT die,
+        // so give a wrongly sent signal a moment to land before looking.
         std::thread::sleep(Duration::from_millis(50));
         assert!(alive(pid), "{args:?} signalled the foreign process");
     }
@@ -270,7 +248,7 @@ fn foreign_live_process_is_left_alone() {
 #[test]
 fn start_stopwait_with_stand_in_worker() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     let o = sb.fake(&["start", "w1", "w2", "-c", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(
@@ -325,7 +303,7 @@ fn start_stopwait_with_stand_in_worker() {
 #[test]
 fn stop_does_not_wait_and_signal_argument_is_used() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     assert!(sb.fake(&["start", "w1"]).status.success());
     let p1 = sb.pid("w1").unwrap();
     let o = sb.fake(&["stop", "w1", "-KILL"]);
@@ -335,14 +313,13 @@ fn stop_does_not_wait_and_signal_argument_is_used() {
         "{}",
         out(&o)
     );
-    wait_gone(p1);
-    assert!(!alive(p1));
+    assert!(gone(p1), "{p1} survived KILL");
 }
 
 #[test]
 fn failed_start_shows_reason_and_fails() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     let o = sb.fake(&["start", "w1", "--fail"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -363,30 +340,14 @@ fn failed_start_shows_reason_and_fails() {
 #[test]
 fn stopwait_timeout_kills_stuck_nodes() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     assert!(sb
         .fake(&["start", "w1", "w2", "--ignore-term"])
         .status
         .success());
     let p1 = sb.pid("w1").unwrap();
-    let children: Vec<i32> = fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s[s.rfind(')')? + 2..]
-                        .split(' ')
-                        .nth(1)?
-                        .parse::<i32>()
-                        .ok()
-                })
-                == Some(p1)
-        })
-        .collect();
-    assert_eq!(children.len(), 1);
+    let children = descendants(p1);
+    assert_eq!(children.len(), 1, "{children:?}");
     let t = Instant::now();
     let o = sb.fake(&["stopwait", "w1", "w2", "--timeout=0.5"]);
     assert_eq!(o.status.code(), Some(1));
@@ -407,8 +368,7 @@ fn stopwait_timeout_kills_stuck_nodes() {
     );
     assert!(t.elapsed() < Duration::from_secs(3));
     assert!(!alive(p1));
-    wait_gone(children[0]);
-    assert!(!alive(children[0]));
+    assert!(gone(children[0]), "the stand-in's child outlived it");
     // killed nodes cannot remove their pidfiles: multi does
     assert!(sb.pid("w1").is_none() && sb.pid("w2").is_none());
 }
@@ -416,7 +376,7 @@ fn stopwait_timeout_kills_stuck_nodes() {
 #[test]
 fn restart_waits_and_drops_the_signal_argument() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     assert!(sb.fake(&["start", "w1"]).status.success());
     let old = sb.pid("w1").unwrap();
     let o = sb.fake(&["restart", "w1", "w9", "-KILL", "-c", "2"]);
@@ -447,7 +407,7 @@ fn restart_waits_and_drops_the_signal_argument() {
 #[test]
 fn kill_removes_stale_pidfile() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     assert!(sb.fake(&["start", "w1", "w2"]).status.success());
     let p1 = sb.pid("w1").unwrap();
     let o = sb.fake(&["kill", "w1", "w3"]);
@@ -492,7 +452,7 @@ fn eight_nodes_start_and_stopwait_clean() {
 #[test]
 fn start_creates_dirs_and_stop_reads_pidfile_in_workdir() {
     let sb = Sandbox::new();
-    let h = host();
+    let h = hostname();
     let wd = sb.path().join("wd");
     fs::create_dir(&wd).unwrap();
     let wd_opt = format!("--workdir={}", wd.display());

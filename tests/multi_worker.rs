@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn host() -> String {
-    nix::unistd::gethostname()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
@@ -51,7 +44,7 @@ impl Env {
 #[test]
 fn start_then_stopwait() {
     let mut env = setup(&["w1", "w2"]);
-    let h = host();
+    let h = hostname();
     let run = env.multi(&["start", "w1", "w2", "-A", "proj", "-c", "2", "-l", "info"]);
     env.guard.remember();
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
@@ -122,7 +115,7 @@ fn start_then_stopwait() {
 #[test]
 fn starting_a_running_node_fails_and_leaves_it_alone() {
     let mut env = setup(&["w1"]);
-    let h = host();
+    let h = hostname();
     env.multi(&["start", "w1", "-A", "proj", "-c", "1"])
         .success();
     env.guard.remember();
@@ -144,7 +137,7 @@ fn starting_a_running_node_fails_and_leaves_it_alone() {
 #[test]
 fn failed_starts_show_the_workers_reason() {
     let env = setup(&["w1"]);
-    let h = host();
+    let h = hostname();
     let run = env.multi(&["start", "w1", "-A", "nonexistent_app"]);
     assert_eq!(run.code(), Some(1));
     assert!(
@@ -192,7 +185,7 @@ fn failed_starts_show_the_workers_reason() {
 #[test]
 fn restart_replaces_the_node_and_drops_the_signal() {
     let mut env = setup(&["w1", "w7"]);
-    let h = host();
+    let h = hostname();
     env.multi(&["start", "w1", "-A", "proj", "-c", "1"])
         .success();
     env.guard.remember();
@@ -235,7 +228,7 @@ fn restart_right_after_start_and_stop_then_start() {
 #[test]
 fn kill_takes_the_pool_with_it_and_cleans_the_pidfile() {
     let mut env = setup(&["w1", "w3"]);
-    let h = host();
+    let h = hostname();
     env.multi(&["start", "w1", "-A", "proj", "-c", "2"])
         .success();
     env.guard.remember();
@@ -258,7 +251,7 @@ fn kill_takes_the_pool_with_it_and_cleans_the_pidfile() {
 #[test]
 fn stopwait_timeout_kills_a_node_stuck_in_a_long_task() {
     let mut env = setup(&["w1"]);
-    let h = host();
+    let h = hostname();
     env.multi(&["start", "w1", "-A", "proj", "-c", "1", "-l", "info"])
         .success();
     env.guard.remember();
@@ -319,7 +312,7 @@ fn eight_nodes_leave_nothing_behind() {
 #[test]
 fn workdir_relative_pidfile_is_found_by_stop() {
     let mut env = setup(&[]);
-    let h = host();
+    let h = hostname();
     let wd = env.dir.join("wd");
     std::fs::create_dir(&wd).unwrap();
     std::fs::copy(env.dir.join("proj.toml"), wd.join("proj.toml")).unwrap();

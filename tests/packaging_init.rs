@@ -14,9 +14,8 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -93,24 +92,9 @@ fn init_script(defaults: &Path, args: &[&str], testing: bool) -> Run {
     if testing {
         cmd.env("RMULTI_INIT_TESTING", "1");
     }
-    let mut child = cmd
-        .current_dir(defaults.parent().unwrap())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
-    let pid = child.id() as i32;
-    let done = wait_until(Duration::from_secs(60), || {
-        !matches!(child.try_wait(), Ok(None))
-    });
-    if !done {
-        kill_group_and_tree(pid);
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(done, "{shown} did not finish within 60 s (killed)");
-    Run { shown, out }
+    cmd.current_dir(defaults.parent().unwrap())
+        .stdin(Stdio::null());
+    run_with_deadline(&mut cmd, shown)
 }
 
 impl Env {
@@ -240,16 +224,6 @@ fn start_status_graceful_stop_status() {
     );
 }
 
-/// A process that is not a node, killed on drop.
-struct Foreign(Child);
-
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn kill_and_pidfiles_without_their_node() {
     let mut env = setup();
@@ -283,8 +257,9 @@ fn kill_and_pidfiles_without_their_node() {
     );
 
     // A live process that is not the node: down for status, never signalled.
-    let foreign = Foreign(Command::new("sleep").arg("30").spawn().unwrap());
-    let fpid = foreign.0.id() as i32;
+    // A process that is not a node, killed on drop.
+    let foreign = Spawned::adopt(Command::new("sleep").arg("30").spawn().unwrap(), "sleep 30");
+    let fpid = foreign.pid();
     fs::write(env.pidfile("w1"), format!("{fpid}\n")).unwrap();
     fs::write(env.pidfile("w2"), "garbage\n").unwrap();
     let run = env.init(&["status"]).code_is(1);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-const NODE: &str = "w1@testhost";
+const NODE: &str = TEST_NODE;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The interpreter the tests give `--python`.
@@ -109,8 +109,9 @@ fn launch(
 }
 
 impl Node {
-    /// Waits until every message is acked (nothing held, no started
-    /// marker): the host stores a result before it says the task is done.
+    /// Waits until every message is acked (nothing held, no slot state
+    /// `rmulti.state.<node>.<slot>` left): the host stores a result before
+    /// it says the task is done.
     fn wait_idle(&self) {
         wait_nothing_in_flight(&self.redis);
     }
@@ -135,26 +136,10 @@ impl Node {
         id
     }
 
+    /// Waits for a ready state (SUCCESS/FAILURE/REVOKED; intermediate
+    /// states such as RETRY or a custom one are stored too, and skipped).
     fn result(&self, id: &str) -> Value {
-        let meta = self
-            .redis
-            .wait_result(id, WAIT)
-            .unwrap_or_else(|| panic!("no result for {id}\n--- child log\n{}", self.child_log()));
-        meta
-    }
-
-    /// Waits for a ready state (SUCCESS/FAILURE/REVOKED): intermediate
-    /// states (RETRY, custom) are stored too.
-    fn ready(&self, id: &str) -> Value {
-        wait_for(WAIT, || {
-            self.redis.result(id).filter(|m| {
-                matches!(
-                    m["status"].as_str(),
-                    Some("SUCCESS" | "FAILURE" | "REVOKED")
-                )
-            })
-        })
-        .unwrap_or_else(|| {
+        self.redis.wait_result(id, WAIT).unwrap_or_else(|| {
             panic!(
                 "{id} not ready: {:?}\n--- main log\n{}\n--- child log\n{}",
                 self.redis.result(id),
@@ -301,7 +286,7 @@ fn retry_republishes_with_the_same_id_and_stores_retry() {
     let node = start("pyproj", &[]);
     // Succeeds on the third try (countdown 0.1 s: parked, then run again).
     let id = node.send("flaky", json!([3]));
-    let meta = node.ready(&id);
+    let meta = node.result(&id);
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], "ok after 3");
     let log = node.child_log();
@@ -316,7 +301,7 @@ fn retry_republishes_with_the_same_id_and_stores_retry() {
 
     // max_retries exceeded: the original exception is the failure.
     let id = node.send("always_retry", json!([]));
-    let meta = node.ready(&id);
+    let meta = node.result(&id);
     assert_eq!(
         meta["result"],
         json!({"exc_type": "ValueError", "exc_message": ["nope"], "exc_module": "builtins"})
@@ -369,7 +354,7 @@ fn ignore_reject_and_custom_states() {
     // Reject(requeue=True) under acks_late: the message comes back and runs again.
     let marker = node.dir.join("rejected-once");
     let id = node.send("rejected", json!([true, marker.to_string_lossy()]));
-    assert_eq!(node.ready(&id)["result"], "second delivery");
+    assert_eq!(node.result(&id)["result"], "second delivery");
     let log = node.child_log();
     assert!(
         log.contains(&format!(
@@ -395,7 +380,7 @@ fn ignore_reject_and_custom_states() {
     })
     .expect("PROGRESS state stored");
     assert_eq!(meta["result"]["total"], 3);
-    assert_eq!(node.ready(&id)["result"], 3);
+    assert_eq!(node.result(&id)["result"], 3);
 }
 
 #[test]
@@ -534,7 +519,7 @@ fn host_crash_requeues_under_acks_late_and_reject_on_worker_lost() {
     );
     let marker = node.dir.join("crashed-once");
     let id = node.send("crash_once", json!([marker.to_string_lossy()]));
-    assert_eq!(node.ready(&id)["result"], "survived");
+    assert_eq!(node.result(&id)["result"], "survived");
 }
 
 #[test]
@@ -664,7 +649,7 @@ fn command_line_settings_reach_the_host() {
     .unwrap_or_else(|| panic!("no STARTED meta\n{}", node.child_log()));
     assert_eq!(started["result"]["hostname"], NODE);
     assert!(started["result"]["pid"].is_number());
-    assert_eq!(node.ready(&id)["result"], 1);
+    assert_eq!(node.result(&id)["result"], 1);
     // A subtask goes to the node's broker, not the environment's.
     let id = node.send("spawn_add", json!([5, 6]));
     let child = node.result(&id)["result"]
@@ -686,7 +671,7 @@ fn warm_shutdown_lets_a_running_python_task_finish() {
         .contains(&format!("Task pyproj.tasks.sleep[{id}] received"))));
     // SAFETY: kill(2) on the node this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(node.ready(&id)["result"], 1.5);
+    assert_eq!(node.result(&id)["result"], 1.5);
     assert!(wait_until(WAIT, || !alive(pid)), "node stopped");
     assert!(!alive(host), "its Python host too");
 }

@@ -58,7 +58,7 @@ impl Node {
     }
 
     fn logs(&self) -> String {
-        format!("{}{}", self.dir.read("w1.log"), self.dir.read("w1-1.log"))
+        node_logs(&self.dir)
     }
 
     /// The node still serves after the bad input.
@@ -73,8 +73,8 @@ impl Node {
     }
 }
 
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[test]
@@ -102,7 +102,9 @@ fn pickle_is_never_deserialised_and_fails_the_task() {
     let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
     env["content-type"] = json!("application/x-python-serialize");
     env["content-encoding"] = json!("binary");
-    env["body"] = json!(b64("\u{80}\u{4}cos\nsystem\n(S'touch /tmp/pwned'\ntR."));
+    // A real pickle (protocol 4) of os.system('touch /tmp/pwned'), as bytes:
+    // the text "\u{80}..." would be UTF-8 (0xC2 0x80), not a pickle at all.
+    env["body"] = json!(b64(b"\x80\x04cos\nsystem\n(S'touch /tmp/pwned'\ntR."));
     publish_raw(&n.redis, "celery", env.to_string().as_bytes());
     let meta = n
         .redis

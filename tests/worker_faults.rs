@@ -9,34 +9,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 const HELD_1: &str = "rmulti.held.w1@testhost.1";
 /// Lets a test see when a task has really started (STARTED result).
 const TRACK_STARTED: &str = "task_track_started = true";
-
-/// Starts w1 detached with `extra` flags; returns the guard, the main pid
-/// and the launcher's outcome.
-fn start_run(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32, Run) {
-    let (run, guard) = start_worker(dir, extra);
-    let run = run.success();
-    let pid = read_pidfile(dir.join(PIDFILE)).expect("pidfile after a successful start");
-    assert!(alive(pid), "main process {pid} not alive after start");
-    (guard, pid, run)
-}
-
-fn start(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32) {
-    let (guard, pid, _) = start_run(dir, extra);
-    (guard, pid)
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-}
 
 /// The only pool child of a `-c 1` node.
 fn only_child(pid: i32) -> i32 {
@@ -53,51 +32,14 @@ fn replacement_of(pid: i32, old: i32, timeout: Duration) -> Option<i32> {
     })
 }
 
-fn wait_started(redis: &RedisServer, id: &str) {
-    let started = wait_for(Duration::from_secs(10), || {
-        redis.result(id).filter(|m| m["status"] == "STARTED")
-    });
-    assert!(started.is_some(), "task {id} never STARTED");
-}
-
-fn assert_broker_clean(redis: &RedisServer) {
-    wait_nothing_in_flight(redis);
-    assert_eq!(redis.cmd(&["LLEN", "celery"]).int(), 0, "queue not empty");
-    assert_eq!(
-        redis.cmd(&["HLEN", "unacked"]).int(),
-        0,
-        "unacked not empty"
-    );
-    let held = redis.cmd(&["KEYS", "rmulti.held.*"]).strings();
-    let nonempty: Vec<_> = held
-        .iter()
-        .filter(|k| redis.cmd(&["LLEN", k]).int() > 0)
-        .collect();
-    assert!(nonempty.is_empty(), "held lists not empty: {nonempty:?}");
-}
-
-fn logs(dir: &TestDir) -> String {
-    let mut out = String::new();
-    for name in ["w1.log", "w1-1.log", "w1-2.log"] {
-        if dir.join(name).exists() {
-            out.push_str(&format!("--- {name}\n{}", dir.read(name)));
-        }
-    }
-    out
-}
-
 /// Runs `add(x, y)` through the node and checks the sum.
 fn assert_serves(redis: &RedisServer, dir: &TestDir, x: i64, y: i64) {
     let id = publish_task(redis, "celery", "proj.tasks.add", &format!("[{x}, {y}]"));
     let meta = redis
         .wait_result(&id, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no result for add({x}, {y})\n{}", logs(dir)));
+        .unwrap_or_else(|| panic!("no result for add({x}, {y})\n{}", node_logs(dir)));
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], x + y);
-}
-
-fn exc_type(meta: &Value) -> &str {
-    meta["result"]["exc_type"].as_str().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -109,20 +51,19 @@ fn sigkill_of_an_idle_child_is_logged_and_the_child_replaced_within_a_second() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
 
     signal(child, libc::SIGKILL);
     let new = replacement_of(pid, child, Duration::from_secs(1))
-        .unwrap_or_else(|| panic!("no new child within 1 s\n{}", logs(&dir)));
-    assert_ne!(new, child);
+        .unwrap_or_else(|| panic!("no new child within 1 s\n{}", node_logs(&dir)));
     let line = format!("Process 'ForkPoolWorker-1' pid:{child} exited with 'signal 9 (SIGKILL)'");
     assert!(
         wait_until(Duration::from_secs(1), || dir
             .read(MAIN_LOG)
             .contains(&line)),
         "missing {line:?}\n{}",
-        logs(&dir)
+        node_logs(&dir)
     );
     assert!(
         dir.read(MAIN_LOG)
@@ -132,6 +73,7 @@ fn sigkill_of_an_idle_child_is_logged_and_the_child_replaced_within_a_second() {
     );
     assert_serves(&redis, &dir, 2, 3);
     assert!(alive(pid));
+    assert_eq!(only_child(pid), new, "the replacement was replaced again");
 }
 
 #[test]
@@ -139,7 +81,7 @@ fn sigkill_of_a_busy_child_records_worker_lost_error() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
@@ -148,7 +90,7 @@ fn sigkill_of_a_busy_child_records_worker_lost_error() {
 
     let meta = redis
         .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no final result\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("no final result\n{}", node_logs(&dir)));
     assert_eq!(meta["status"], "FAILURE", "{meta}");
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
     assert_eq!(
@@ -179,7 +121,7 @@ fn acks_late_with_reject_on_worker_lost_requeues_a_killed_task() {
         "proj",
         "task_acks_late = true\ntask_reject_on_worker_lost = true\ntask_track_started = true",
     );
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1]");
@@ -191,8 +133,8 @@ fn acks_late_with_reject_on_worker_lost_requeues_a_killed_task() {
 
     let meta = redis
         .wait_result(&id, Duration::from_secs(8))
-        .unwrap_or_else(|| panic!("no final result\n{}", logs(&dir)));
-    assert_eq!(meta["status"], "SUCCESS", "{meta}\n{}", logs(&dir));
+        .unwrap_or_else(|| panic!("no final result\n{}", node_logs(&dir)));
+    assert_eq!(meta["status"], "SUCCESS", "{meta}\n{}", node_logs(&dir));
     assert_eq!(meta["result"], 1);
     let main_log = dir.read(MAIN_LOG);
     assert!(main_log.contains(&format!("[{id}] requeued")), "{main_log}");
@@ -220,7 +162,7 @@ fn hard_time_limit_kills_the_task_and_replaces_the_child() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start(&dir, &["-c", "1", "--time-limit", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[10]");
@@ -228,7 +170,7 @@ fn hard_time_limit_kills_the_task_and_replaces_the_child() {
     let started = Instant::now();
     let meta = redis
         .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no result within 3 s\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("no result within 3 s\n{}", node_logs(&dir)));
     assert!(
         started.elapsed() >= Duration::from_millis(800),
         "killed too early"
@@ -239,7 +181,7 @@ fn hard_time_limit_kills_the_task_and_replaces_the_child() {
     assert!(main_log.contains("Hard time limit"), "{main_log}");
     assert!(main_log.contains(&id), "{main_log}");
     replacement_of(pid, child, Duration::from_secs(2))
-        .unwrap_or_else(|| panic!("child not replaced\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("child not replaced\n{}", node_logs(&dir)));
     assert!(!alive(child));
     assert_broker_clean(&redis);
     assert_serves(&redis, &dir, 4, 4);
@@ -250,15 +192,21 @@ fn soft_time_limit_fails_the_task_with_soft_time_limit_exceeded() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, pid) = start(&dir, &["-c", "1", "--soft-time-limit", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--soft-time-limit", "1"]);
     let child = only_child(pid);
 
     let sent = Instant::now();
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[5]");
     let meta = redis
         .wait_result(&id, Duration::from_secs(4))
-        .unwrap_or_else(|| panic!("no result within 4 s\n{}", logs(&dir)));
-    assert!(sent.elapsed() < Duration::from_secs(4));
+        .unwrap_or_else(|| panic!("no result within 4 s\n{}", node_logs(&dir)));
+    // wait_result's 4 s deadline already says the 5 s sleep was cut short;
+    // what is left to check is that the raise did not come before the limit.
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "raised after {took:?}, before the 1 s soft limit"
+    );
     assert_eq!(meta["status"], "FAILURE", "{meta}");
     assert_eq!(exc_type(&meta), "SoftTimeLimitExceeded", "{meta}");
     // A soft limit is raised inside the task: the child survives.
@@ -271,14 +219,18 @@ fn max_tasks_per_child_replaces_the_child_after_two_tasks() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, pid) = start(&dir, &["-c", "1", "--max-tasks-per-child", "2"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--max-tasks-per-child", "2"]);
     let first = only_child(pid);
 
     assert_serves(&redis, &dir, 1, 1);
-    assert_eq!(descendants(pid), vec![first], "replaced after one task");
+    assert_eq!(
+        descendants(pid),
+        vec![first],
+        "replaced after one task already"
+    );
     assert_serves(&redis, &dir, 2, 2);
     let second = replacement_of(pid, first, Duration::from_secs(2))
-        .unwrap_or_else(|| panic!("child not replaced after 2 tasks\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("child not replaced after 2 tasks\n{}", node_logs(&dir)));
     assert!(dir.read("w1-1.log").contains("max-tasks-per-child"));
     // A normal exit is not an error.
     assert!(!dir
@@ -297,7 +249,7 @@ fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (mut guard, pid) = start(&dir, &["-c", "2"]);
+    let (mut guard, pid) = start_detached(&dir, &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
 
@@ -314,7 +266,7 @@ fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
         "a SIGKILLed node cannot remove its pidfile"
     );
 
-    let (_guard2, new_pid, run) = start_run(&dir, &["-c", "2"]);
+    let (_guard2, new_pid, run) = start_detached_run(&dir, &["-c", "2"]);
     guard.remember();
     assert_ne!(new_pid, pid);
     assert!(
@@ -333,10 +285,10 @@ fn a_message_left_in_a_held_list_runs_when_the_node_starts() {
     let (id, envelope) = task_envelope("celery", "proj.tasks.add", &json!([20, 22]), &json!({}));
     publish_raw(&redis, HELD_1, envelope.to_string().as_bytes());
 
-    let (_guard, _pid) = start(&dir, &["-c", "1"]);
+    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
     let meta = redis
         .wait_result(&id, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("held message not run\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("held message not run\n{}", node_logs(&dir)));
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], 42);
     assert_broker_clean(&redis);
@@ -351,7 +303,7 @@ fn the_node_reconnects_after_redis_restarts() {
     let mut redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
     assert_serves(&redis, &dir, 1, 2);
 
@@ -364,7 +316,7 @@ fn the_node_reconnects_after_redis_restarts() {
     assert!(
         error,
         "no connection ERROR in the child log\n{}",
-        logs(&dir)
+        node_logs(&dir)
     );
     redis.restart();
 
@@ -386,7 +338,7 @@ fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, _pid) = start(&dir, &["-c", "1"]);
+    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
 
     let eta = chrono::Utc::now() + chrono::Duration::seconds(2);
     let (eta_id, mut envelope) =
@@ -400,7 +352,7 @@ fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
             .int()
             == 1),
         "ETA message not parked\n{}",
-        logs(&dir)
+        node_logs(&dir)
     );
     // Parked: not in unacked (no visibility-timeout redelivery), not held by a child.
     assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
@@ -420,7 +372,7 @@ fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
     let meta = wait_for(Duration::from_secs(4), || {
         redis.result(&eta_id).filter(|m| m["status"] == "SUCCESS")
     })
-    .unwrap_or_else(|| panic!("ETA task never ran\n{}", logs(&dir)));
+    .unwrap_or_else(|| panic!("ETA task never ran\n{}", node_logs(&dir)));
     let seen = chrono::Utc::now();
     assert!(seen <= deadline, "ETA result at {seen}, ETA was {eta}");
     assert!(seen >= eta, "ran before its ETA");
@@ -444,7 +396,7 @@ fn rmulti_call_with_countdown_waits_for_the_parked_task() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, _pid) = start(&dir, &["-c", "1"]);
+    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
 
     let begun = Instant::now();
     let run = Rmulti::new(&dir)
@@ -477,16 +429,52 @@ fn rmulti_call_with_countdown_waits_for_the_parked_task() {
 /// An exec task whose command has a child of its own (`sh -c` running `sleep`).
 const SLOW_EXEC: &str = "\"proj.tasks.slow\" = { exec = [\"sh\", \"-c\", \"sleep 30; echo 1\"] }\n";
 
-/// Waits until the node's pool runs `sh` with a `sleep` below it; returns every descendant.
-fn exec_tree(pid: i32) -> Vec<i32> {
-    wait_for(Duration::from_secs(5), || {
-        let tree = descendants(pid);
-        let comm = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        tree.iter()
-            .any(|p| comm(p).trim() == "sleep")
-            .then_some(tree)
-    })
-    .expect("the exec task's `sleep` process never appeared")
+/// The processes of a running exec task (every descendant of the node when
+/// its `sleep` showed up). Any of them still alive when this is dropped is
+/// SIGKILLed, so a failed assert leaves no `sleep 30` behind.
+struct ExecTree(Vec<i32>);
+
+impl ExecTree {
+    /// Waits until the node's pool runs `sh` with a `sleep` below it.
+    fn of_node(pid: i32) -> ExecTree {
+        let tree = wait_for(Duration::from_secs(5), || {
+            let tree = descendants(pid);
+            let comm =
+                |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            tree.iter()
+                .any(|p| comm(p).trim() == "sleep")
+                .then_some(tree)
+        })
+        .expect("the exec task's `sleep` process never appeared");
+        ExecTree(tree)
+    }
+
+    fn alive(&self) -> Vec<i32> {
+        self.0.iter().copied().filter(|&p| alive(p)).collect()
+    }
+
+    /// Asserts that every process of the task is gone within 2 s.
+    fn assert_gone(&self) {
+        let gone = wait_until(Duration::from_secs(2), || self.alive().is_empty());
+        let left: Vec<(i32, String)> = self
+            .alive()
+            .into_iter()
+            .map(|p| {
+                let cmdline = std::fs::read_to_string(format!("/proc/{p}/cmdline"));
+                (p, cmdline.unwrap_or_default())
+            })
+            .collect();
+        assert!(gone, "processes of the killed task survived: {left:?}");
+    }
+}
+
+impl Drop for ExecTree {
+    fn drop(&mut self) {
+        for p in self.alive() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
 }
 
 #[test]
@@ -494,73 +482,37 @@ fn hard_time_limit_kills_the_whole_exec_task_tree() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app_tasks("proj", "", SLOW_EXEC);
-    let (_guard, pid) = start(&dir, &["-c", "1", "--time-limit", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
-    let tree = exec_tree(pid);
+    let tree = ExecTree::of_node(pid);
     let meta = redis
         .wait_result(&id, Duration::from_secs(4))
-        .unwrap_or_else(|| panic!("no result\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "TimeLimitExceeded", "{meta}");
-    let survivors = wait_for(Duration::from_secs(2), || {
-        let left: Vec<i32> = tree.iter().copied().filter(|&p| alive(p)).collect();
-        left.is_empty().then_some(())
-    });
-    let left: Vec<(i32, String)> = tree
-        .iter()
-        .filter(|&&p| alive(p))
-        .map(|&p| {
-            (
-                p,
-                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default(),
-            )
-        })
-        .collect();
-    // Clean up before asserting, so a failure leaves nothing running.
-    for (p, _) in &left {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
-    assert!(
-        survivors.is_some(),
-        "processes of the killed task survived: {left:?}"
-    );
+    tree.assert_gone();
 }
 
-/// Known gap: when someone else SIGKILLs the pool child, PR_SET_PDEATHSIG
-/// kills the exec command (`sh`), but not what the command started: `sleep`
-/// is orphaned to init and keeps running. The main process cannot find it
-/// afterwards (it is in the command's own process group, whose id the main
-/// process never learns). A fix needs the main process to learn that group
-/// (a status report from the child) or to adopt orphans
-/// (PR_SET_CHILD_SUBREAPER) and tell the lost task's processes apart.
+/// When someone else SIGKILLs the pool child, PR_SET_PDEATHSIG kills the
+/// exec command (`sh`) but not what the command started (`sleep`, in the
+/// command's own process group): that orphan is re-parented to the main
+/// process, the pool's subreaper, which kills it as a stray.
 #[test]
 fn sigkill_of_a_child_running_an_exec_task_leaves_no_orphan() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app_tasks("proj", "", SLOW_EXEC);
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
-    let tree = exec_tree(pid);
+    let tree = ExecTree::of_node(pid);
     signal(child, libc::SIGKILL);
     let meta = redis
         .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no result\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
-    let survivors = wait_for(Duration::from_secs(2), || {
-        tree.iter().all(|&p| !alive(p)).then_some(())
-    });
-    let left: Vec<i32> = tree.iter().copied().filter(|&p| alive(p)).collect();
-    for p in &left {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
-    assert!(
-        survivors.is_some(),
-        "processes of the killed task survived: {left:?}"
-    );
+    tree.assert_gone();
 }
 
 #[test]
@@ -568,7 +520,7 @@ fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
-    let (mut guard, pid) = start(&dir, &["-c", "1"]);
+    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -583,16 +535,15 @@ fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
     // The message is still in the slot's held list, not lost.
     assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 1);
 
-    // The new run puts it back and runs it again (a short sleep this time is
-    // not possible: same message, so give it the time it needs by killing
-    // it at the hard limit instead). Check it is taken up again.
-    dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
-    let (_guard2, new_pid) = start(&dir, &["-c", "1", "--time-limit", "1"]);
+    // The new run takes the held message up again. It is the same 30 s
+    // sleep, so the restart gets a 1 s hard limit: the TimeLimitExceeded
+    // result shows the task ran again, without waiting 30 s for it.
+    let (_guard2, new_pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
     guard.remember();
     assert_ne!(new_pid, pid);
     let meta = redis
         .wait_result(&id, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("the held task was not run again\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("the held task was not run again\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "TimeLimitExceeded", "{meta}");
 }
 
@@ -601,7 +552,7 @@ fn a_lost_task_is_recorded_after_redis_restarted() {
     let mut redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     assert_serves(&redis, &dir, 1, 2);
 
     // Redis restarts: every connection the node had is dead.
@@ -616,7 +567,7 @@ fn a_lost_task_is_recorded_after_redis_restarted() {
     signal(child, libc::SIGKILL);
     let meta = redis
         .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("outcome of the lost task not recorded\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("outcome of the lost task not recorded\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
 }
 
@@ -625,7 +576,7 @@ fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, _pid) = start(&dir, &["-c", "1", "--max-tasks-per-child", "1"]);
+    let (_guard, _pid) = start_detached(&dir, &["-c", "1", "--max-tasks-per-child", "1"]);
 
     let begun = Instant::now();
     let ids: Vec<String> = (0..6)
@@ -634,7 +585,7 @@ fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
     for id in &ids {
         redis
             .wait_result(id, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no result for {id}\n{}", logs(&dir)));
+            .unwrap_or_else(|| panic!("no result for {id}\n{}", node_logs(&dir)));
     }
     // Six children in a row, each one task: a healthy child that did its
     // work is replaced at once, not after the crash-loop back-off.
@@ -647,7 +598,7 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", TRACK_STARTED);
-    let (mut guard, pid) = start(&dir, &["-c", "1"]);
+    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -663,14 +614,14 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
     assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
     assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 1);
 
-    let (_guard2, _new_pid) = start(&dir, &["-c", "1"]);
+    let (_guard2, _new_pid) = start_detached(&dir, &["-c", "1"]);
     guard.remember();
     let meta = redis
         .wait_result(&id, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no outcome for the lost task\n{}", logs(&dir)));
+        .unwrap_or_else(|| panic!("no outcome for the lost task\n{}", node_logs(&dir)));
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
     assert!(
-        !logs(&dir).contains(&format!("[{id}] succeeded")),
+        !node_logs(&dir).contains(&format!("[{id}] succeeded")),
         "the task ran a second time"
     );
     assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 0);
@@ -687,7 +638,7 @@ fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, pid) = start(&dir, &["-c", "1"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let mut ids = Vec::new();
     for limits in [json!([-1, null]), json!([1e300, 1e300]), json!([0, -5])] {
         let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([2, 2]), &json!({}));
@@ -698,10 +649,10 @@ fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
     for id in &ids {
         let meta = redis
             .wait_result(id, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no result\n{}", logs(&dir)));
+            .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
         assert_eq!(meta["result"], 4, "{meta}");
     }
-    assert!(alive(pid), "the main process died\n{}", logs(&dir));
+    assert!(alive(pid), "the main process died\n{}", node_logs(&dir));
     assert_serves(&redis, &dir, 1, 2);
 }
 
@@ -712,20 +663,22 @@ fn ttou_under_load_leaves_no_message_in_a_retired_slot() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (_guard, pid) = start(&dir, &["-c", "3"]);
+    let (_guard, pid) = start_detached(&dir, &["-c", "3"]);
     let mut ids = Vec::new();
     for round in 0..200 {
         ids.push(publish_task(&redis, "celery", "proj.tasks.add", "[1, 1]"));
         if round == 60 || round == 120 {
             signal(pid, libc::SIGTTOU);
         }
+        // Pacing, not waiting: spread the messages over ~0.4 s, so that the
+        // two TTOUs land while slots are busy taking messages.
         std::thread::sleep(Duration::from_millis(2));
     }
     for id in &ids {
         assert!(
             redis.wait_result(id, Duration::from_secs(10)).is_some(),
             "task {id} never ran\n{}",
-            logs(&dir)
+            node_logs(&dir)
         );
     }
     assert!(wait_until(Duration::from_secs(5), || descendants(pid)
@@ -746,12 +699,14 @@ fn a_message_swept_to_another_node_is_not_run_again_by_its_first_node() {
     let dir = TestDir::new(&redis);
     let app = "task_acks_late = true\ntask_track_started = true\n[broker_transport_options]\nvisibility_timeout = 1";
     dir.write_app("proj", app);
-    let (mut guard, pid) = start(&dir, &["-c", "1"]);
+    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1.5]");
     wait_started(&redis, &id);
     signal(pid, libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(2), || !alive(pid)));
     // Past the visibility timeout, a second node's start-up sweep takes it.
+    // The sleep is the point: the 1 s timeout must elapse, and nothing
+    // observable happens until w2 starts and sweeps.
     std::thread::sleep(Duration::from_millis(1200));
     let mut other = NodeGuard::new(dir.path(), &["w2.pid"]);
     Rmulti::new(&dir)
@@ -778,7 +733,7 @@ fn a_message_swept_to_another_node_is_not_run_again_by_its_first_node() {
     assert!(dir.read("w2-1.log").contains(&format!("[{id}] succeeded")));
     // w1 comes back: its held copy is stale and must be dropped.
     let _ = std::fs::remove_file(dir.join(PIDFILE));
-    let (_guard2, _pid2) = start(&dir, &["-c", "1"]);
+    let (_guard2, _pid2) = start_detached(&dir, &["-c", "1"]);
     guard.remember();
     assert!(wait_until(Duration::from_secs(5), || redis
         .cmd(&["LLEN", HELD_1])
@@ -788,6 +743,6 @@ fn a_message_swept_to_another_node_is_not_run_again_by_its_first_node() {
     assert!(
         !dir.read("w1-1.log").contains(&format!("[{id}] succeeded")),
         "w1 ran it a second time\n{}",
-        logs(&dir)
+        node_logs(&dir)
     );
 }

@@ -12,16 +12,12 @@ use serde_json::json;
 
 const NODE: &str = TEST_NODE;
 
-fn start(dir: &TestDir, extra: &[&str]) -> (Run, NodeGuard) {
-    start_worker(dir, extra)
-}
-
 #[test]
 fn detach_returns_once_ready_with_pidfile_and_log_files() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (run, _guard) = start(&dir, &["-c", "2"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "2"]);
     run.success();
     // Ready means: pidfile written, children consuming — no waiting needed.
     let pid = read_pidfile(dir.join("w1.pid")).expect("pidfile holds a pid");
@@ -52,7 +48,7 @@ fn task_result_and_log_lines_match_celery() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "result_expires = 600");
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let id = publish_task(&redis, "celery", "proj.tasks.add", "[4, 4]");
     let meta = redis
@@ -104,7 +100,7 @@ fn priority_zero_is_served_before_nine_and_queues_are_declared() {
     low["properties"]["priority"] = json!(9);
     publish_raw(&redis, "celery\x06\x169", low.to_string().as_bytes());
     let high_id = publish_task(&redis, "celery", "proj.tasks.add", "[0, 0]");
-    let (run, _guard) = start(&dir, &["-c", "1", "-Q", "celery,other"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1", "-Q", "celery,other"]);
     run.success();
     let other_id = publish_task(&redis, "other", "proj.tasks.mul", "[6, 7]");
     for id in [&low_id, &high_id, &other_id] {
@@ -128,10 +124,10 @@ fn already_running_fails_with_73_and_leaves_the_node_alone() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let pid = read_pidfile(dir.join("w1.pid")).unwrap();
-    let (second, _g2) = start(&dir, &["-c", "1"]);
+    let (second, _g2) = start_worker(&dir, &["-c", "1"]);
     let second = second.code_is(73);
     assert!(
         second.stderr().contains("already exists"),
@@ -166,7 +162,7 @@ fn stale_broken_and_foreign_pidfiles_are_replaced_with_a_warning() {
         ),
     ] {
         dir.write("w1.pid", content);
-        let (run, guard) = start(&dir, &["-c", "1"]);
+        let (run, guard) = start_worker(&dir, &["-c", "1"]);
         let run = run.success();
         assert!(
             run.stderr().contains(warning),
@@ -186,7 +182,7 @@ fn stale_broken_and_foreign_pidfiles_are_replaced_with_a_warning() {
 fn missing_or_invalid_app_fails_before_detaching() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
-    let (run, _g) = start(&dir, &[]);
+    let (run, _g) = start_worker(&dir, &[]);
     let run = run.code_is(78);
     assert!(run.stderr().contains("proj.toml"), "{}", run.stderr());
     assert!(
@@ -198,7 +194,7 @@ fn missing_or_invalid_app_fails_before_detaching() {
         "proj.toml",
         "broker_url = \"redis://127.0.0.1:1/0\"\nbrokr_url = 1\n",
     );
-    let (run, _g) = start(&dir, &[]);
+    let (run, _g) = start_worker(&dir, &[]);
     let run = run.code_is(78);
     let err = run.stderr();
     assert!(
@@ -230,7 +226,7 @@ fn unreachable_broker_fails_the_start_with_the_reason() {
     let dir = TestDir::new(&redis);
     let port = free_port();
     dir.write("proj.toml", format!("broker_url = \"redis://127.0.0.1:{port}/0\"\n[tasks]\n\"proj.tasks.add\" = {{ builtin = \"add\" }}\n"));
-    let (run, _g) = start(&dir, &[]);
+    let (run, _g) = start_worker(&dir, &[]);
     let run = run.code_is(1);
     assert!(
         run.stderr()
@@ -316,7 +312,7 @@ fn exec_tasks_get_json_on_stdin_and_fail_with_stderr() {
 "proj.tasks.boom" = { exec = ["sh", "-c", "echo broken >&2; exit 3"] }
 "#,
     );
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let ok = publish_task(&redis, "celery", "proj.tasks.cat", "[1, \"two\"]");
     let bad = publish_task(&redis, "celery", "proj.tasks.boom", "[]");
@@ -339,7 +335,7 @@ fn ignore_result_stores_nothing_and_track_started_stores_started() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "task_track_started = true");
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let (ignored, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 1]), &json!({}));
     env["headers"]["ignore_result"] = json!(true);
@@ -368,7 +364,7 @@ fn expired_task_is_revoked_and_not_run() {
     let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 1]), &json!({}));
     env["headers"]["expires"] = json!("2020-01-01T00:00:00+00:00");
     publish_raw(&redis, "celery", env.to_string().as_bytes());
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let meta = redis.wait_result(&id, Duration::from_secs(10)).unwrap();
     assert_eq!(meta["status"], "REVOKED");
@@ -384,7 +380,7 @@ fn rmulti_call_sends_a_task_and_prints_its_result() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app("proj", "");
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let run = Rmulti::new(&dir)
         .args([
@@ -431,7 +427,7 @@ fn unacked_messages_past_the_visibility_timeout_are_restored_and_run() {
     let entry = json!([env, "", "celery"]).to_string();
     redis.cmd(&["HSET", "unacked", &tag, &entry]);
     redis.cmd(&["ZADD", "unacked_index", "1000", &tag]);
-    let (run, _guard) = start(&dir, &["-c", "1"]);
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     let meta = redis
         .wait_result(&id, Duration::from_secs(10))
@@ -445,7 +441,8 @@ fn unacked_messages_past_the_visibility_timeout_are_restored_and_run() {
         "{}",
         dir.read("w1.log")
     );
-    assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
+    // The result is stored just before the ack: poll for the ack.
+    wait_nothing_in_flight(&redis);
 }
 
 #[test]

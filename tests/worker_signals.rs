@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,15 +15,6 @@ const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 /// Settings that let a test see when a task has really started (STARTED result).
 const TRACK_STARTED: &str = "task_track_started = true";
-
-/// Starts w1 detached with `extra` flags; returns the guard and the main pid.
-fn start_detached(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32) {
-    let (run, guard) = start_worker(dir, extra);
-    run.success();
-    let pid = read_pidfile(dir.join(PIDFILE)).expect("pidfile after a successful start");
-    assert!(alive(pid), "main process {pid} not alive after start");
-    (guard, pid)
-}
 
 /// Starts w1 in the foreground (so its exit status can be seen) and waits
 /// for `ready.` in its log.
@@ -41,58 +31,14 @@ fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard) {
     (node, guard)
 }
 
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-}
-
 /// True once the node is gone: the main process dead (or a zombie) and its pidfile removed.
 fn node_gone(dir: &TestDir, pid: i32) -> bool {
     !alive(pid) && !dir.join(PIDFILE).exists()
 }
 
-/// Waits for the task's STARTED meta (needs `task_track_started`).
-fn wait_started(redis: &RedisServer, id: &str) {
-    let started = wait_for(Duration::from_secs(10), || {
-        redis.result(id).filter(|m| m["status"] == "STARTED")
-    });
-    assert!(started.is_some(), "task {id} never STARTED");
-}
-
 fn assert_worker_lost(meta: &Value) {
     assert_eq!(meta["status"], "FAILURE", "{meta}");
     assert_eq!(meta["result"]["exc_type"], "WorkerLostError", "{meta}");
-}
-
-/// Nothing of any message is left in the queue, kombu's unacked structures
-/// or the node's held lists.
-fn assert_broker_clean(redis: &RedisServer) {
-    wait_nothing_in_flight(redis);
-    assert_eq!(redis.cmd(&["LLEN", "celery"]).int(), 0, "queue not empty");
-    assert_eq!(
-        redis.cmd(&["HLEN", "unacked"]).int(),
-        0,
-        "unacked not empty"
-    );
-    assert_eq!(
-        redis.cmd(&["ZCARD", "unacked_index"]).int(),
-        0,
-        "unacked_index not empty"
-    );
-    let held = redis.cmd(&["KEYS", "rmulti.held.*"]).strings();
-    assert!(held.is_empty(), "held lists left: {held:?}");
-}
-
-fn log_excerpt(dir: &TestDir) -> String {
-    let mut out = String::new();
-    for name in ["w1.log", "w1-1.log", "w1-2.log", "w1-3.log"] {
-        let p = dir.join(name);
-        if Path::new(&p).exists() {
-            out.push_str(&format!("--- {name}\n{}", dir.read(name)));
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -112,7 +58,7 @@ fn term_lets_the_running_task_finish_then_exits_and_removes_the_pidfile() {
     assert!(
         wait_until(Duration::from_secs(10), || node_gone(&dir, pid)),
         "node did not exit after TERM\n{}",
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     // The task was allowed to run its 2 s: the node could not leave before.
     assert!(
@@ -146,7 +92,7 @@ fn term_on_an_idle_node_removes_the_pidfile_within_a_second() {
     assert!(
         wait_until(Duration::from_secs(1), || node_gone(&dir, pid)),
         "idle node still there 1 s after TERM\n{}",
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     assert!(
         wait_until(Duration::from_secs(1), || children
@@ -172,7 +118,7 @@ fn quit_kills_a_running_task_and_records_worker_lost() {
     assert!(
         wait_until(Duration::from_secs(3), || node_gone(&dir, pid)),
         "node still there 3 s after QUIT\n{}",
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     assert!(
         children.iter().all(|&c| !alive(c)),
@@ -204,7 +150,7 @@ fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
             .read(MAIN_LOG)
             .contains("Warm shutdown")),
         "no warm shutdown after the first INT\n{}",
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     // Warm: the running task keeps its child, the node waits for it.
     assert!(
@@ -219,7 +165,7 @@ fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
         .unwrap_or_else(|| {
             panic!(
                 "node still running after the second INT\n{}",
-                log_excerpt(&dir)
+                node_logs(&dir)
             )
         });
     assert_eq!(
@@ -281,7 +227,7 @@ fn hup_replaces_every_child_keeps_the_pid_and_serves_the_reread_app() {
         panic!(
             "pool not replaced after HUP: before {old_children:?}, now {:?}\n{}",
             descendants(pid),
-            log_excerpt(&dir)
+            node_logs(&dir)
         )
     });
     assert!(old_children.iter().all(|&c| !alive(c)));
@@ -295,7 +241,7 @@ fn hup_replaces_every_child_keeps_the_pid_and_serves_the_reread_app() {
     let after = publish_task(&redis, "celery", "proj.tasks.hello", "[\"hi\"]");
     let meta = redis
         .wait_result(&after, Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no result after HUP\n{}", log_excerpt(&dir)));
+        .unwrap_or_else(|| panic!("no result after HUP\n{}", node_logs(&dir)));
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], "hi");
     assert_eq!(descendants(pid), new_children);
@@ -349,7 +295,7 @@ fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
         wait_until(Duration::from_secs(3), || descendants(pid).len() == 3),
         "TTIN: children {:?}\n{}",
         descendants(pid),
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     // The new slot gets its own log file.
     assert!(
@@ -362,7 +308,7 @@ fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
         wait_until(Duration::from_secs(3), || descendants(pid).len() == 2),
         "TTOU: children {:?}\n{}",
         descendants(pid),
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     // And it stays shrunk (the retired slot is not refilled).
     let stayed = !wait_until(Duration::from_millis(1500), || descendants(pid).len() != 2);
@@ -389,12 +335,12 @@ fn quit_requeues_a_running_acks_late_task() {
     assert!(
         wait_until(Duration::from_secs(3), || node_gone(&dir, pid)),
         "node still there 3 s after QUIT\n{}",
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     // Late ack: the message goes back to its queue for the next worker,
     // marked redelivered; no failure is recorded.
     let queued = redis.cmd(&["LRANGE", "celery", "0", "-1"]).strings();
-    assert_eq!(queued.len(), 1, "{queued:?}\n{}", log_excerpt(&dir));
+    assert_eq!(queued.len(), 1, "{queued:?}\n{}", node_logs(&dir));
     let env: Value = serde_json::from_str(&queued[0]).unwrap();
     assert_eq!(env["headers"]["id"], id.as_str());
     assert_eq!(env["headers"]["redelivered"], true);
@@ -427,7 +373,7 @@ fn a_parked_eta_message_survives_a_warm_shutdown() {
             .int()
             == 1),
         "not parked\n{}",
-        log_excerpt(&dir)
+        node_logs(&dir)
     );
     signal(pid, libc::SIGTERM);
     assert!(wait_until(Duration::from_secs(3), || node_gone(&dir, pid)));
@@ -460,7 +406,7 @@ fn term_under_load_fails_no_task_and_loses_no_message() {
     let mut done = 0;
     for id in &ids {
         if let Some(meta) = redis.result(id) {
-            assert_eq!(meta["status"], "SUCCESS", "{meta}\n{}", log_excerpt(&dir));
+            assert_eq!(meta["status"], "SUCCESS", "{meta}\n{}", node_logs(&dir));
             done += 1;
         }
     }
@@ -476,7 +422,7 @@ fn term_under_load_fails_no_task_and_loses_no_message() {
     );
     wait_nothing_in_flight(&redis);
     // A warm stop is not an error: nothing interrupted, nothing retried.
-    let logs = log_excerpt(&dir);
+    let logs = node_logs(&dir);
     for f in ["w1.log", "w1-1.log", "w1-2.log"] {
         assert!(!dir.read(f).contains("ERROR/"), "{f}:\n{logs}");
     }

@@ -696,33 +696,17 @@ impl Rmulti {
         &mut self.cmd
     }
 
+    /// Removes `k` from the environment the command gets.
+    pub fn env_remove(mut self, k: &str) -> Rmulti {
+        self.cmd.env_remove(k);
+        self
+    }
+
     /// Runs to completion, with a deadline: a hung `rmulti` is killed and
     /// the test fails instead of hanging CI.
     pub fn run(mut self) -> Run {
         let shown = self.display.join(" ");
-        let mut child = self
-            .cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
-        let pid = child.id() as i32;
-        let done = wait_until(Duration::from_secs(60), || {
-            !matches!(child.try_wait(), Ok(None))
-        });
-        if !done {
-            kill_group_and_tree(pid);
-        }
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("wait for {shown}: {e}"));
-        assert!(
-            done,
-            "{shown} did not finish within 60 s (killed)\n{}",
-            Run::describe_output(&out)
-        );
-        Run { shown, out }
+        run_with_deadline(&mut self.cmd, shown)
     }
 
     /// Starts it in the background (a foreground worker, say) in its own
@@ -740,7 +724,36 @@ impl Rmulti {
     }
 }
 
-/// The outcome of [`Rmulti::run`].
+/// Runs `cmd` to completion in a process group of its own, its output
+/// captured; if it has not finished within 60 s, its group and every
+/// descendant are SIGKILLed and the test fails (with `shown` and the output
+/// so far) instead of hanging CI.
+pub fn run_with_deadline(cmd: &mut Command, shown: String) -> Run {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    let pid = child.id() as i32;
+    let done = wait_until(Duration::from_secs(60), || {
+        !matches!(child.try_wait(), Ok(None))
+    });
+    if !done {
+        kill_group_and_tree(pid);
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {shown}: {e}"));
+    assert!(
+        done,
+        "{shown} did not finish within 60 s (killed)\n{}",
+        Run::describe_output(&out)
+    );
+    Run { shown, out }
+}
+
+/// The outcome of [`Rmulti::run`] and [`run_with_deadline`].
 pub struct Run {
     pub shown: String,
     pub out: Output,
@@ -792,14 +805,24 @@ impl Run {
     }
 }
 
-/// A process started by [`Rmulti::spawn`]; its process group is SIGKILLed
-/// and reaped on drop unless it already exited.
+/// A process started by [`Rmulti::spawn`] (or handed over with
+/// [`Spawned::adopt`]); it, its process group if it leads one, and its
+/// descendants are SIGKILLed and reaped on drop unless it already exited.
 pub struct Spawned {
     pub child: Child,
     pub shown: String,
 }
 
 impl Spawned {
+    /// Guards a child the test spawned itself (a `sleep` standing in for a
+    /// foreign process, say), so that it dies with the test even on panic.
+    pub fn adopt(child: Child, shown: impl Into<String>) -> Spawned {
+        Spawned {
+            child,
+            shown: shown.into(),
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -856,6 +879,27 @@ pub fn wait_nothing_in_flight(redis: &RedisServer) {
     assert!(settled, "still in flight: {:?}", in_flight(redis));
 }
 
+/// Nothing of any message is left: nothing in flight ([`in_flight`]: kombu's
+/// `unacked` and `unacked_index`, non-empty held lists, slot states) and the
+/// default queue `celery` empty.
+pub fn assert_broker_clean(redis: &RedisServer) {
+    wait_nothing_in_flight(redis);
+    assert_eq!(redis.cmd(&["LLEN", "celery"]).int(), 0, "queue not empty");
+}
+
+/// Waits up to 10 s for the task's STARTED meta (needs `task_track_started`).
+pub fn wait_started(redis: &RedisServer, id: &str) {
+    let started = wait_for(Duration::from_secs(10), || {
+        redis.result(id).filter(|m| m["status"] == "STARTED")
+    });
+    assert!(started.is_some(), "task {id} never STARTED");
+}
+
+/// The `exc_type` of a FAILURE meta ("" when there is none).
+pub fn exc_type(meta: &Value) -> &str {
+    meta["result"]["exc_type"].as_str().unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------
 // One worker node, the way most tests start it
 // ---------------------------------------------------------------------------
@@ -884,6 +928,58 @@ pub fn start_worker(dir: &TestDir, extra: &[&str]) -> (Run, NodeGuard) {
     let run = Rmulti::new(dir).args(&args).run();
     guard.remember();
     (run, guard)
+}
+
+/// Starts w1 detached with `extra` flags and asserts it started: exit 0, a
+/// pidfile, a live main process. Returns the guard, the main pid and the
+/// launcher's outcome.
+pub fn start_detached_run(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32, Run) {
+    let (run, guard) = start_worker(dir, extra);
+    let run = run.success();
+    let pid = read_pidfile(dir.join("w1.pid")).expect("pidfile after a successful start");
+    assert!(alive(pid), "main process {pid} not alive after start");
+    (guard, pid, run)
+}
+
+/// [`start_detached_run`] without the launcher's outcome.
+pub fn start_detached(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32) {
+    let (guard, pid, _) = start_detached_run(dir, extra);
+    (guard, pid)
+}
+
+/// Every `*.log` file of the test dir, sorted by name, each after a
+/// `--- <name>` line: for failure messages, and for asserting that a line
+/// is (or is not) in any of a node's logs.
+pub fn node_logs(dir: &TestDir) -> String {
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|n| format!("--- {n}\n{}", dir.read(n)))
+        .collect()
+}
+
+/// Sends `sig` to `pid`; panics if kill(2) fails (the process is gone).
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+}
+
+/// The machine's host name: what `%h` and a bare node name expand to.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .expect("gethostname")
+        .to_string_lossy()
+        .into_owned()
 }
 
 // ---------------------------------------------------------------------------

@@ -21,167 +21,45 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from celery import Celery
 
+from helpers import (
+    STARTUP_TIMEOUT,
+    alive,
+    descendants,
+    kill_tree,
+    read_pid,
+    read_text,
+    start_redis,
+    wait_until,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 BROKER_DB = 0
 RESULT_DB = 1
 RESULT_EXPIRES = 3600  # in proj.toml; distinct from the 86400 default on purpose
-STARTUP_TIMEOUT = 20.0
 SHUTDOWN_TIMEOUT = 20.0
-
-
-# --------------------------------------------------------------------------
-# helpers
-
-
-def wait_until(timeout: float, cond, interval: float = 0.02):
-    """Polls ``cond`` until it returns a truthy value (returned) or the
-    deadline passes (returns the last falsy value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.settimeout(0.5)
-            s.sendall(b"PING\r\n")
-            return s.recv(7) == b"+PONG\r\n"
-    except OSError:
-        return False
-
-
-def proc_state(pid: int):
-    """(ppid, state) of a process from /proc, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[1]), fields[0]
-
-
-def alive(pid: int) -> bool:
-    st = proc_state(pid)
-    return st is not None and st[1] not in ("Z", "X")
-
-
-def descendants(pid: int) -> list[int]:
-    parent_of = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_state(int(entry))
-            if st:
-                parent_of[int(entry)] = st[0]
-    found = [pid]
-    for cur in found:
-        found.extend(p for p, pp in parent_of.items() if pp == cur)
-    return found[1:]
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid``, the group it leads and all its descendants."""
-    victims = descendants(pid) + [pid]
-    for p in victims:
-        try:
-            if os.getpgid(p) == p:
-                os.killpg(p, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            os.kill(p, signal.SIGKILL)
-        except OSError:
-            pass
-    wait_until(5, lambda: not any(alive(p) for p in victims))
-
-
-def read_pid(path: Path):
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 1 else None
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 # --------------------------------------------------------------------------
 # redis
 
 
-@dataclass
-class RedisServer:
-    port: int
-    proc: subprocess.Popen
-    dir: Path
-
-    def url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def client(self, db: int = RESULT_DB):
-        import redis  # redis-py, installed with celery[redis]
-
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=10)
-
-    def log(self) -> str:
-        return read_text(self.dir / "redis.log")
-
-
-def _start_redis(base: Path) -> RedisServer:
-    last = ""
-    for _ in range(5):  # a free port can be taken before redis binds it
-        port = free_port()
-        d = Path(tempfile.mkdtemp(prefix="redis-", dir=base))
-        log = open(d / "redis.log", "wb")
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(d)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        server = RedisServer(port, proc, d)
-        wait_until(STARTUP_TIMEOUT, lambda: redis_ping(port) or proc.poll() is not None)
-        if redis_ping(port):
-            return server
-        last = server.log()
-        proc.kill()
-        proc.wait()
-    pytest.fail(f"redis-server did not start; its log:\n{last}")
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (bin/setup installs it)")
-    server = _start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        server = start_redis(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield server
-    server.proc.kill()
-    server.proc.wait(timeout=10)
+    server.stop()
 
 
 # --------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import time
 import pytest
 from celery.exceptions import NotRegistered
 
-from conftest import BROKER_DB, RESULT_DB, RESULT_EXPIRES, redis_ping, wait_until
+from conftest import BROKER_DB, RESULT_DB, RESULT_EXPIRES
+from helpers import redis_ping, wait_until
 
 GET_TIMEOUT = 10
 

@@ -5,13 +5,16 @@ which test_interop.py imports by name).
 - ``demo_redis``: a private ``redis-server`` on a free port (session scope).
 - ``demo_node``: ``rmulti start worker1 -A celeryDemo`` in the example's
   directory with this interpreter as ``--python``, logs and pidfile in a temp
-  dir; ``rmulti stopwait`` at teardown (killed if it lingers).
+  dir; ``rmulti stopwait`` at teardown (killed if it lingers). The start and
+  stop are ``demo_helpers.demo_worker``, which test_page_e2e.py's second
+  node uses too.
 - ``django_project``: the example's Django settings loaded in this process
   (its own client code is what the tests call), against the same Redis and
   a temp SQLite database migrated for the session.
 
-They are self-contained (they do not use tests/python/conftest.py's), so the
-example can be tested on its own: ``pytest tests/python/django_demo``.
+They do not use tests/python/conftest.py's fixtures (only the plain helpers
+of tests/python/helpers.py), so the example can be tested on its own:
+``pytest tests/python/django_demo``.
 ``RMULTI_BIN`` is the binary under test; without it the newer of the repo's
 release and debug builds is used.
 """
@@ -19,29 +22,23 @@ release and debug builds is used.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from demo_helpers import DEMO, alive, free_port, redis_ping, rmulti_bin, tree, wait_until
+from demo_helpers import DEMO, demo_worker, start_redis
 
 
 @pytest.fixture(scope="session")
-def demo_redis():
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert wait_until(10, lambda: redis_ping(port)), "redis-server did not start"
-    yield port
-    proc.kill()
-    proc.wait()
+def demo_redis(tmp_path_factory):
+    try:
+        server = start_redis(tmp_path_factory.mktemp("demo-redis"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield server.port
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -94,26 +91,5 @@ def demo_node(django_project, demo_env, demo_tmp):
     """`rmulti start worker1 -A celeryDemo`, as the README says, with its
     pidfile and logs (`worker1.log`, `worker1-N.log`) in `demo_tmp`;
     `rmulti stopwait` at teardown."""
-    env = dict(os.environ, **demo_env)
-    files = [f"--pidfile={demo_tmp}/%n.pid", f"--logfile={demo_tmp}/%n%I.log"]
-    common = ["worker1", "-A", "celeryDemo"] + files
-    run = subprocess.run(
-        [rmulti_bin(), "start"] + common + [f"--python={sys.executable}", "-c", "2", "-l", "info"],
-        cwd=DEMO, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert run.returncode == 0, f"rmulti start failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
-    pidfile = demo_tmp / "worker1.pid"
-    pid = int(pidfile.read_text().strip())
-    procs = tree(pid)
-    yield demo_tmp
-    stop = subprocess.run(
-        [rmulti_bin(), "stopwait"] + common, cwd=DEMO, env=env, capture_output=True, text=True, timeout=60
-    )
-    stopped = wait_until(20, lambda: not any(alive(p) for p in procs))
-    if not stopped:
-        for p in procs:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-    assert stop.returncode == 0 and stopped, f"stopwait: {stop.stdout}{stop.stderr}"
+    with demo_worker("worker1", demo_tmp, dict(os.environ, **demo_env)):
+        yield demo_tmp

@@ -1,41 +1,38 @@
-"""Helpers shared by the django_demo conftest and tests (a module of its own:
-two conftest.py files in one pytest run cannot be imported by name)."""
+"""Helpers shared by the django_demo fixtures and tests (a module of its own:
+two conftest.py files in one pytest run cannot be imported by name). The
+generic ones (polling, /proc, Redis) come from tests/python/helpers.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+# tests/python, for helpers.py, also when this directory is run on its own.
+_TESTS_PYTHON = str(Path(__file__).resolve().parents[1])
+if _TESTS_PYTHON not in sys.path:
+    sys.path.insert(0, _TESTS_PYTHON)
+
+from helpers import (  # noqa: E402
+    alive,
+    descendants,
+    free_port,
+    is_rmulti,
+    kill_tree,
+    read_pid,
+    start_redis,
+    wait_until,
+)
+
+__all__ = ["DEMO", "alive", "child_logs", "demo_worker", "free_port", "kill_tree", "rmulti_bin",
+           "start_redis", "tree", "wait_until"]
+
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "examples" / "django-demo"
-
-
-def wait_until(timeout, cond, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def redis_ping(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(7) == b"+PONG\r\n"
-    except OSError:
-        return False
 
 
 def rmulti_bin():
@@ -50,30 +47,45 @@ def rmulti_bin():
     return str(max(builds, key=lambda p: p.stat().st_mtime))
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def tree(pid):
     """`pid` and all its descendants (pool children, Python hosts)."""
-    parent_of = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent_of[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                pass
-    found = [pid]
-    for cur in found:
-        found.extend(p for p, pp in parent_of.items() if pp == cur)
-    return found
+    return [pid] + descendants(pid)
 
 
 def child_logs(tmp: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("worker1-*.log")))
+
+
+@contextlib.contextmanager
+def demo_worker(name: str, tmp: Path, env: dict):
+    """`rmulti start NAME -A celeryDemo` in the example's directory with this
+    interpreter as `--python`, pidfile and logs (`NAME.log`, `NAME-N.log`) in
+    `tmp`; `rmulti stopwait` on leaving, which must stop every process of the
+    node. Whatever is left of the node then (or after a failed start, a
+    command that timed out, a failing test) is SIGKILLed."""
+    files = [f"--pidfile={tmp}/%n.pid", f"--logfile={tmp}/%n%I.log"]
+    args = [name, "-A", "celeryDemo"] + files
+    pidfile = tmp / f"{name}.pid"
+    procs = []
+    try:
+        run = subprocess.run(
+            [rmulti_bin(), "start"] + args + [f"--python={sys.executable}", "-c", "2", "-l", "info"],
+            cwd=DEMO, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert run.returncode == 0, f"rmulti start {name} failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+        pid = read_pid(pidfile)
+        assert pid, f"rmulti start {name}: no pid in {pidfile}"
+        procs = tree(pid)
+        yield
+        stop = subprocess.run(
+            [rmulti_bin(), "stopwait"] + args, cwd=DEMO, env=env, capture_output=True, text=True, timeout=60
+        )
+        stopped = wait_until(20, lambda: not any(alive(p) for p in procs))
+        assert stop.returncode == 0 and stopped, f"stopwait {name}: {stop.stdout}{stop.stderr}"
+    finally:
+        pid = read_pid(pidfile)
+        if pid and alive(pid) and is_rmulti(pid):
+            procs.append(pid)
+        for p in procs:
+            if alive(p):
+                kill_tree(p)

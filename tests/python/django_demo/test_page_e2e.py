@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
-from demo_helpers import DEMO, alive, free_port, rmulti_bin, tree, wait_until
+from demo_helpers import DEMO, alive, demo_worker, free_port, tree, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -70,26 +70,8 @@ def _stop(proc: subprocess.Popen) -> None:
 def worker2(demo_node, demo_env):
     """A second node beside `demo_node`'s worker1, started and stopped as
     that fixture does, with its pidfile and logs in the same directory."""
-    env = dict(os.environ, **demo_env)
-    common = ["worker2", "-A", "celeryDemo", f"--pidfile={demo_node}/%n.pid", f"--logfile={demo_node}/%n%I.log"]
-    run = subprocess.run(
-        [rmulti_bin(), "start"] + common + [f"--python={sys.executable}", "-c", "2", "-l", "info"],
-        cwd=DEMO, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert run.returncode == 0, f"rmulti start worker2 failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
-    procs = tree(int((demo_node / "worker2.pid").read_text().strip()))
-    yield demo_node
-    stop = subprocess.run(
-        [rmulti_bin(), "stopwait"] + common, cwd=DEMO, env=env, capture_output=True, text=True, timeout=60
-    )
-    stopped = wait_until(20, lambda: not any(alive(p) for p in procs))
-    if not stopped:
-        for p in procs:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-    assert stop.returncode == 0 and stopped, f"stopwait worker2: {stop.stdout}{stop.stderr}"
+    with demo_worker("worker2", demo_node, dict(os.environ, **demo_env)):
+        yield demo_node
 
 
 def _http_ok(url: str) -> bool:
