@@ -102,6 +102,7 @@ if ARGV[8] ~= '' then
   end
   if ARGV[10] ~= '' then redis.call('SELECT', ARGV[11]) end
 end
+local emptied = false
 if ARGV[5] == '1' then
   local held = redis.call('LINDEX', KEYS[1], -1)
   if held and ((ARGV[6] ~= '' and string.find(held, ARGV[6], 1, true)) or (ARGV[6] == '' and held == ARGV[7])) then
@@ -109,8 +110,8 @@ if ARGV[5] == '1' then
       redis.call('ZREM', KEYS[3], ARGV[6])
       redis.call('HDEL', KEYS[2], ARGV[6])
     end
-    redis.call('DEL', KEYS[1])
-    redis.call('DEL', KEYS[4])
+    redis.call('DEL', KEYS[1], KEYS[4])
+    emptied = true
   end
 end
 if ARGV[12] ~= '1' then
@@ -130,7 +131,10 @@ for _, tag in ipairs(due) do
   redis.call('ZREM', KEYS[5], tag)
   redis.call('HDEL', KEYS[6], tag)
 end
-local msg = redis.call('LINDEX', KEYS[1], -1)
+local msg = false
+if not emptied then
+  msg = redis.call('LINDEX', KEYS[1], -1)
+end
 local src = ''
 local started = 0
 local acked = 0
@@ -155,19 +159,17 @@ if msg then
     -- Registered once and gone from unacked since: a visibility sweep put it
     -- back on a queue (or it was acked). This copy must not run too.
     if type(tag0) == 'string' and redis.call('HEXISTS', KEYS[2], tag0) == 0 then
-      redis.call('DEL', KEYS[1])
-      redis.call('DEL', KEYS[4])
-      msg = nil
+      redis.call('DEL', KEYS[1], KEYS[4])
+      msg = false
       fresh = true
     end
   end
 end
 if not msg then
   for i = 9, #KEYS do
-    msg = redis.call('RPOP', KEYS[i])
+    msg = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
     if msg then
       src = KEYS[i]
-      redis.call('LPUSH', KEYS[1], msg)
       break
     end
   end
