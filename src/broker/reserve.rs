@@ -26,18 +26,97 @@ pub struct Reserved {
     /// Its task had started under early ack when its child died: the outcome
     /// is to be recorded as lost, not the task run again.
     pub started: bool,
+    /// Early-acked in the reserving step itself: its task runs now.
+    pub acked: bool,
 }
 
-// KEYS: held, unacked, unacked_index, slot state, ETA index, ETA messages,
-// ETA promoted set, then the queue keys in consume order.
-// The state key says `registered` (in kombu's unacked) or `started:<id>`
-// (early-acked and running). The fourth reply says the held message had
-// started (its child died); a registered held message that left unacked
-// meanwhile (restored by a visibility sweep) is dropped, not run twice.
-// Promotes due ETA messages, then returns the held message if any, else pops
-// the first non-empty queue key into the held list. Registers the message in
-// kombu's unacked structures when its envelope has a delivery tag.
-const RESERVE: &str = r#"
+/// What is fixed for one child's reservations: which tasks are early-acked in
+/// the reserving step, the child's owner token, and where results go.
+#[derive(Debug, Clone)]
+pub struct Reservations {
+    /// A random token of this child process, written into the `started:`
+    /// state it sets, so it knows a message it reserved but never got the
+    /// reply for (a lost connection) from one a dead child had started.
+    pub token: String,
+    /// Whether tasks ack early unless listed in `exceptions`.
+    pub early_by_default: bool,
+    /// Task names whose ack policy is the opposite of the default.
+    pub exceptions: Vec<String>,
+    /// `Some((backend db, broker db))` when the result backend is the
+    /// broker's Redis server: results are then stored in the same script as
+    /// the ack. `None`: a separate server, stored on its own connection.
+    pub result_dbs: Option<(i64, i64)>,
+    /// `result_expires` in seconds (`None`: no expiry).
+    pub result_expires: Option<u64>,
+}
+
+/// The end of a handled message, done in the same script as the next
+/// reservation: its result stored (if any, and if the backend is the same
+/// server), and the message forgotten (acked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    /// The task id and name, for logs and the result key.
+    pub task_id: String,
+    pub task: String,
+    /// The delivery tag; the held message is recognised by it.
+    pub tag: Option<String>,
+    /// The message (recognises a held message without a tag; kept in the
+    /// dead-letter record when its result cannot be stored).
+    pub msg: Reserved,
+    /// The result meta to store first, as JSON.
+    pub result: Option<String>,
+}
+
+// Every script's first keys: held list, kombu's unacked, unacked_index, slot state.
+//
+// NEXT: KEYS 5-7 the ETA index, messages and promoted set, 8 the result key,
+// then the queue keys in consume order. ARGV: 1 now, 2 ETA promote batch,
+// 3 owner token, 4 early ack by default ('1'/'0'), 5 finish ('1'/'0'),
+// 6 finish delivery tag, 7 finish raw (untagged messages), 8 result JSON
+// ('' none), 9 result expiry seconds (0 none), 10 backend db ('' when the
+// same db), 11 broker db, 12 reserve ('1'/'0'), 13.. task names whose ack
+// policy is not the default.
+//
+// It first finishes the handled message: stores its result (never over a
+// stored SUCCESS; SETEX and PUBLISH together so a waiting client wakes), and
+// forgets the held message if it is still the finished one (a retry after a
+// lost reply must not drop the next message). Then it reserves: promotes due
+// ETA messages, returns the held message if any, else pops the first
+// non-empty queue key into the held list. A fresh protocol-2 message without
+// an ETA whose task acks early is acked right there (state `started:<id>
+// <token>`); any other message with a delivery tag is registered in kombu's
+// unacked structures (state `registered`).
+// Reply: {message, source list, was promoted from the ETA park, had started
+// under another child, acked now}.
+const NEXT: &str = r#"
+if ARGV[8] ~= '' then
+  if ARGV[10] ~= '' then redis.call('SELECT', ARGV[10]) end
+  local old = redis.call('GET', KEYS[8])
+  if not (old and string.find(old, '"status": *"SUCCESS"')) then
+    if tonumber(ARGV[9]) > 0 then
+      redis.call('SETEX', KEYS[8], ARGV[9], ARGV[8])
+    else
+      redis.call('SET', KEYS[8], ARGV[8])
+    end
+    redis.call('PUBLISH', KEYS[8], ARGV[8])
+  end
+  if ARGV[10] ~= '' then redis.call('SELECT', ARGV[11]) end
+end
+local emptied = false
+if ARGV[5] == '1' then
+  local held = redis.call('LINDEX', KEYS[1], -1)
+  if held and ((ARGV[6] ~= '' and string.find(held, ARGV[6], 1, true)) or (ARGV[6] == '' and held == ARGV[7])) then
+    if ARGV[6] ~= '' then
+      redis.call('ZREM', KEYS[3], ARGV[6])
+      redis.call('HDEL', KEYS[2], ARGV[6])
+    end
+    redis.call('DEL', KEYS[1], KEYS[4])
+    emptied = true
+  end
+end
+if ARGV[12] ~= '1' then
+  return false
+end
 local now = ARGV[1]
 local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, tag in ipairs(due) do
@@ -52,13 +131,25 @@ for _, tag in ipairs(due) do
   redis.call('ZREM', KEYS[5], tag)
   redis.call('HDEL', KEYS[6], tag)
 end
-local msg = redis.call('LINDEX', KEYS[1], -1)
+local msg = false
+if not emptied then
+  msg = redis.call('LINDEX', KEYS[1], -1)
+end
 local src = ''
 local started = 0
+local acked = 0
+local fresh = true
 if msg then
   local state = redis.call('GET', KEYS[4])
+  if state then fresh = false end
   if state and string.sub(state, 1, 8) == 'started:' then
-    started = 1
+    local mine = ' ' .. ARGV[3]
+    if string.sub(state, -#mine) == mine then
+      -- Reserved and acked by this very child, whose reply was lost.
+      acked = 1
+    else
+      started = 1
+    end
   elseif state == 'registered' then
     local ok0, env0 = pcall(cjson.decode, msg)
     local tag0 = nil
@@ -68,18 +159,17 @@ if msg then
     -- Registered once and gone from unacked since: a visibility sweep put it
     -- back on a queue (or it was acked). This copy must not run too.
     if type(tag0) == 'string' and redis.call('HEXISTS', KEYS[2], tag0) == 0 then
-      redis.call('DEL', KEYS[1])
-      redis.call('DEL', KEYS[4])
-      msg = nil
+      redis.call('DEL', KEYS[1], KEYS[4])
+      msg = false
+      fresh = true
     end
   end
 end
 if not msg then
-  for i = 8, #KEYS do
-    msg = redis.call('RPOP', KEYS[i])
+  for i = 9, #KEYS do
+    msg = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
     if msg then
       src = KEYS[i]
-      redis.call('LPUSH', KEYS[1], msg)
       break
     end
   end
@@ -89,10 +179,28 @@ if not msg then
 end
 local promoted = 0
 local ok, env = pcall(cjson.decode, msg)
-if started == 0 and ok and type(env) == 'table' and type(env['properties']) == 'table' then
+if fresh and ok and type(env) == 'table' and type(env['properties']) == 'table' then
   local props = env['properties']
   local tag = props['delivery_tag']
   if type(tag) == 'string' then
+    promoted = redis.call('SREM', KEYS[7], tag)
+  end
+  local headers = env['headers']
+  local early = false
+  if type(headers) == 'table' and type(headers['task']) == 'string'
+      and type(headers['id']) == 'string' and type(headers['eta']) ~= 'string' then
+    early = ARGV[4] == '1'
+    for i = 13, #ARGV do
+      if ARGV[i] == headers['task'] then
+        early = not early
+        break
+      end
+    end
+  end
+  if early then
+    redis.call('SET', KEYS[4], 'started:' .. headers['id'] .. ' ' .. ARGV[3])
+    acked = 1
+  elseif type(tag) == 'string' then
     local exchange, rk = '', ''
     local di = props['delivery_info']
     if type(di) == 'table' then
@@ -102,10 +210,9 @@ if started == 0 and ok and type(env) == 'table' and type(env['properties']) == '
     redis.call('HSET', KEYS[2], tag, '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', KEYS[3], now, tag)
     redis.call('SET', KEYS[4], 'registered')
-    promoted = redis.call('SREM', KEYS[7], tag)
   end
 end
-return {msg, src, promoted, started}
+return {msg, src, promoted, started, acked}
 "#;
 
 // The end of every script that is done with the held message: out of kombu's
@@ -164,7 +271,7 @@ end
 
 /// The Lua scripts, loaded once per process (EVALSHA, SCRIPT LOAD on NOSCRIPT).
 pub struct Scripts {
-    reserve: Script,
+    next: Script,
     ack: Script,
     start: Script,
     park: Script,
@@ -175,7 +282,7 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            reserve: Script::new(RESERVE),
+            next: Script::new(NEXT),
             ack: Script::new(FORGET),
             start: Script::new(START),
             park: Script::new(&format!("{PARK}{FORGET}")),
@@ -206,33 +313,77 @@ fn on_slot<'a>(script: &'a Script, slot: &Slot) -> ScriptInvocation<'a> {
     inv
 }
 
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
 impl Scripts {
-    /// Takes the held message, or the first message in `queue_keys` order.
-    pub fn reserve(
+    /// Finishes the handled message (`finish`), then, when `reserve`, takes
+    /// the held message or the first message in `queue_keys` order: one
+    /// round trip per task on a busy queue.
+    pub fn next(
         &self,
         con: &mut Connection,
         slot: &Slot,
         queue_keys: &[String],
+        how: &Reservations,
+        finish: Option<&Finish>,
+        reserve: bool,
     ) -> Result<Option<Reserved>, BrokerError> {
-        let mut inv = on_slot(&self.reserve, slot);
+        let mut inv = on_slot(&self.next, slot);
         inv.key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
             .key(keys::ETA_PROMOTED);
+        let result = finish.and_then(|f| f.result.as_ref().map(|r| (f, r)));
+        match (result, how.result_dbs) {
+            (Some((f, _)), Some(_)) => inv.key(keys::result_key(&f.task_id)),
+            _ => inv.key(""),
+        };
         for k in queue_keys {
             inv.key(k);
         }
-        inv.arg(format!("{:.6}", now_secs())).arg(ETA_PROMOTE_BATCH);
-        let reply: Option<(String, String, i64, i64)> = inv.invoke(con)?;
-        Ok(reply.map(|(raw, source, promoted, started)| Reserved {
+        let (backend_db, broker_db) = match how.result_dbs {
+            Some((b, k)) if b != k => (b.to_string(), k.to_string()),
+            _ => (String::new(), String::new()),
+        };
+        inv.arg(format!("{:.6}", now_secs()))
+            .arg(ETA_PROMOTE_BATCH)
+            .arg(&how.token)
+            .arg(flag(how.early_by_default))
+            .arg(flag(finish.is_some()))
+            .arg(finish.and_then(|f| f.tag.as_deref()).unwrap_or(""))
+            .arg(
+                finish
+                    .filter(|f| f.tag.is_none())
+                    .map_or("", |f| f.msg.raw.as_str()),
+            )
+            .arg(match (result, how.result_dbs) {
+                (Some((_, json)), Some(_)) => json.as_str(),
+                _ => "",
+            })
+            .arg(how.result_expires.unwrap_or(0))
+            .arg(backend_db)
+            .arg(broker_db)
+            .arg(flag(reserve));
+        for name in &how.exceptions {
+            inv.arg(name);
+        }
+        let reply: Option<(String, String, i64, i64, i64)> = inv.invoke(con)?;
+        Ok(reply.map(|(raw, source, promoted, started, acked)| Reserved {
             raw,
             source,
             from_eta_park: promoted == 1,
             started: started == 1,
+            acked: acked == 1,
         }))
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it
-    /// into the held list atomically. `reserve` then registers it.
+    /// into the held list atomically. `next` then registers it.
     /// Returns whether a message was moved.
     pub fn wait(
         &self,

@@ -10,11 +10,14 @@ use nix::sys::signal::Signal;
 use super::execute::Executor;
 use super::report::{Report, Reporter};
 use super::ChildSpec;
-use crate::broker::{keys, reserve::Scripts, BrokerError};
+use crate::broker::BrokerError;
 use crate::signals;
 
 /// Broker and backend connections, re-opened after a failure.
 pub use crate::broker::Connections as Conns;
+
+/// How long a stopping child keeps trying to store its last task's outcome.
+const FINISH_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How often Redis may refuse to process one message before it is dead-lettered.
 const MAX_REFUSALS: u32 = 3;
@@ -37,10 +40,6 @@ pub fn nap(total: Duration) {
 /// Runs until asked to stop; returns the child's exit status.
 pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     let mut conns = Conns::new(&spec.app.broker_url, &spec.app.result_backend);
-    let scripts = Scripts::default();
-    let slot = keys::Slot::new(&spec.node, spec.slot);
-    let queue_keys = keys::consume_order(&spec.queues);
-    let first_key = queue_keys.first().cloned().unwrap_or_default();
     let mut executor = Executor::new(spec);
 
     if !wait_connected(&mut conns) {
@@ -54,25 +53,43 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     if reporter.send(&Report::Ready).is_err() {
         return 1;
     }
+    let code = consume(spec, &mut executor, &mut conns, reporter);
+    let _ = reporter.flush();
+    code
+}
+
+fn consume(
+    spec: &ChildSpec,
+    executor: &mut Executor,
+    conns: &mut Conns,
+    reporter: &mut Reporter,
+) -> i32 {
     let mut failures: u32 = 0;
     let mut done: u64 = 0;
     let mut refused: u32 = 0;
     let mut last_refused: Option<String> = None;
     // The key a BLMOVE took a message from, so the message keeps its queue.
-    let mut moved_from: Option<&str> = None;
-    // A message a BLMOVE just put in the held list is handled even when a stop
-    // came meanwhile: a retired slot would otherwise keep it unseen.
-    while !stop_requested() || moved_from.is_some() {
-        let reserved = conns
-            .broker()
-            .and_then(|con| scripts.reserve(con, &slot, &queue_keys));
-        match reserved {
+    let mut moved_from: Option<String> = None;
+    let mut finish_deadline: Option<Instant> = None;
+    // A handled message is finished (result, ack) even when a stop came
+    // meanwhile; so is one a BLMOVE just put in the held list: a retired slot
+    // would otherwise keep it unseen.
+    loop {
+        let leaving = stop_requested() && moved_from.is_none();
+        if leaving && !executor.finishing() {
+            return 0;
+        }
+        let limit_reached = spec.max_tasks.is_some_and(|max| done >= max) || over_memory(spec);
+        let reserve = !leaving && !limit_reached;
+        match executor.next(conns, reporter, reserve) {
             Ok(Some(mut msg)) => {
                 if msg.source.is_empty() {
-                    msg.source = moved_from.take().unwrap_or_default().to_string();
+                    msg.source = moved_from.take().unwrap_or_default();
                 }
                 failures = 0;
-                if let Err(e) = executor.handle(&msg, &slot, &scripts, &mut conns, reporter) {
+                let handled = executor.handle(&msg, conns, reporter);
+                let _ = reporter.flush();
+                if let Err(e) = handled {
                     // Whatever the main process thinks this child runs, it
                     // does not run it now; the held message speaks for itself.
                     let _ = reporter.send(&Report::Done);
@@ -95,8 +112,7 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                         refused = 0;
                         let reason =
                             format!("Redis refused to process it {MAX_REFUSALS} times: {e}");
-                        if let Err(e) = executor.give_up(&msg, &slot, &scripts, &mut conns, &reason)
-                        {
+                        if let Err(e) = executor.give_up(&msg, conns, &reason) {
                             tracing::error!("Cannot dead-letter the message either: {e}");
                         }
                     }
@@ -105,45 +121,70 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
                 }
                 refused = 0;
                 done += 1;
-                if spec.max_tasks.is_some_and(|max| done >= max) {
-                    tracing::info!(
-                        "Child reached max-tasks-per-child ({done}); exiting to be replaced"
-                    );
-                    break;
+            }
+            Ok(None) if !reserve => {
+                let _ = reporter.flush();
+                if limit_reached && !leaving {
+                    log_limit(spec, done);
                 }
-                if let (Some(limit), Some(rss)) = (spec.max_memory_kib, resident_kib()) {
-                    if rss > limit {
-                        tracing::warn!("Child resident memory {rss} KiB exceeds max-memory-per-child {limit} KiB; exiting to be replaced");
-                        break;
-                    }
-                }
+                return 0;
             }
             Ok(None) => {
+                if reporter.flush().is_err() {
+                    return 1;
+                }
                 // The idle wait is the one place TERM may interrupt: nothing is
                 // half-done there, and an idle child then leaves at once.
                 let _ = signals::unblock(Signal::SIGTERM);
-                let waited = conns
-                    .broker()
-                    .and_then(|con| scripts.wait(con, &first_key, &slot));
+                let waited = executor.wait(conns);
                 let _ = signals::block(Signal::SIGTERM);
                 match waited {
-                    Ok(true) => moved_from = Some(first_key.as_str()),
+                    Ok(true) => moved_from = Some(executor.first_key().to_string()),
                     Ok(false) => {}
                     Err(e) => {
-                        if !retry_later(&e, &mut failures, &mut conns) {
-                            break;
+                        if !retry_later(&e, &mut failures, conns) {
+                            return 0;
                         }
                     }
                 }
             }
             Err(e) => {
-                if !retry_later(&e, &mut failures, &mut conns) {
-                    break;
+                let _ = reporter.flush();
+                if retry_later(&e, &mut failures, conns) {
+                    continue;
                 }
+                if !executor.finishing() {
+                    return 0;
+                }
+                // Stopping with a task run but not finished: its result is
+                // its only record, so keep trying a while (as a store does).
+                let deadline = *finish_deadline.get_or_insert_with(|| Instant::now() + FINISH_PATIENCE);
+                if Instant::now() >= deadline {
+                    tracing::error!("Leaving with a task's finish undone: {e}; its message stays held for the next start");
+                    return 0;
+                }
+                tracing::error!("Cannot finish the last task: {e}; retrying");
+                conns.reset();
+                // A real sleep: during a stop `nap` returns at once.
+                std::thread::sleep(Duration::from_millis(500));
             }
         }
     }
-    0
+}
+
+/// Logs why this child leaves to be replaced (a per-child limit).
+fn log_limit(spec: &ChildSpec, done: u64) {
+    if spec.max_tasks.is_some_and(|max| done >= max) {
+        tracing::info!("Child reached max-tasks-per-child ({done}); exiting to be replaced");
+    } else if let (Some(limit), Some(rss)) = (spec.max_memory_kib, resident_kib()) {
+        tracing::warn!("Child resident memory {rss} KiB exceeds max-memory-per-child {limit} KiB; exiting to be replaced");
+    }
+}
+
+/// Whether this child's resident memory is above `--max-memory-per-child`.
+fn over_memory(spec: &ChildSpec) -> bool {
+    spec.max_memory_kib
+        .is_some_and(|limit| resident_kib().is_some_and(|rss| rss > limit))
 }
 
 /// After a broker error: false when the child should leave (a stop was

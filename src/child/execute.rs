@@ -12,7 +12,7 @@ use super::report::{Report, Reporter, Started};
 use super::ChildSpec;
 use crate::broker::backend::Backend;
 use crate::broker::keys::{self, Slot};
-use crate::broker::reserve::{now_secs, Reserved, Scripts};
+use crate::broker::reserve::{now_secs, Finish, Reservations, Reserved, Scripts};
 use crate::broker::BrokerError;
 use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::time::duration_secs;
@@ -26,6 +26,13 @@ const ETA_SLACK: Duration = Duration::from_millis(5);
 pub struct Executor<'a> {
     spec: &'a ChildSpec,
     backend: Backend,
+    scripts: Scripts,
+    slot: Slot,
+    /// The queue keys in consume order.
+    queue_keys: Vec<String>,
+    how: Reservations,
+    /// The handled message's end, done with the next reservation (`next`).
+    finish: Option<Finish>,
     pid: u32,
     /// This child's Python host, when the app has Python tasks.
     host: Option<Host>,
@@ -39,20 +46,163 @@ pub struct Executor<'a> {
 enum Stage {
     /// Early-acked, not run yet: run it.
     Acked,
-    /// Run; the result meta still to store (`None`: stored or not wanted),
-    /// then the ack.
-    Ran(Option<Box<ResultMeta>>),
+    /// Run; its finish (result, ack) is pending.
+    Ran,
 }
 
 impl<'a> Executor<'a> {
     pub fn new(spec: &'a ChildSpec) -> Executor<'a> {
+        let app = &spec.app;
+        let early_by_default = !app.task_acks_late;
+        let exceptions: Vec<String> = app
+            .tasks
+            .names()
+            .filter(|name| {
+                app.tasks
+                    .get(name)
+                    .is_some_and(|t| t.acks_late == Some(early_by_default))
+            })
+            .map(str::to_string)
+            .collect();
+        let how = Reservations {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            early_by_default,
+            exceptions,
+            result_dbs: crate::broker::url::same_server(&app.broker_url, &app.result_backend),
+            result_expires: app.result_expires,
+        };
         Executor {
             spec,
-            backend: Backend::new(spec.app.result_expires),
+            backend: Backend::new(app.result_expires),
+            scripts: Scripts::default(),
+            slot: Slot::new(&spec.node, spec.slot),
+            queue_keys: keys::consume_order(&spec.queues),
+            how,
+            finish: None,
             pid: std::process::id(),
             host: None,
             in_flight: None,
         }
+    }
+
+    /// The first queue key, the one an idle child blocks on.
+    pub fn first_key(&self) -> &str {
+        self.queue_keys.first().map_or("", String::as_str)
+    }
+
+    /// Blocks briefly for a message on the first queue (see `Scripts::wait`).
+    pub fn wait(&self, conns: &mut Conns) -> Result<bool, BrokerError> {
+        let first = self.first_key();
+        self.scripts.wait(conns.broker()?, first, &self.slot)
+    }
+
+    /// Whether a handled message still waits for its finish.
+    pub fn finishing(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// Finishes the handled message, if any, and when `reserve` takes the
+    /// next one: one round trip per task when the backend is the broker's
+    /// server. After a connection error the finish stays pending.
+    pub fn next(
+        &mut self,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+        reserve: bool,
+    ) -> Result<Option<Reserved>, BrokerError> {
+        let separate = self.how.result_dbs.is_none();
+        if let Some(f) = self.finish.as_mut().filter(|f| separate && f.result.is_some()) {
+            if let Some(json) = &f.result {
+                store_retrying(&self.backend, conns, &f.task_id, json)?;
+            }
+            f.result = None;
+        }
+        let reply = conns.broker().and_then(|con| {
+            self.scripts.next(
+                con,
+                &self.slot,
+                &self.queue_keys,
+                &self.how,
+                self.finish.as_ref(),
+                reserve,
+            )
+        });
+        match reply {
+            Ok(reserved) => {
+                if self.finish.take().is_some() {
+                    self.in_flight = None;
+                    reporter.queue(&Report::Done);
+                }
+                Ok(reserved)
+            }
+            // Redis answers but refuses the script (e.g. the result write):
+            // finish the old way, step by step, so a refused result write
+            // is kept in the dead-letter list rather than blocking the ack.
+            Err(e) if !e.is_connection_problem() && self.finish.is_some() => {
+                tracing::error!("Cannot finish and reserve in one step: {e}; finishing step by step");
+                self.finish_apart(conns, reporter)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `next`'s fallback: store the result on its own (dead-lettering it if
+    /// Redis refuses it), then ack on its own.
+    fn finish_apart(
+        &mut self,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
+        let Some(mut f) = self.finish.take() else {
+            return Ok(());
+        };
+        match self.finish_apart_steps(&mut f, conns) {
+            Ok(()) => {
+                self.in_flight = None;
+                reporter.queue(&Report::Done);
+                Ok(())
+            }
+            Err(e) => {
+                self.finish = Some(f);
+                Err(e)
+            }
+        }
+    }
+
+    fn finish_apart_steps(&self, f: &mut Finish, conns: &mut Conns) -> Result<(), BrokerError> {
+        if let Some(json) = &f.result {
+            match store_retrying(&self.backend, conns, &f.task_id, json) {
+                Ok(()) => {}
+                Err(e) if e.is_connection_problem() => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        "Cannot store the result of {}[{}]: {e}; kept in {}",
+                        f.task,
+                        f.task_id,
+                        keys::DEAD_LETTER
+                    );
+                    let reason = format!("result could not be stored: {e}; result: {json}");
+                    let record =
+                        self.dead_letter_record(&f.msg, &reason, Some(&f.task_id), Some(&f.task));
+                    crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                }
+            }
+            f.result = None;
+        }
+        self.scripts
+            .ack(conns.broker()?, &self.slot, f.tag.as_deref())
+    }
+
+    /// Sets the handled message's finish: ack it, storing `meta` first.
+    fn finish_with(&mut self, msg: &Reserved, task: &TaskMessage, meta: Option<&ResultMeta>) {
+        self.finish = Some(Finish {
+            task_id: task.id.clone(),
+            task: task.task.clone(),
+            tag: task.delivery_tag.clone(),
+            msg: msg.clone(),
+            result: meta.map(ResultMeta::to_json),
+        });
     }
 
     /// Starts the Python host if the app has Python tasks. The error is
@@ -115,13 +265,13 @@ impl<'a> Executor<'a> {
         leave(1)
     }
 
-    /// Handles one message. An error means Redis failed; the message is still
-    /// held and is handled again after reconnecting.
+    /// Handles one message; what is left to do with it (store its result,
+    /// ack) is the pending finish, done by the next `next`. An error means
+    /// Redis failed; the message is still held and is handled again after
+    /// reconnecting.
     pub fn handle(
         &mut self,
         msg: &Reserved,
-        slot: &Slot,
-        scripts: &Scripts,
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
@@ -152,8 +302,6 @@ impl<'a> Executor<'a> {
                 }
                 return self.dead_letter(
                     msg,
-                    slot,
-                    scripts,
                     conns,
                     &e.reason,
                     e.task_id.as_deref(),
@@ -162,16 +310,22 @@ impl<'a> Executor<'a> {
             }
         };
         match self.in_flight.take_if(|(id, _)| *id == task.id) {
-            Some((_, Stage::Ran(meta))) => {
-                return self.complete(&task, meta, slot, scripts, conns, reporter)
+            Some((id, Stage::Ran)) => {
+                // Ran here already; only its finish is left.
+                self.in_flight = Some((id, Stage::Ran));
+                self.finish_with(msg, &task, None);
+                return Ok(());
             }
             Some((_, Stage::Acked)) => {}
-            None if msg.started => return self.record_lost(&task, slot, scripts, conns),
+            None if msg.started => {
+                self.record_lost(msg, &task);
+                return Ok(());
+            }
             None => {}
         }
         // A due ETA message was logged as received when it arrived.
         if !msg.from_eta_park {
-            let _ = reporter.send(&Report::Received {
+            reporter.queue(&Report::Received {
                 id: task.id.clone(),
                 task: task.display_name().to_string(),
             });
@@ -189,15 +343,7 @@ impl<'a> Executor<'a> {
             let exc = ExceptionInfo::not_registered(&task.task);
             self.store(conns, &ResultMeta::failure(&task, exc, None, Utc::now()))?;
             let reason = format!("unregistered task {:?}", task.task);
-            return self.dead_letter(
-                msg,
-                slot,
-                scripts,
-                conns,
-                &reason,
-                Some(&task.id),
-                Some(&task.task),
-            );
+            return self.dead_letter(msg, conns, &reason, Some(&task.id), Some(&task.task));
         };
 
         let now = Utc::now();
@@ -207,20 +353,18 @@ impl<'a> Executor<'a> {
                 task.display_name(),
                 task.id
             );
-            if !task.ignore_result && !spec.ignore_result {
-                self.store(
-                    conns,
-                    &ResultMeta::revoked(&task.id, "expired", now).with_request(&task),
-                )?;
-            }
-            return scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref());
+            let meta = (!task.ignore_result && !spec.ignore_result)
+                .then(|| ResultMeta::revoked(&task.id, "expired", now).with_request(&task));
+            self.finish_with(msg, &task, meta.as_ref());
+            return Ok(());
         }
         if let Some(eta) = task.eta {
             if eta > now + chrono::Duration::from_std(ETA_SLACK).unwrap_or_default() {
                 let queue_key = self.queue_key(msg, &task);
                 let tag = task.delivery_tag.clone().unwrap_or_else(|| task.id.clone());
                 let due = eta.timestamp_micros() as f64 / 1e6;
-                scripts.park(conns.broker()?, slot, &tag, due, &queue_key, &msg.raw)?;
+                self.scripts
+                    .park(conns.broker()?, &self.slot, &tag, due, &queue_key, &msg.raw)?;
                 tracing::info!(
                     "Task {}[{}] scheduled for {} (parked in {})",
                     task.display_name(),
@@ -231,17 +375,14 @@ impl<'a> Executor<'a> {
                 return Ok(());
             }
         }
-        self.run(msg, &task, spec, slot, scripts, conns, reporter)
+        self.run(msg, &task, spec, conns, reporter)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         msg: &Reserved,
         task: &TaskMessage,
         spec: &TaskSpec,
-        slot: &Slot,
-        scripts: &Scripts,
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
@@ -269,16 +410,17 @@ impl<'a> Executor<'a> {
             group: task.group.clone(),
             parent_id: task.parent_id.clone(),
         };
-        // Reported before the ack: if this child dies from here on, the main
-        // process knows the task had started and records its outcome.
+        // Reported before the ack (unless the reserving step acked it): if
+        // this child dies from here on, the main process knows the task had
+        // started and records its outcome.
         if reporter.send(&Report::Started(started)).is_err() {
             leave(1);
         }
         self.in_flight = Some((task.id.clone(), Stage::Acked));
-        if !acks_late {
-            scripts.start(
+        if !acks_late && !msg.acked {
+            self.scripts.start(
                 conns.broker()?,
-                slot,
+                &self.slot,
                 task.delivery_tag.as_deref(),
                 &task.id,
             )?;
@@ -292,12 +434,13 @@ impl<'a> Executor<'a> {
             )?;
         }
         // From here on the task runs: coming back, it is to be finished.
-        self.set_stage(Stage::Ran(None));
+        self.set_stage(Stage::Ran);
         if in_host {
             let soft = soft_limit.and_then(duration_secs);
             let done = self.run_in_host(&msg.raw, soft);
             // The host's tracer stored the outcome and logged it; what is
             // left here is the message.
+            let mut meta = None;
             if let Some(error) = &done.error {
                 tracing::error!(
                     "Python host failed around task {}[{}]:\n{}",
@@ -314,28 +457,25 @@ impl<'a> Executor<'a> {
                         .to_string();
                     let exc =
                         ExceptionInfo::new("RuntimeError", Some("builtins"), vec![json!(last)]);
-                    let meta = ResultMeta::failure(task, exc, Some(error.clone()), Utc::now());
-                    self.store_with_retry(conns, &meta)?;
+                    meta = Some(ResultMeta::failure(task, exc, Some(error.clone()), Utc::now()));
                 }
             }
             // Reject(requeue=True) puts the message back only under
             // acks_late: with early ack Celery had acked it at the start.
             if acks_late && done.state == "REJECTED" && done.requeue {
                 let queue_key = self.queue_key(msg, task);
-                scripts.restore(
+                self.scripts.restore(
                     conns.broker()?,
-                    slot,
+                    &self.slot,
                     task.delivery_tag.as_deref(),
                     &queue_key,
                     &msg.raw,
                     true,
                 )?;
+                self.in_flight = None;
+                reporter.queue(&Report::Done);
             } else {
-                scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())?;
-            }
-            self.in_flight = None;
-            if reporter.send(&Report::Done).is_err() {
-                leave(1);
+                self.finish_with(msg, task, meta.as_ref());
             }
             return Ok(());
         }
@@ -376,32 +516,6 @@ impl<'a> Executor<'a> {
                 )
             }
         };
-        if !ignore_result {
-            match self.store_with_retry(conns, &meta) {
-                Ok(()) => {}
-                Err(e) if e.is_connection_problem() => {
-                    // Redis is gone past the retries: keep the outcome for
-                    // when the message comes back from the held list.
-                    self.set_stage(Stage::Ran(Some(Box::new(meta))));
-                    return Err(e);
-                }
-                // Redis answers but refuses the write (wrong key type, OOM...):
-                // the outcome goes to the dead-letter list instead of nowhere.
-                Err(e) => {
-                    tracing::error!(
-                        "Cannot store the result of {}[{}]: {e}; kept in {}",
-                        task.task,
-                        task.id,
-                        keys::DEAD_LETTER
-                    );
-                    let reason = format!(
-                        "result could not be stored: {e}; result: {}",
-                        meta.to_json()
-                    );
-                    self.keep(conns, msg, &reason, task)?;
-                }
-            }
-        }
         // A builtin called with the wrong arguments is bad input, not a task
         // that ran and failed: keep the message for the operator too.
         if let (Err(err), TaskExecutor::Builtin(_)) = (&result, &spec.executor) {
@@ -411,14 +525,16 @@ impl<'a> Executor<'a> {
                     task.task,
                     err.exc.repr()
                 );
-                self.keep(conns, msg, &reason, task)?;
+                let record = self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                if let Err(e) =
+                    conns.broker().and_then(|con| crate::broker::reserve::push_dead_letter(con, &record))
+                {
+                    // The task ran; its outcome still goes to the backend.
+                    tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                }
             }
         }
-        scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())?;
-        self.in_flight = None;
-        if reporter.send(&Report::Done).is_err() {
-            leave(1);
-        }
+        self.finish_with(msg, task, (!ignore_result).then_some(&meta));
         Ok(())
     }
 
@@ -427,42 +543,6 @@ impl<'a> Executor<'a> {
         if let Some((_, current)) = self.in_flight.as_mut() {
             *current = stage;
         }
-    }
-
-    /// Keeps a record of `msg` in the dead-letter list without touching its
-    /// state (the task ran; its message is acked as usual).
-    fn keep(
-        &self,
-        conns: &mut Conns,
-        msg: &Reserved,
-        reason: &str,
-        task: &TaskMessage,
-    ) -> Result<(), BrokerError> {
-        let record = self.dead_letter_record(msg, reason, Some(&task.id), Some(&task.task));
-        crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
-    }
-
-    /// Finishes a task this child already ran (see `in_flight`).
-    fn complete(
-        &mut self,
-        task: &TaskMessage,
-        meta: Option<Box<ResultMeta>>,
-        slot: &Slot,
-        scripts: &Scripts,
-        conns: &mut Conns,
-        reporter: &mut Reporter,
-    ) -> Result<(), BrokerError> {
-        if let Some(meta) = meta {
-            if let Err(e) = self.store_with_retry(conns, &meta) {
-                self.in_flight = Some((task.id.clone(), Stage::Ran(Some(meta))));
-                return Err(e);
-            }
-        }
-        self.in_flight = Some((task.id.clone(), Stage::Ran(None)));
-        scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())?;
-        self.in_flight = None;
-        let _ = reporter.send(&Report::Done);
-        Ok(())
     }
 
     /// The list `msg` came from (and goes back to).
@@ -482,35 +562,9 @@ impl<'a> Executor<'a> {
             .map(|_| ())
     }
 
-    /// A finished task's result is retried across reconnects for a while: the
-    /// message may already be acked (early ack), so this is its only record.
-    fn store_with_retry(&self, conns: &mut Conns, meta: &ResultMeta) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut attempt = 0u32;
-        loop {
-            match self.store(conns, meta) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_connection_problem() && Instant::now() < deadline => {
-                    attempt += 1;
-                    tracing::error!(
-                        "Cannot store result of task {}: {e}; retrying ({attempt})",
-                        meta.task_id
-                    );
-                    conns.reset();
-                    // A real sleep: during a warm shutdown `nap` returns at once.
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn dead_letter(
         &self,
         msg: &Reserved,
-        slot: &Slot,
-        scripts: &Scripts,
         conns: &mut Conns,
         reason: &str,
         task_id: Option<&str>,
@@ -518,19 +572,15 @@ impl<'a> Executor<'a> {
     ) -> Result<(), BrokerError> {
         let tag = delivery_tag_of(&msg.raw);
         let record = self.dead_letter_record(msg, reason, task_id, task);
-        scripts.dead_letter(conns.broker()?, slot, tag.as_deref(), &record)
+        self.scripts
+            .dead_letter(conns.broker()?, &self.slot, tag.as_deref(), &record)
     }
 
-    /// The held message's task had started (early ack) when the child that
-    /// ran it died, and nobody recorded that yet (the node itself was killed):
-    /// record it as Celery would have, rather than run it a second time.
-    fn record_lost(
-        &self,
-        task: &TaskMessage,
-        slot: &Slot,
-        scripts: &Scripts,
-        conns: &mut Conns,
-    ) -> Result<(), BrokerError> {
+    /// The held message's task had started (early ack) under a child that
+    /// died, and nobody recorded that yet (the node itself was killed, or the
+    /// child died before it said so): record it as Celery would have, rather
+    /// than run it a second time.
+    fn record_lost(&mut self, msg: &Reserved, task: &TaskMessage) {
         let exc = worker_lost(NODE_KILLED);
         tracing::error!(
             "Task {}[{}] raised unexpected: {}",
@@ -545,25 +595,21 @@ impl<'a> Executor<'a> {
                 .tasks
                 .get(&task.task)
                 .is_some_and(|t| t.ignore_result);
-        if !ignore {
-            self.store(conns, &ResultMeta::failure(task, exc, None, Utc::now()))?;
-        }
-        scripts.ack(conns.broker()?, slot, task.delivery_tag.as_deref())
+        let meta = (!ignore).then(|| ResultMeta::failure(task, exc, None, Utc::now()));
+        self.finish_with(msg, task, meta.as_ref());
     }
 
     /// Dead-letters a message that cannot be handled at all.
     pub fn give_up(
         &self,
         msg: &Reserved,
-        slot: &Slot,
-        scripts: &Scripts,
         conns: &mut Conns,
         reason: &str,
     ) -> Result<(), BrokerError> {
         let task = TaskMessage::decode(&msg.raw).ok();
         let id = task.as_ref().map(|t| t.id.as_str());
         let name = task.as_ref().map(|t| t.task.as_str());
-        self.dead_letter(msg, slot, scripts, conns, reason, id, name)
+        self.dead_letter(msg, conns, reason, id, name)
     }
 
     /// The JSON record kept in the dead-letter list (documented in the README).
@@ -585,6 +631,34 @@ impl<'a> Executor<'a> {
             "message": msg.raw,
         });
         pyjson::to_string(&record)
+    }
+}
+
+/// A finished task's result is retried across reconnects for a while: the
+/// message may already be acked (early ack), so this is its only record.
+fn store_retrying(
+    backend: &Backend,
+    conns: &mut Conns,
+    task_id: &str,
+    json: &str,
+) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0u32;
+    loop {
+        match conns
+            .backend()
+            .and_then(|con| backend.store(con, task_id, json))
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_connection_problem() && Instant::now() < deadline => {
+                attempt += 1;
+                tracing::error!("Cannot store result of task {task_id}: {e}; retrying ({attempt})");
+                conns.reset();
+                // A real sleep: during a warm shutdown `nap` returns at once.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

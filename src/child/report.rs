@@ -54,16 +54,40 @@ impl Report {
 /// The write end of the status pipe, owned by the child.
 pub struct Reporter {
     out: std::fs::File,
+    /// Reports that may wait for the next write (one write, one wake-up of
+    /// the main process per task instead of three).
+    queued: Vec<u8>,
 }
 
 impl Reporter {
     pub fn new(out: std::fs::File) -> Reporter {
-        Reporter { out }
+        Reporter {
+            out,
+            queued: Vec::new(),
+        }
     }
 
-    /// Sends a report. A failure means the main process is gone; the caller exits.
+    /// Sends a report, with any queued before it. A failure means the main
+    /// process is gone; the caller exits.
     pub fn send(&mut self, report: &Report) -> std::io::Result<()> {
-        self.out.write_all(report.to_line().as_bytes())
+        self.queue(report);
+        self.flush()
+    }
+
+    /// Queues a report for the next `send` or `flush`: only for reports the
+    /// main process need not act on at once ("received", "done" just before
+    /// the next task's "started").
+    pub fn queue(&mut self, report: &Report) {
+        self.queued.extend_from_slice(report.to_line().as_bytes());
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let result = self.out.write_all(&self.queued);
+        self.queued.clear();
+        result
     }
 }
 
