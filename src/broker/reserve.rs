@@ -373,13 +373,15 @@ impl Scripts {
             inv.arg(name);
         }
         let reply: Option<(String, String, i64, i64, i64)> = inv.invoke(con)?;
-        Ok(reply.map(|(raw, source, promoted, started, acked)| Reserved {
-            raw,
-            source,
-            from_eta_park: promoted == 1,
-            started: started == 1,
-            acked: acked == 1,
-        }))
+        Ok(
+            reply.map(|(raw, source, promoted, started, acked)| Reserved {
+                raw,
+                source,
+                from_eta_park: promoted == 1,
+                started: started == 1,
+                acked: acked == 1,
+            }),
+        )
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it

@@ -158,7 +158,8 @@ fn consume(
                 }
                 // Stopping with a task run but not finished: its result is
                 // its only record, so keep trying a while (as a store does).
-                let deadline = *finish_deadline.get_or_insert_with(|| Instant::now() + FINISH_PATIENCE);
+                let deadline =
+                    *finish_deadline.get_or_insert_with(|| Instant::now() + FINISH_PATIENCE);
                 if Instant::now() >= deadline {
                     tracing::error!("Leaving with a task's finish undone: {e}; its message stays held for the next start");
                     return 0;

@@ -111,7 +111,11 @@ impl<'a> Executor<'a> {
         reserve: bool,
     ) -> Result<Option<Reserved>, BrokerError> {
         let separate = self.how.result_dbs.is_none();
-        if let Some(f) = self.finish.as_mut().filter(|f| separate && f.result.is_some()) {
+        if let Some(f) = self
+            .finish
+            .as_mut()
+            .filter(|f| separate && f.result.is_some())
+        {
             if let Some(json) = &f.result {
                 store_retrying(&self.backend, conns, &f.task_id, json)?;
             }
@@ -139,7 +143,9 @@ impl<'a> Executor<'a> {
             // finish the old way, step by step, so a refused result write
             // is kept in the dead-letter list rather than blocking the ack.
             Err(e) if !e.is_connection_problem() && self.finish.is_some() => {
-                tracing::error!("Cannot finish and reserve in one step: {e}; finishing step by step");
+                tracing::error!(
+                    "Cannot finish and reserve in one step: {e}; finishing step by step"
+                );
                 self.finish_apart(conns, reporter)?;
                 Err(e)
             }
@@ -457,7 +463,12 @@ impl<'a> Executor<'a> {
                         .to_string();
                     let exc =
                         ExceptionInfo::new("RuntimeError", Some("builtins"), vec![json!(last)]);
-                    meta = Some(ResultMeta::failure(task, exc, Some(error.clone()), Utc::now()));
+                    meta = Some(ResultMeta::failure(
+                        task,
+                        exc,
+                        Some(error.clone()),
+                        Utc::now(),
+                    ));
                 }
             }
             // Reject(requeue=True) puts the message back only under
@@ -525,9 +536,11 @@ impl<'a> Executor<'a> {
                     task.task,
                     err.exc.repr()
                 );
-                let record = self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
-                if let Err(e) =
-                    conns.broker().and_then(|con| crate::broker::reserve::push_dead_letter(con, &record))
+                let record =
+                    self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
+                if let Err(e) = conns
+                    .broker()
+                    .and_then(|con| crate::broker::reserve::push_dead_letter(con, &record))
                 {
                     // The task ran; its outcome still goes to the backend.
                     tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
