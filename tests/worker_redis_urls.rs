@@ -39,7 +39,11 @@ impl Server {
             .spawn()
             .expect("spawn redis-server");
         let mut server = Server { child, dir };
-        let ready = |s: &Server| s.log().to_lowercase().contains("ready to accept connections");
+        let ready = |s: &Server| {
+            s.log()
+                .to_lowercase()
+                .contains("ready to accept connections")
+        };
         let up = wait_until(STARTUP_TIMEOUT, || {
             ready(&server) || !matches!(server.child.try_wait(), Ok(None))
         });
@@ -154,7 +158,12 @@ fn celery_client_add(broker: &str, backend: &str, x: i64, y: i64) -> String {
         .env_remove("CELERY_BROKER_URL")
         .env_remove("CELERY_RESULT_BACKEND");
     let run = run_with_deadline(&mut cmd, format!("{} -c <celery client>", python.display()));
-    assert_eq!(run.code(), Some(0), "celery client failed:\n{}", run.stderr());
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "celery client failed:\n{}",
+        run.stderr()
+    );
     run.stdout().trim().to_string()
 }
 
@@ -183,7 +192,20 @@ fn acl_user_and_requirepass_urls_work_and_passwords_never_show() {
     assert_eq!(celery_client_add(&broker, &backend, 4, 5), "9");
 
     // The ACL user wrote to db 0, the default user's result to db 1.
-    let keys = redis_cli(&["-p", &port, "--user", "alice", "--pass", "alice-secret", "--no-auth-warning", "-n", "1", "--scan", "--pattern", "celery-task-meta-*"]);
+    let keys = redis_cli(&[
+        "-p",
+        &port,
+        "--user",
+        "alice",
+        "--pass",
+        "alice-secret",
+        "--no-auth-warning",
+        "-n",
+        "1",
+        "--scan",
+        "--pattern",
+        "celery-task-meta-*",
+    ]);
     assert_eq!(keys.lines().count(), 2, "{keys}");
     let logs = node.logs();
     assert!(
@@ -282,7 +304,9 @@ fn unix_socket_urls_reach_the_database_kombu_means() {
     assert_eq!(scan("3", "celery-task-meta-*").lines().count(), 2);
     assert_eq!(scan("2", "_kombu.binding.*").lines().count(), 1);
     assert_eq!(scan("0", "*"), "", "nothing in db 0");
-    assert!(node.logs().contains(&format!("redis+socket://{sock_text}?virtual_host=2")));
+    assert!(node
+        .logs()
+        .contains(&format!("redis+socket://{sock_text}?virtual_host=2")));
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, made
@@ -389,7 +413,8 @@ fn rediss_urls_with_celerys_ssl_options() {
     let (run, _guard) = node.start(&[]);
     let run = run.code_is(1);
     assert!(
-        run.stderr().contains(&format!("Cannot connect to rediss://127.0.0.1:{port}/0"))
+        run.stderr()
+            .contains(&format!("Cannot connect to rediss://127.0.0.1:{port}/0"))
             && run.stderr().to_lowercase().contains("certificate"),
         "{}",
         run.stderr()
@@ -402,16 +427,32 @@ fn rediss_urls_with_celerys_ssl_options() {
     );
     let node = Node::new(&url, &url);
     let (run, _guard) = node.start(&[]);
-    assert_ne!(run.code(), Some(0), "{}", run.stderr());
+    let run = run.code_is(1);
+    assert!(
+        run.stderr()
+            .contains(&format!("Cannot connect to rediss://127.0.0.1:{port}/0"))
+            && run.stderr().contains("CertificateRequired"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
 fn bad_urls_and_missing_certificate_files_are_config_errors_before_detaching() {
     for (url, says) in [
         ("redis://127.0.0.1:1/zero", "the database is a number"),
-        ("redis://:pw@127.0.0.1:1/0?ssl_cert_reqs=required", "rediss://"),
-        ("rediss://127.0.0.1:1/0?ssl_cert_reqs=sometimes", "ssl_cert_reqs"),
-        ("rediss://127.0.0.1:1/0?ssl_ca_certs=%2Fnonexistent%2Fca.pem", "/nonexistent/ca.pem"),
+        (
+            "redis://:pw@127.0.0.1:1/0?ssl_cert_reqs=required",
+            "rediss://",
+        ),
+        (
+            "rediss://127.0.0.1:1/0?ssl_cert_reqs=sometimes",
+            "ssl_cert_reqs",
+        ),
+        (
+            "rediss://127.0.0.1:1/0?ssl_ca_certs=%2Fnonexistent%2Fca.pem",
+            "/nonexistent/ca.pem",
+        ),
         ("amqp://guest:pw@127.0.0.1//", "unsupported scheme"),
     ] {
         let node = Node::new(url, url);

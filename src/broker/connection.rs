@@ -88,9 +88,7 @@ pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
         .map_err(failed)?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
-    redis::cmd("PING")
-        .query::<()>(&mut con)
-        .map_err(failed)?;
+    redis::cmd("PING").query::<()>(&mut con).map_err(failed)?;
     Ok(con)
 }
 

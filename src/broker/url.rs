@@ -137,7 +137,9 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
         Some(db_key) => {
             let path = percent_decoded(parsed.path()).map_err(&fail)?;
             if path.is_empty() || path == "/" {
-                return Err(fail("no socket path (e.g. unix:///run/redis/redis.sock)".into()));
+                return Err(fail(
+                    "no socket path (e.g. unix:///run/redis/redis.sock)".into(),
+                ));
             }
             // kombu takes the db of a socket URL from `virtual_host` only; a
             // `db` it would ignore is an error here, not a different database.
@@ -150,7 +152,12 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
             let db = query.get(db_key).map(String::as_str).unwrap_or("");
             let user = username.or_else(|| query.get("username").cloned());
             let pass = password.or_else(|| query.get("password").cloned());
-            (ConnectionAddr::Unix(PathBuf::from(path)), db.to_string(), user, pass)
+            (
+                ConnectionAddr::Unix(PathBuf::from(path)),
+                db.to_string(),
+                user,
+                pass,
+            )
         }
         None => {
             if query.contains_key("db") || query.contains_key("virtual_host") {
@@ -276,7 +283,9 @@ fn parse_tls(query: &BTreeMap<String, String>) -> Result<Tls, String> {
         keyfile: path("ssl_keyfile"),
     };
     if tls.certfile.is_some() != tls.keyfile.is_some() {
-        return Err("ssl_certfile and ssl_keyfile go together (the client certificate and its key)".into());
+        return Err(
+            "ssl_certfile and ssl_keyfile go together (the client certificate and its key)".into(),
+        );
     }
     Ok(tls)
 }
@@ -392,14 +401,24 @@ mod tests {
         let t = parse("rediss://h:1/0").unwrap();
         let tls = t.tls.unwrap();
         assert!(tls.defaulted && !tls.verifies());
-        assert!(matches!(t.info.addr, ConnectionAddr::TcpTls { insecure: true, .. }));
+        assert!(matches!(
+            t.info.addr,
+            ConnectionAddr::TcpTls { insecure: true, .. }
+        ));
 
-        let t = parse("rediss://h:1/0?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fca.pem").unwrap();
+        let t =
+            parse("rediss://h:1/0?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fca.pem").unwrap();
         let tls = t.tls.unwrap();
         assert_eq!(tls.cert_reqs, CertReqs::Required);
         assert_eq!(tls.ca_certs, Some(PathBuf::from("/etc/ca.pem")));
         assert!(tls.warning().is_none());
-        assert!(matches!(t.info.addr, ConnectionAddr::TcpTls { insecure: false, .. }));
+        assert!(matches!(
+            t.info.addr,
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        ));
 
         for (v, want) in [
             ("CERT_REQUIRED", CertReqs::Required),
@@ -408,17 +427,25 @@ mod tests {
             ("none", CertReqs::None),
             ("CERT_NONE", CertReqs::None),
         ] {
-            let tls = parse(&format!("rediss://h/0?ssl_cert_reqs={v}")).unwrap().tls.unwrap();
+            let tls = parse(&format!("rediss://h/0?ssl_cert_reqs={v}"))
+                .unwrap()
+                .tls
+                .unwrap();
             assert_eq!(tls.cert_reqs, want, "{v}");
         }
         // some options but no ssl_cert_reqs: redis-py's default, required
-        let tls = parse("rediss://h/0?ssl_ca_certs=/ca.pem").unwrap().tls.unwrap();
+        let tls = parse("rediss://h/0?ssl_ca_certs=/ca.pem")
+            .unwrap()
+            .tls
+            .unwrap();
         assert_eq!(tls.cert_reqs, CertReqs::Required);
 
         assert!(parse("rediss://h/0?ssl_cert_reqs=maybe").is_err());
         assert!(parse("rediss://h/0?ssl_certfile=/c.pem").is_err());
         assert!(parse("rediss://h/0?ssl_check_hostname=false").is_err());
-        let e = parse("redis://:secret@h/0?ssl_cert_reqs=none").unwrap_err().to_string();
+        let e = parse("redis://:secret@h/0?ssl_cert_reqs=none")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rediss://") && !e.contains("secret"), "{e}");
     }
 
@@ -443,10 +470,14 @@ mod tests {
     #[test]
     fn socket_urls() {
         let t = parse("redis+socket:///run/redis/r.sock?virtual_host=4").unwrap();
-        assert!(matches!(&t.info.addr, ConnectionAddr::Unix(p) if p == &PathBuf::from("/run/redis/r.sock")));
+        assert!(
+            matches!(&t.info.addr, ConnectionAddr::Unix(p) if p == &PathBuf::from("/run/redis/r.sock"))
+        );
         assert_eq!(t.db(), 4);
         let t = parse("socket:///tmp/r%20s.sock").unwrap();
-        assert!(matches!(&t.info.addr, ConnectionAddr::Unix(p) if p == &PathBuf::from("/tmp/r s.sock")));
+        assert!(
+            matches!(&t.info.addr, ConnectionAddr::Unix(p) if p == &PathBuf::from("/tmp/r s.sock"))
+        );
         assert_eq!(t.db(), 0);
         let t = parse("unix:///tmp/r.sock?db=2&password=pw").unwrap();
         assert_eq!(t.db(), 2);

@@ -84,6 +84,29 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
     Ok(())
 }
 
+/// Celery's `SecurityWarning` (celery.platforms.ROOT_DISCOURAGED) when the
+/// node runs as root, or with the sudo or wheel group, after `--uid/--gid`
+/// were applied. A warning, never a refusal: containers run as root, and
+/// rmulti never unpickles anything.
+pub fn warn_if_superuser() {
+    let (uid, euid) = (Uid::current(), Uid::effective());
+    let (gid, egid) = (Gid::current(), Gid::effective());
+    let risky_group = [gid, egid].iter().any(|g| {
+        Group::from_gid(*g)
+            .ok()
+            .flatten()
+            .is_some_and(|g| g.name == "sudo" || g.name == "wheel")
+    });
+    if uid.is_root() || euid.is_root() || risky_group {
+        tracing::warn!(
+            "SecurityWarning: You're running the worker with superuser privileges: this is\n\
+             absolutely not recommended!\n\n\
+             Please specify a different user using the --uid option.\n\n\
+             User information: uid={uid} euid={euid} gid={gid} egid={egid}\n"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,11 @@ impl Recovery {
         self.conns.broker()
     }
 
+    /// Drops the connections (the next use reconnects).
+    pub fn reset(&mut self) {
+        self.conns.reset();
+    }
+
     fn reset_on(&mut self, e: &BrokerError) {
         if e.is_connection_problem() {
             self.conns.reset();
