@@ -48,6 +48,9 @@ pub const HANDLED: &[Signal] = &[
 /// so a child that cannot start does not spin the CPU.
 const SHORT_LIFE: Duration = Duration::from_secs(1);
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+/// This many children in a row dying before they are ready (with a `fatal`
+/// report, or within `SHORT_LIFE`) stop the node instead of a respawn storm.
+const MAX_BOOT_FAILURES: u32 = 5;
 /// How long after a child's death its task's orphans are looked for.
 const STRAY_WINDOW: Duration = Duration::from_secs(3);
 /// How often the visibility-timeout restore runs (kombu: every 10 s, scanning
@@ -129,6 +132,8 @@ pub struct Supervisor {
     connecting: Connecting,
     /// Redis answered once: held lists are ours to restore at exit.
     connected: bool,
+    /// Children that died before they were ready, since one last was.
+    boot_failures: u32,
 }
 
 impl Supervisor {
@@ -162,6 +167,7 @@ impl Supervisor {
             strays_until: None,
             connecting: Connecting::new(),
             connected: false,
+            boot_failures: 0,
         }
     }
 
@@ -544,7 +550,9 @@ impl Supervisor {
 
     fn read_reports(&mut self) {
         let mut received = Vec::new();
+        let mut became_ready = false;
         for c in self.children.values_mut() {
+            let was_ready = c.ready;
             let mut chunk = [0u8; 8192];
             loop {
                 match c.status.read(&mut chunk) {
@@ -557,6 +565,10 @@ impl Supervisor {
             for report in take_lines(&mut c.buf) {
                 received.extend(c.apply(report));
             }
+            became_ready |= c.ready && !was_ready;
+        }
+        if became_ready {
+            self.boot_failures = 0;
         }
         for line in received {
             tracing::info!("{line}");
@@ -663,6 +675,15 @@ impl Supervisor {
             self.retire_all(Signal::SIGKILL);
             return;
         }
+        let died_booting =
+            !c.ready && !c.retiring && (c.fatal.is_some() || c.spawned.elapsed() < SHORT_LIFE);
+        if died_booting && self.phase == Phase::Running {
+            self.boot_failures += 1;
+            if self.boot_failures >= MAX_BOOT_FAILURES {
+                self.stop_boot_storm(&name, abnormal.as_deref(), c.fatal.as_deref());
+                return;
+            }
+        }
         // A slot above the target gets no new child (TTOU, HUP): what its
         // held list still has goes back to the queue now, not at shutdown.
         let retired = c.slot > self.target && !self.children.values().any(|o| o.slot == c.slot);
@@ -682,6 +703,26 @@ impl Supervisor {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
         }
+    }
+
+    /// Children keep dying before they are ready: stop the node (warm, so
+    /// healthy children finish their task) with exit status 1.
+    fn stop_boot_storm(&mut self, name: &str, how: Option<&str>, fatal: Option<&str>) {
+        let mut msg = format!(
+            "Pool children keep dying before they are ready ({} in a row; the last, {name}, exited with '{}'); stopping the node instead of starting more",
+            self.boot_failures,
+            how.unwrap_or("exitcode 0")
+        );
+        if let Some(fatal) = fatal {
+            msg.push_str(&format!(": {fatal}"));
+        }
+        tracing::error!("{msg}");
+        if !self.notifier.is_detached() {
+            eprintln!("{msg}");
+        }
+        self.exit_code = exit::FAILURE;
+        self.phase = Phase::Warm;
+        self.retire_all(Signal::SIGTERM);
     }
 
     fn enforce_time_limits(&mut self) {
