@@ -47,7 +47,9 @@ fn find_group(text: &str) -> Result<Gid, String> {
         .ok_or_else(|| format!("Group does not exist: {text}"))
 }
 
-/// Drops to `uid`/`gid` when running as root. As non-root the options are
+/// Drops to `uid`/`gid` when running as root: the group, the supplementary
+/// groups (the user's, or only `gid`), then the user. Called before the
+/// node detaches, so every pool child is forked already unprivileged. As non-root the options are
 /// accepted only when they name the current user/group (so a unit file that
 /// always passes them keeps working); anything else is an error, not a silent death.
 pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
@@ -70,6 +72,11 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
         );
     }
     if let Some(g) = group {
+        // Without --uid, root's supplementary groups would stay (Celery
+        // keeps them); with it, initgroups below sets the user's.
+        if user.is_none() {
+            nix::unistd::setgroups(&[g]).map_err(|e| format!("setgroups([{g}]) failed: {e}"))?;
+        }
         nix::unistd::setgid(g).map_err(|e| format!("setgid({g}) failed: {e}"))?;
     }
     if let Some(u) = &user {

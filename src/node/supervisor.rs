@@ -815,17 +815,20 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
     ] {
         signals::ignore(sig);
     }
+    let mut reporter = Reporter::new(File::from(status));
     let log = match &spec.log_file {
         Some(path) => match logging::open(path) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::error!("{e}");
+                let _ = reporter.send(&Report::Fatal {
+                    message: e.to_string(),
+                });
                 return exit::FAILURE;
             }
         },
         None => None,
     };
     logging::set_target(log, &spec.process_name());
-    let mut reporter = Reporter::new(File::from(status));
     child::consume::run(spec, &mut reporter)
 }
