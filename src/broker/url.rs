@@ -115,6 +115,15 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
         .transpose()
         .map_err(&fail)?
         .flatten();
+    if let Some(key) = query
+        .keys()
+        .find(|k| k.starts_with("ssl_") && !SSL_KEYS.contains(&k.as_str()))
+    {
+        return Err(fail(format!(
+            "{key} is not supported (rmulti reads {})",
+            SSL_KEYS.join(", ")
+        )));
+    }
     let scheme = parsed.scheme();
     let socket = match scheme {
         "redis" | "rediss" => None,
@@ -443,6 +452,8 @@ mod tests {
         assert!(parse("rediss://h/0?ssl_cert_reqs=maybe").is_err());
         assert!(parse("rediss://h/0?ssl_certfile=/c.pem").is_err());
         assert!(parse("rediss://h/0?ssl_check_hostname=false").is_err());
+        assert!(parse("rediss://h/0?ssl_ca_path=%2Fetc").is_err());
+        assert!(parse("rediss://h/0?socket_timeout=5").is_ok());
         let e = parse("redis://:secret@h/0?ssl_cert_reqs=none")
             .unwrap_err()
             .to_string();
