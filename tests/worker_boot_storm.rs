@@ -110,3 +110,73 @@ fn children_killed_at_boot_again_and_again_stop_the_node() {
     assert_eq!(killed.len(), 6, "{killed:?}\n{log}");
     assert!(!dir.join("w1.pid").exists());
 }
+
+/// The realistic case: new code deployed under a running node no longer
+/// imports. A child recycled by `--max-tasks-per-child` starts a Python host
+/// that fails (a `fatal` report each time), so the node stops with the
+/// import error instead of booting Python again and again.
+#[test]
+fn a_python_app_that_no_longer_imports_stops_the_node_with_the_import_error() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write(
+        "stormy.py",
+        "import os\nfrom celery import Celery\n\napp = Celery('stormy')\n\n\
+         if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'BROKEN')):\n    \
+         raise ImportError('stormy: the deployed code no longer imports')\n\n\
+         @app.task(name='stormy.add')\ndef add(x, y):\n    return x + y\n",
+    );
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let args = [
+        "worker",
+        "-A",
+        "stormy",
+        "-n",
+        TEST_NODE,
+        "-l",
+        "info",
+        "--pidfile=%n.pid",
+        "--logfile=%n%I.log",
+        "-c",
+        "1",
+        "--max-tasks-per-child",
+        "1",
+    ];
+    let mut node = Rmulti::new(&dir)
+        .args(args)
+        .arg("--python")
+        .arg(&python)
+        .args([
+            "-b",
+            &redis.broker_url(),
+            "--result-backend",
+            &redis.backend_url(),
+        ])
+        .spawn();
+    assert!(
+        wait_until(Duration::from_secs(30), || dir
+            .read("w1.log")
+            .contains("w1@testhost ready.")),
+        "not ready:\n{}",
+        node_logs(&dir)
+    );
+    guard.remember();
+
+    dir.write("BROKEN", "");
+    let id = publish_task(&redis, "celery", "stormy.add", "[1, 2]");
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+    assert_eq!(meta["result"], 3);
+    let status = node
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the node kept respawning:\n{}", dir.read("w1.log")));
+    assert_eq!(status.code(), Some(1), "{}", dir.read("w1.log"));
+    let log = dir.read("w1.log");
+    assert!(
+        log.contains(STORM) && log.contains("stormy: the deployed code no longer imports"),
+        "{log}"
+    );
+    assert!(!dir.join("w1.pid").exists());
+}

@@ -34,7 +34,8 @@ pub enum Verdict {
 }
 
 impl Connecting {
-    pub fn new() -> Connecting {
+    /// The first attempt is due at once; the grace starts now.
+    pub fn from_now() -> Connecting {
         let now = Instant::now();
         Connecting {
             attempts: 0,

@@ -165,7 +165,7 @@ impl Supervisor {
             main_pid: getpid(),
             next_sweep: Instant::now(),
             strays_until: None,
-            connecting: Connecting::new(),
+            connecting: Connecting::from_now(),
             connected: false,
             boot_failures: 0,
         }
