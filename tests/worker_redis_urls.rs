@@ -462,3 +462,70 @@ fn bad_urls_and_missing_certificate_files_are_config_errors_before_detaching() {
         assert!(!run.stderr().contains(":pw@"), "{}", run.stderr());
     }
 }
+
+/// A Celery project that configures TLS the other way Celery allows, with
+/// `broker_use_ssl` / `redis_backend_use_ssl` dicts next to a bare
+/// `rediss://` URL: rmulti's own connections use those options too (the
+/// server demands a client certificate, so without them nothing connects).
+#[test]
+fn a_python_apps_broker_use_ssl_and_redis_backend_use_ssl_are_honoured() {
+    let certs = tempfile::Builder::new()
+        .prefix("rmulti-certs-")
+        .tempdir()
+        .expect("tempdir");
+    make_certificates(certs.path());
+    let c = |n: &str| certs.path().join(n).display().to_string();
+    let port = free_port().to_string();
+    let _server = Server::start(&strings(&[
+        "--port",
+        "0",
+        "--tls-port",
+        &port,
+        "--tls-cert-file",
+        &c("server.crt"),
+        "--tls-key-file",
+        &c("server.key"),
+        "--tls-ca-cert-file",
+        &c("ca.crt"),
+        "--tls-auth-clients",
+        "yes",
+    ]));
+    let dir = tempfile::Builder::new()
+        .prefix("rmulti-test-")
+        .tempdir()
+        .expect("tempdir");
+    let ssl = format!(
+        "{{'ssl_cert_reqs': ssl.CERT_REQUIRED, 'ssl_ca_certs': {:?}, 'ssl_certfile': {:?}, 'ssl_keyfile': {:?}}}",
+        c("ca.crt"),
+        c("client.crt"),
+        c("client.key")
+    );
+    fs::write(
+        dir.path().join("tlsproj.py"),
+        format!(
+            "import ssl\nfrom celery import Celery\n\n\
+             app = Celery('tlsproj', broker='rediss://127.0.0.1:{port}/0', backend='rediss://127.0.0.1:{port}/1')\n\
+             app.conf.broker_use_ssl = {ssl}\napp.conf.redis_backend_use_ssl = {ssl}\n\n\
+             @app.task(name='tlsproj.add')\ndef add(x, y):\n    return x + y\n"
+        ),
+    )
+    .expect("write tlsproj.py");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let mut args = worker_args(&["-c", "1", "--detach", "--python"]);
+    args[2] = "tlsproj".to_string();
+    args.push(python.display().to_string());
+    let run = Rmulti::in_dir(dir.path()).args(&args).run();
+    guard.remember();
+    let log = read_log(dir.path().join("w1.log"));
+    assert_eq!(run.code(), Some(0), "{}\n{log}", run.stderr());
+    assert!(
+        log.contains(&format!("rediss://127.0.0.1:{port}/0?ssl_ca_certs=")),
+        "{log}"
+    );
+    let script = "import sys\nsys.path.insert(0, sys.argv[1])\nfrom tlsproj import app\nprint(app.send_task('tlsproj.add', (7, 8)).get(timeout=20))\n";
+    let mut cmd = Command::new(&python);
+    cmd.args(["-c", script, &dir.path().display().to_string()]);
+    let client = run_with_deadline(&mut cmd, "celery client of tlsproj".into());
+    assert_eq!(client.stdout().trim(), "15", "{}", client.stderr());
+}

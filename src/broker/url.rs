@@ -299,6 +299,42 @@ fn parse_tls(query: &BTreeMap<String, String>) -> Result<Tls, String> {
     Ok(tls)
 }
 
+/// `url` with Celery's `broker_use_ssl` / `redis_backend_use_ssl` options
+/// added as query options (those the URL already has win, as in Celery). As
+/// in kombu, such options make even a `redis://` URL a TLS one. Only TCP
+/// URLs take them; anything else is returned unchanged.
+pub fn with_ssl_options(url: &str, options: &BTreeMap<String, String>) -> String {
+    // An empty dict is false to kombu: no TLS.
+    if options.is_empty() {
+        return url.to_string();
+    }
+    let Some(rest) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    else {
+        return url.to_string();
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, q.to_string()),
+        None => (rest, String::new()),
+    };
+    let present: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    let mut pairs = url::form_urlencoded::Serializer::new(query);
+    for (k, v) in options {
+        if !present.contains(k) {
+            pairs.append_pair(k, v);
+        }
+    }
+    let query = pairs.finish();
+    if query.is_empty() {
+        format!("rediss://{base}")
+    } else {
+        format!("rediss://{base}?{query}")
+    }
+}
+
 /// The URL with any password replaced by `**`, as Celery prints it
 /// (`redis://:**@127.0.0.1:6379/0`); a `password=` query value too.
 pub fn masked(url: &str) -> String {
@@ -469,12 +505,41 @@ mod tests {
         assert_eq!(same_server("redis://h:1/0", "rediss://h:1/0"), None);
         assert_eq!(same_server("redis://h:1/x", "redis://h:1/0"), None);
         assert_eq!(
-            same_server("rediss://h:1/0?ssl_cert_reqs=none", "rediss://h:1/1?ssl_cert_reqs=required"),
+            same_server(
+                "rediss://h:1/0?ssl_cert_reqs=none",
+                "rediss://h:1/1?ssl_cert_reqs=required"
+            ),
             None
         );
         assert_eq!(
             same_server("redis+socket:///s?virtual_host=2", "unix:///s?db=3"),
             Some((3, 2))
+        );
+    }
+
+    #[test]
+    fn celerys_ssl_dicts_become_query_options() {
+        let opts: BTreeMap<String, String> = [
+            ("ssl_cert_reqs", "required"),
+            ("ssl_ca_certs", "/etc/ca.pem"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            with_ssl_options("redis://:pw@h:1/2", &opts),
+            "rediss://:pw@h:1/2?ssl_ca_certs=%2Fetc%2Fca.pem&ssl_cert_reqs=required"
+        );
+        assert_eq!(
+            with_ssl_options("rediss://h/0?ssl_cert_reqs=none", &opts),
+            "rediss://h/0?ssl_cert_reqs=none&ssl_ca_certs=%2Fetc%2Fca.pem"
+        );
+        let t = parse(&with_ssl_options("rediss://h/0", &opts)).unwrap();
+        assert_eq!(t.tls.unwrap().ca_certs, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(with_ssl_options("unix:///s.sock", &opts), "unix:///s.sock");
+        assert_eq!(
+            with_ssl_options("redis://h/0", &BTreeMap::new()),
+            "redis://h/0"
         );
     }
 
