@@ -87,3 +87,32 @@ fn term_while_waiting_for_redis_exits_0_and_removes_the_pidfile() {
     assert_eq!(status.code(), Some(0), "{}", dir.read("w1.log"));
     assert!(!dir.join("w1.pid").exists());
 }
+
+/// `rmulti start` (celery multi's front end) with Redis down: the node is
+/// `OK` (it runs and will serve), the reason it is not serving yet is shown
+/// under its line, and `stopwait` stops it as any node.
+#[test]
+fn multi_start_says_ok_with_the_warning_and_stopwait_stops_the_node() {
+    let mut redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    redis.stop();
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let run = Rmulti::new(&dir)
+        .args(["start", "w1", "-A", "proj", "-c", "1"])
+        .run();
+    guard.remember();
+    let run = run.success();
+    assert!(run.stdout().contains(": OK\n"), "{}", run.stdout());
+    assert!(
+        run.stderr().contains(&format!(
+            "\t  Redis at redis://127.0.0.1:{}/0 is not reachable yet",
+            redis.port()
+        )),
+        "{}",
+        run.stderr()
+    );
+    assert!(read_pidfile(dir.join("w1.pid")).is_some_and(alive));
+    Rmulti::new(&dir).args(["stopwait", "w1"]).run().success();
+    assert!(!dir.join("w1.pid").exists());
+}
