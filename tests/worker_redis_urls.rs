@@ -269,6 +269,19 @@ fn a_wrong_password_fails_the_start_at_once_with_the_url_masked() {
         );
         assert!(!node.path().join("w1.pid").exists());
     }
+    // The broker takes us, the result backend does not: the error names the backend.
+    let node = Node::new(
+        &format!("redis://alice:alice-secret@127.0.0.1:{port}/0"),
+        &format!("redis://:not-the-password@127.0.0.1:{port}/1"),
+    );
+    let (run, _guard) = node.start(&[]);
+    let run = run.code_is(1);
+    assert!(
+        run.stderr()
+            .contains(&format!("Cannot connect to redis://:**@127.0.0.1:{port}/1")),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]

@@ -59,9 +59,15 @@ impl Connecting {
         }
     }
 
-    /// Logs the failed attempt as Celery's consumer does and schedules the next.
+    /// Logs the failed attempt as Celery's consumer does and schedules the
+    /// next. `shown_url` is the broker's, masked; an error that names its own
+    /// URL (the backend's) is shown with that one.
     pub fn failed(&mut self, shown_url: &str, e: &BrokerError) -> Verdict {
-        let reason = format!("consumer: Cannot connect to {shown_url}: {}", detail(e));
+        let (url, why) = detail(e);
+        let reason = format!(
+            "consumer: Cannot connect to {}: {why}",
+            url.unwrap_or(shown_url)
+        );
         if is_permanent(e) {
             return Verdict::Fail(reason);
         }
@@ -91,14 +97,14 @@ impl Connecting {
     }
 }
 
-/// The error without the "cannot connect to <url>: " our connection errors
-/// already start with (Celery's line names the URL once).
-fn detail(e: &BrokerError) -> String {
+/// The URL a connection error names, and the error without the "cannot
+/// connect to <url>: " it starts with (Celery's line names the URL once).
+fn detail(e: &BrokerError) -> (Option<&str>, String) {
     match e {
-        BrokerError::Connect { source, .. } | BrokerError::Auth { source, .. } => {
-            source.to_string()
+        BrokerError::Connect { url, source } | BrokerError::Auth { url, source } => {
+            (Some(url.as_str()), source.to_string())
         }
-        other => other.to_string(),
+        other => (None, other.to_string()),
     }
 }
 

@@ -284,7 +284,8 @@ impl Supervisor {
         let declared = self
             .recovery
             .broker()
-            .and_then(|con| broker::reserve::declare_queues(con, &self.cfg.queues));
+            .and_then(|con| broker::reserve::declare_queues(con, &self.cfg.queues))
+            .and_then(|()| self.recovery.check_backend());
         if let Err(e) = declared {
             self.recovery.reset();
             return Err(e);
