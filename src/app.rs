@@ -326,6 +326,14 @@ impl AppConfig {
                 .clone()
                 .filter(|u| !u.is_empty())
                 .unwrap_or_else(|| self.broker_url.clone());
+            // Celery's TLS dicts, which the URLs alone do not carry.
+            if let Some(opts) = &desc.broker_use_ssl {
+                self.broker_url = crate::broker::url::with_ssl_options(&self.broker_url, opts);
+            }
+            if let Some(opts) = &desc.redis_backend_use_ssl {
+                self.result_backend =
+                    crate::broker::url::with_ssl_options(&self.result_backend, opts);
+            }
             self.result_expires = match desc.result_expires {
                 None => None,
                 Some(v) => expires(v).unwrap_or(Some(DEFAULT_RESULT_EXPIRES)),

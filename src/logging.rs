@@ -49,13 +49,43 @@ pub fn parse_level(text: &str) -> Result<LevelFilter, LogError> {
     }
 }
 
-/// Opens (creating) a log file in append mode.
+/// Opens (creating) a log file in append mode, never through a symlink: a
+/// link planted in a shared log directory must not make the node append to
+/// a file of the link's choosing. `/dev/stdout` and `/dev/stderr` (links to
+/// the process's own descriptors) are the one exception.
 pub fn open(path: &Path) -> Result<File, LogError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| LogError::Open(path.to_path_buf(), e);
+    if let Some(fd) = standard_stream(path) {
+        return nix::unistd::dup(fd)
+            .map(|fd| {
+                // SAFETY: dup returned a new descriptor that nothing else owns.
+                unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            })
+            .map_err(|e| fail(e.into()));
+    }
     OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| LogError::Open(path.to_path_buf(), e))
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                fail(std::io::Error::other(
+                    "it is a symbolic link, and log files are never opened through one (give the real path)",
+                ))
+            } else {
+                fail(e)
+            }
+        })
+}
+
+fn standard_stream(path: &Path) -> Option<i32> {
+    match path.to_str()? {
+        "/dev/stdout" => Some(1),
+        "/dev/stderr" => Some(2),
+        _ => None,
+    }
 }
 
 /// Installs the global subscriber. `file` None logs to stderr.

@@ -221,26 +221,6 @@ fn unknown_flag_is_a_usage_error_naming_it() {
 }
 
 #[test]
-fn unreachable_broker_fails_the_start_with_the_reason() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    let port = free_port();
-    dir.write("proj.toml", format!("broker_url = \"redis://127.0.0.1:{port}/0\"\n[tasks]\n\"proj.tasks.add\" = {{ builtin = \"add\" }}\n"));
-    let (run, _g) = start_worker(&dir, &[]);
-    let run = run.code_is(1);
-    assert!(
-        run.stderr()
-            .contains("Cannot connect to redis://127.0.0.1:"),
-        "{}",
-        run.stderr()
-    );
-    assert!(
-        !dir.join("w1.pid").exists(),
-        "pidfile removed when the start failed"
-    );
-}
-
-#[test]
 fn unwritable_pidfile_directory_fails_the_start_with_the_reason() {
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);

@@ -1,5 +1,5 @@
-//! Opening Redis connections with connect, read and write timeouts, and the
-//! error type of the broker module.
+//! Opening Redis connections (TCP, TLS, Unix socket; see `url`) with
+//! connect, read and write timeouts, and the error type of the broker module.
 
 use std::time::Duration;
 
@@ -11,13 +11,23 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("invalid Redis URL {url}: {source}")]
-    BadUrl {
+    #[error(transparent)]
+    BadUrl(#[from] super::url::UrlError),
+    #[error("cannot read {what} {path} of {url}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
         url: String,
-        source: redis::RedisError,
+        source: std::io::Error,
     },
     #[error("cannot connect to {url}: {source}")]
     Connect {
+        url: String,
+        source: redis::RedisError,
+    },
+    /// Redis refused the credentials (or none were given and it needs some).
+    #[error("cannot connect to {url}: {source}")]
+    Auth {
         url: String,
         source: redis::RedisError,
     },
@@ -28,10 +38,11 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// True when retrying on a new connection may help (server gone, timeout).
+    /// True when retrying on a new connection may help (server gone, timeout,
+    /// credentials not accepted yet).
     pub fn is_connection_problem(&self) -> bool {
         match self {
-            BrokerError::Connect { .. } => true,
+            BrokerError::Connect { .. } | BrokerError::Auth { .. } => true,
             BrokerError::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()
@@ -41,34 +52,92 @@ impl BrokerError {
             _ => false,
         }
     }
+
+    /// True when Redis said the credentials are wrong: waiting will not help
+    /// a node that is starting.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, BrokerError::Auth { .. })
+    }
 }
 
-/// Connects to `url` (masked in errors) with rmulti's timeouts.
+fn is_auth_error(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+/// Connects to `url` (masked in errors) with rmulti's timeouts, and checks
+/// with a PING that Redis accepts the credentials.
 pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
     let shown = super::url::masked(url);
-    let client = redis::Client::open(url).map_err(|source| BrokerError::BadUrl {
-        url: shown.clone(),
-        source,
-    })?;
-    let con = client
+    let client = client(url)?;
+    let failed = |source: redis::RedisError| {
+        if is_auth_error(&source) {
+            BrokerError::Auth {
+                url: shown.clone(),
+                source,
+            }
+        } else {
+            BrokerError::Connect {
+                url: shown.clone(),
+                source,
+            }
+        }
+    };
+    let mut con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|source| BrokerError::Connect {
-            url: shown.clone(),
-            source,
-        })?;
+        .map_err(failed)?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
+    redis::cmd("PING").query::<()>(&mut con).map_err(failed)?;
     Ok(con)
 }
 
-/// Checks that `url` parses, without connecting.
-pub fn validate_url(url: &str) -> Result<(), BrokerError> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|source| BrokerError::BadUrl {
-            url: super::url::masked(url),
+/// A client for `url`, with its TLS files read (a missing file is an error
+/// that names it).
+fn client(url: &str) -> Result<redis::Client, BrokerError> {
+    let target = super::url::parse(url)?;
+    let shown = || super::url::masked(url);
+    let Some(tls) = &target.tls else {
+        return redis::Client::open(target.info).map_err(|source| BrokerError::Connect {
+            url: shown(),
+            source,
+        });
+    };
+    let read = |what: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| BrokerError::TlsFile {
+            what,
+            path: path.display().to_string(),
+            url: shown(),
             source,
         })
+    };
+    let root_cert = match &tls.ca_certs {
+        Some(p) => Some(read("ssl_ca_certs", p)?),
+        None => None,
+    };
+    let client_tls = match (&tls.certfile, &tls.keyfile) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("ssl_certfile", cert)?,
+            client_key: read("ssl_keyfile", key)?,
+        }),
+        _ => None,
+    };
+    redis::Client::build_with_tls(
+        target.info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|source| BrokerError::Connect {
+        url: shown(),
+        source,
+    })
+}
+
+/// Checks that `url` parses and its TLS files can be read, without connecting.
+pub fn validate_url(url: &str) -> Result<(), BrokerError> {
+    client(url).map(|_| ())
 }
 
 /// A broker and a backend connection, opened on first use and re-opened after

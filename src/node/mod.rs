@@ -4,6 +4,7 @@
 
 pub mod banner;
 pub mod config;
+pub mod connecting;
 pub mod detach;
 pub mod identity;
 pub mod names;
@@ -11,8 +12,6 @@ pub mod pidfile;
 pub mod privileges;
 pub mod recovery;
 pub mod supervisor;
-
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -22,9 +21,6 @@ use config::{NodeConfig, StartError};
 use detach::Notifier;
 use pidfile::Pidfile;
 use recovery::Recovery;
-
-/// How long start-up retries the first Redis connection before failing.
-const CONNECT_GRACE: Duration = Duration::from_secs(5);
 
 /// `rmulti worker`: returns the process exit status.
 pub fn run_worker(args: WorkerArgs) -> i32 {
@@ -118,22 +114,9 @@ fn start(
         None => None,
     };
 
-    let mut recovery = Recovery::new(&cfg.app, cfg.default_queue());
-    connect_with_grace(&mut recovery, &cfg)?;
-    tracing::info!("Connected to {}", broker::url::masked(&cfg.app.broker_url));
-    let con = recovery
-        .broker()
-        .map_err(|e| StartError::new(exit::FAILURE, e.to_string()))?;
-    broker::reserve::declare_queues(con, &cfg.queues)
-        .map_err(|e| StartError::new(exit::FAILURE, format!("cannot declare queues: {e}")))?;
-    match recovery.recover_node(&cfg.node) {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            "Restored {n} message(s) held by an earlier run of {} to their queues",
-            cfg.node
-        ),
-        Err(e) => tracing::error!("Cannot look for messages held by an earlier run: {e}"),
-    }
+    privileges::warn_if_superuser();
+    warn_about_tls(&cfg);
+    let recovery = Recovery::new(&cfg.app, cfg.default_queue());
 
     let text = banner::banner(&cfg);
     tracing::info!("\n{text}");
@@ -147,24 +130,16 @@ fn start(
     ))
 }
 
-fn connect_with_grace(recovery: &mut Recovery, cfg: &NodeConfig) -> Result<(), StartError> {
-    let deadline = Instant::now() + CONNECT_GRACE;
-    loop {
-        match recovery.broker() {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                tracing::warn!("{e}; retrying");
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            Err(e) => {
-                return Err(StartError::new(
-                    exit::FAILURE,
-                    format!(
-                        "consumer: Cannot connect to {}: {e}",
-                        broker::url::masked(&cfg.app.broker_url)
-                    ),
-                ))
-            }
+/// Celery's warnings about TLS without verification, once per URL.
+fn warn_about_tls(cfg: &NodeConfig) {
+    let mut urls = vec![&cfg.app.broker_url];
+    if cfg.app.result_backend != cfg.app.broker_url {
+        urls.push(&cfg.app.result_backend);
+    }
+    for url in urls {
+        let tls = broker::url::parse(url).ok().and_then(|t| t.tls);
+        if let Some(warning) = tls.as_ref().and_then(|t| t.warning()) {
+            tracing::warn!("{warning} ({})", broker::url::masked(url));
         }
     }
 }

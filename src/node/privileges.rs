@@ -47,7 +47,9 @@ fn find_group(text: &str) -> Result<Gid, String> {
         .ok_or_else(|| format!("Group does not exist: {text}"))
 }
 
-/// Drops to `uid`/`gid` when running as root. As non-root the options are
+/// Drops to `uid`/`gid` when running as root: the group, the supplementary
+/// groups (the user's, or only `gid`), then the user. Called before the
+/// node detaches, so every pool child is forked already unprivileged. As non-root the options are
 /// accepted only when they name the current user/group (so a unit file that
 /// always passes them keeps working); anything else is an error, not a silent death.
 pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), String> {
@@ -70,6 +72,11 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
         );
     }
     if let Some(g) = group {
+        // Without --uid, root's supplementary groups would stay (Celery
+        // keeps them); with it, initgroups below sets the user's.
+        if user.is_none() {
+            nix::unistd::setgroups(&[g]).map_err(|e| format!("setgroups([{g}]) failed: {e}"))?;
+        }
         nix::unistd::setgid(g).map_err(|e| format!("setgid({g}) failed: {e}"))?;
     }
     if let Some(u) = &user {
@@ -82,6 +89,29 @@ pub fn drop_privileges(uid: Option<&str>, gid: Option<&str>) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// Celery's `SecurityWarning` (celery.platforms.ROOT_DISCOURAGED) when the
+/// node runs as root, or with the sudo or wheel group, after `--uid/--gid`
+/// were applied. A warning, never a refusal: containers run as root, and
+/// rmulti never unpickles anything.
+pub fn warn_if_superuser() {
+    let (uid, euid) = (Uid::current(), Uid::effective());
+    let (gid, egid) = (Gid::current(), Gid::effective());
+    let risky_group = [gid, egid].iter().any(|g| {
+        Group::from_gid(*g)
+            .ok()
+            .flatten()
+            .is_some_and(|g| g.name == "sudo" || g.name == "wheel")
+    });
+    if uid.is_root() || euid.is_root() || risky_group {
+        tracing::warn!(
+            "SecurityWarning: You're running the worker with superuser privileges: this is\n\
+             absolutely not recommended!\n\n\
+             Please specify a different user using the --uid option.\n\n\
+             User information: uid={uid} euid={euid} gid={gid} egid={egid}\n"
+        );
+    }
 }
 
 #[cfg(test)]

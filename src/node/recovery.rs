@@ -50,6 +50,17 @@ impl Recovery {
         self.conns.broker()
     }
 
+    /// Connects to the result backend (if not connected): whether it takes
+    /// our credentials is known before the pool starts.
+    pub fn check_backend(&mut self) -> Result<(), BrokerError> {
+        self.conns.backend().map(|_| ())
+    }
+
+    /// Drops the connections (the next use reconnects).
+    pub fn reset(&mut self) {
+        self.conns.reset();
+    }
+
     fn reset_on(&mut self, e: &BrokerError) {
         if e.is_connection_problem() {
             self.conns.reset();

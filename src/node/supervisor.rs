@@ -21,9 +21,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, ForkResult, Pid};
 
 use super::config::{load_app, NodeConfig};
+use super::connecting::{Connecting, Verdict};
 use super::detach::Notifier;
 use super::recovery::{Lost, Recovery};
 use crate::broker::keys::Slot;
+use crate::broker::{self, BrokerError};
 use crate::child::report::{take_lines, Report, Reporter, Started};
 use crate::child::{self, ChildSpec};
 use crate::protocol::time::duration_secs;
@@ -46,6 +48,9 @@ pub const HANDLED: &[Signal] = &[
 /// so a child that cannot start does not spin the CPU.
 const SHORT_LIFE: Duration = Duration::from_secs(1);
 const RESPAWN_DELAY: Duration = Duration::from_millis(500);
+/// This many children in a row dying before they are ready (with a `fatal`
+/// report, or within `SHORT_LIFE`) stop the node instead of a respawn storm.
+const MAX_BOOT_FAILURES: u32 = 5;
 /// How long after a child's death its task's orphans are looked for.
 const STRAY_WINDOW: Duration = Duration::from_secs(3);
 /// How often the visibility-timeout restore runs (kombu: every 10 s, scanning
@@ -54,6 +59,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Waiting for Redis (`connecting`); no child yet.
+    Connecting,
     Starting,
     Running,
     Warm,
@@ -122,6 +129,11 @@ pub struct Supervisor {
     /// After a child died, orphans of its task (an exec command's own
     /// children) are re-parented to us; until then we look for them.
     strays_until: Option<Instant>,
+    connecting: Connecting,
+    /// Redis answered once: held lists are ours to restore at exit.
+    connected: bool,
+    /// Children that died before they were ready, since one last was.
+    boot_failures: u32,
 }
 
 impl Supervisor {
@@ -145,7 +157,7 @@ impl Supervisor {
             target,
             next_number: 1,
             highest_slot: target,
-            phase: Phase::Starting,
+            phase: Phase::Connecting,
             notifier,
             recovery,
             exit_code: exit::OK,
@@ -153,12 +165,18 @@ impl Supervisor {
             main_pid: getpid(),
             next_sweep: Instant::now(),
             strays_until: None,
+            connecting: Connecting::from_now(),
+            connected: false,
+            boot_failures: 0,
         }
     }
 
     /// Runs until the node has shut down; returns the exit status.
     pub fn run(mut self) -> i32 {
         loop {
+            if self.phase == Phase::Connecting {
+                self.connect_when_due();
+            }
             if matches!(self.phase, Phase::Starting | Phase::Running) {
                 self.spawn_missing();
             }
@@ -180,7 +198,7 @@ impl Supervisor {
 
     fn finish(&mut self) {
         let mut restored = 0;
-        for slot in 1..=self.highest_slot {
+        for slot in (1..=self.highest_slot).filter(|_| self.connected) {
             restored += self.recovery.release_held(&Slot::new(&self.cfg.node, slot));
         }
         if restored > 0 {
@@ -188,7 +206,8 @@ impl Supervisor {
                 "Restored {restored} message(s) held by this node's children to their queues"
             );
         }
-        if self.phase == Phase::Starting {
+        // The launcher still waits: it was neither told ready nor failed.
+        if self.notifier.is_detached() {
             self.notifier
                 .fail(exit::FAILURE, "The node stopped before it was ready");
         }
@@ -218,7 +237,68 @@ impl Supervisor {
     fn next_deadline(&self) -> Option<Instant> {
         let limits = self.children.values().filter_map(Child::deadline);
         let respawns = self.respawn_after.values().copied();
-        limits.chain(respawns).min()
+        let connect = (self.phase == Phase::Connecting).then(|| self.connecting.deadline());
+        limits.chain(respawns).chain(connect).min()
+    }
+
+    // ---- Redis at start-up -------------------------------------------------
+
+    /// One attempt when due: connect, declare the queues, restore what an
+    /// earlier run of this node left held; then the pool may start.
+    fn connect_when_due(&mut self) {
+        let shown = broker::url::masked(&self.cfg.app.broker_url);
+        if self.connecting.due() {
+            match self.connect() {
+                Ok(()) => {
+                    tracing::info!("Connected to {shown}");
+                    self.connected = true;
+                    self.phase = Phase::Starting;
+                    return;
+                }
+                Err(e) => {
+                    if let Verdict::Fail(message) = self.connecting.failed(&shown, &e) {
+                        tracing::error!("{message}");
+                        self.notifier.fail(exit::FAILURE, &message);
+                        self.exit_code = exit::FAILURE;
+                        self.phase = Phase::Cold;
+                        return;
+                    }
+                }
+            }
+        }
+        let hint = self
+            .cfg
+            .logfile(0)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the node's log".to_string());
+        if let Some(line) = self.connecting.grace_over(&shown, &hint) {
+            tracing::warn!("{line}");
+            if self.notifier.is_detached() {
+                self.notifier.warn(&line);
+                self.notifier.ready();
+            }
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), BrokerError> {
+        let declared = self
+            .recovery
+            .broker()
+            .and_then(|con| broker::reserve::declare_queues(con, &self.cfg.queues))
+            .and_then(|()| self.recovery.check_backend());
+        if let Err(e) = declared {
+            self.recovery.reset();
+            return Err(e);
+        }
+        match self.recovery.recover_node(&self.cfg.node) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "Restored {n} message(s) held by an earlier run of {} to their queues",
+                self.cfg.node
+            ),
+            Err(e) => tracing::error!("Cannot look for messages held by an earlier run: {e}"),
+        }
+        Ok(())
     }
 
     // ---- signals ---------------------------------------------------------
@@ -251,7 +331,10 @@ impl Supervisor {
     /// Warm shutdown: stop reserving, let running tasks finish, exit 0.
     fn handle_term(&mut self) {
         self.say("worker: Warm shutdown (MainProcess)");
-        if matches!(self.phase, Phase::Starting | Phase::Running) {
+        if matches!(
+            self.phase,
+            Phase::Connecting | Phase::Starting | Phase::Running
+        ) {
             self.phase = Phase::Warm;
             self.retire_all(Signal::SIGTERM);
         }
@@ -259,7 +342,10 @@ impl Supervisor {
 
     /// First INT: warm shutdown; second: cold shutdown, exit 1 (as Celery).
     fn handle_int(&mut self) {
-        if matches!(self.phase, Phase::Starting | Phase::Running) {
+        if matches!(
+            self.phase,
+            Phase::Connecting | Phase::Starting | Phase::Running
+        ) {
             self.say("worker: Hitting Ctrl+C again will initiate cold shutdown, terminating all running tasks!");
             self.handle_term();
         } else if self.phase == Phase::Warm {
@@ -281,7 +367,10 @@ impl Supervisor {
 
     /// Restart in place: re-read the app, replace the pool; the pid stays.
     fn handle_hup(&mut self) {
-        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+        if !matches!(
+            self.phase,
+            Phase::Connecting | Phase::Starting | Phase::Running
+        ) {
             return;
         }
         match load_app(&self.cfg.args) {
@@ -462,7 +551,9 @@ impl Supervisor {
 
     fn read_reports(&mut self) {
         let mut received = Vec::new();
+        let mut became_ready = false;
         for c in self.children.values_mut() {
+            let was_ready = c.ready;
             let mut chunk = [0u8; 8192];
             loop {
                 match c.status.read(&mut chunk) {
@@ -475,6 +566,10 @@ impl Supervisor {
             for report in take_lines(&mut c.buf) {
                 received.extend(c.apply(report));
             }
+            became_ready |= c.ready && !was_ready;
+        }
+        if became_ready {
+            self.boot_failures = 0;
         }
         for line in received {
             tracing::info!("{line}");
@@ -581,6 +676,15 @@ impl Supervisor {
             self.retire_all(Signal::SIGKILL);
             return;
         }
+        let died_booting =
+            !c.ready && !c.retiring && (c.fatal.is_some() || c.spawned.elapsed() < SHORT_LIFE);
+        if died_booting && self.phase == Phase::Running {
+            self.boot_failures += 1;
+            if self.boot_failures >= MAX_BOOT_FAILURES {
+                self.stop_boot_storm(&name, abnormal.as_deref(), c.fatal.as_deref());
+                return;
+            }
+        }
         // A slot above the target gets no new child (TTOU, HUP): what its
         // held list still has goes back to the queue now, not at shutdown.
         let retired = c.slot > self.target && !self.children.values().any(|o| o.slot == c.slot);
@@ -600,6 +704,26 @@ impl Supervisor {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
         }
+    }
+
+    /// Children keep dying before they are ready: stop the node (warm, so
+    /// healthy children finish their task) with exit status 1.
+    fn stop_boot_storm(&mut self, name: &str, how: Option<&str>, fatal: Option<&str>) {
+        let mut msg = format!(
+            "Pool children keep dying before they are ready ({} in a row; the last, {name}, exited with '{}'); stopping the node instead of starting more",
+            self.boot_failures,
+            how.unwrap_or("exitcode 0")
+        );
+        if let Some(fatal) = fatal {
+            msg.push_str(&format!(": {fatal}"));
+        }
+        tracing::error!("{msg}");
+        if !self.notifier.is_detached() {
+            eprintln!("{msg}");
+        }
+        self.exit_code = exit::FAILURE;
+        self.phase = Phase::Warm;
+        self.retire_all(Signal::SIGTERM);
     }
 
     fn enforce_time_limits(&mut self) {
@@ -692,17 +816,20 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
     ] {
         signals::ignore(sig);
     }
+    let mut reporter = Reporter::new(File::from(status));
     let log = match &spec.log_file {
         Some(path) => match logging::open(path) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::error!("{e}");
+                let _ = reporter.send(&Report::Fatal {
+                    message: e.to_string(),
+                });
                 return exit::FAILURE;
             }
         },
         None => None,
     };
     logging::set_target(log, &spec.process_name());
-    let mut reporter = Reporter::new(File::from(status));
     child::consume::run(spec, &mut reporter)
 }

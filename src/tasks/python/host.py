@@ -126,10 +126,29 @@ def describe(name):
         "task_soft_time_limit": conf.task_soft_time_limit,
         "worker_concurrency": concurrency,
         "visibility_timeout": opts.get("visibility_timeout"),
+        "broker_use_ssl": _ssl_options(conf.broker_use_ssl),
+        "redis_backend_use_ssl": _ssl_options(conf.redis_backend_use_ssl),
         "tasks": tasks,
     }
     os.write(real_stdout, (json.dumps(out) + "\n").encode())
     os.close(real_stdout)
+
+
+def _ssl_options(value):
+    """broker_use_ssl / redis_backend_use_ssl as URL query values, or None."""
+    if not isinstance(value, dict):
+        return None
+    import ssl
+
+    names = {ssl.CERT_REQUIRED: "required", ssl.CERT_OPTIONAL: "optional", ssl.CERT_NONE: "none"}
+    out = {}
+    for key, v in value.items():
+        if v is None:
+            continue
+        if key == "ssl_cert_reqs" and not isinstance(v, str):
+            v = names.get(v, str(v))
+        out[str(key)] = v if isinstance(v, str) else json.dumps(v)
+    return out
 
 
 def _url(value):

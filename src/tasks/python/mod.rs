@@ -134,6 +134,12 @@ pub struct Description {
     pub task_soft_time_limit: Option<f64>,
     pub worker_concurrency: Option<usize>,
     pub visibility_timeout: Option<f64>,
+    /// Celery's `broker_use_ssl` / `redis_backend_use_ssl` dicts, as the
+    /// `ssl_*` query options of a `rediss://` URL (`broker::url::with_ssl_options`).
+    #[serde(default)]
+    pub broker_use_ssl: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub redis_backend_use_ssl: Option<BTreeMap<String, String>>,
     pub tasks: BTreeMap<String, TaskInfo>,
 }
 
