@@ -116,3 +116,51 @@ fn multi_start_says_ok_with_the_warning_and_stopwait_stops_the_node() {
     Rmulti::new(&dir).args(["stopwait", "w1"]).run().success();
     assert!(!dir.join("w1.pid").exists());
 }
+
+#[test]
+fn a_server_that_accepts_but_never_answers_is_retried_and_term_still_stops_the_node() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    // Accepts connections and holds them, never answering (a wedged proxy).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let url = format!("redis://:secret@127.0.0.1:{port}/3");
+
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let mut node = Rmulti::new(&dir)
+        .args(worker_args(&[
+            "-c",
+            "1",
+            "-b",
+            &url,
+            "--result-backend",
+            &url,
+        ]))
+        .spawn();
+    // The set-up (AUTH, SELECT) is under the read timeout too: the node
+    // reports the silent server and tries again instead of hanging in it.
+    let shown = format!("consumer: Cannot connect to redis://:**@127.0.0.1:{port}/3");
+    assert!(
+        wait_until(Duration::from_secs(20), || dir
+            .read("w1.log")
+            .matches(&shown)
+            .count()
+            >= 2),
+        "{}",
+        dir.read("w1.log")
+    );
+    guard.remember();
+    node.signal(libc::SIGTERM);
+    let status = node
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the node left within 10 s of TERM");
+    assert_eq!(status.code(), Some(0), "{}", dir.read("w1.log"));
+    assert!(!dir.join("w1.pid").exists());
+}

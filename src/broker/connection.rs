@@ -26,7 +26,7 @@ pub enum BrokerError {
         source: redis::RedisError,
     },
     /// Redis refused the credentials (or none were given and it needs some).
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: authentication failed: {source}")]
     Auth {
         url: String,
         source: redis::RedisError,
@@ -67,9 +67,14 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
 
 /// Connects to `url` (masked in errors) with rmulti's timeouts, and checks
 /// with a PING that Redis accepts the credentials.
+///
+/// The redis crate sends AUTH and SELECT while it sets a connection up,
+/// before any read timeout can be set, so a server that accepts TCP and
+/// then stays silent would block for ever. The connection is therefore made
+/// bare (no credentials, db 0, no CLIENT SETINFO), given its timeouts, and
+/// only then authenticated and switched to its database here.
 pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
     let shown = super::url::masked(url);
-    let client = client(url)?;
     let failed = |source: redis::RedisError| {
         if is_auth_error(&source) {
             BrokerError::Auth {
@@ -83,11 +88,26 @@ pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
             }
         }
     };
-    let mut con = client
+    let mut target = super::url::parse(url)?;
+    let setup = std::mem::take(&mut target.info.redis);
+    let mut con = client_for(target, url)?
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(failed)?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
+    if let Some(password) = &setup.password {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = &setup.username {
+            auth.arg(user);
+        }
+        auth.arg(password).query::<()>(&mut con).map_err(failed)?;
+    }
+    if setup.db != 0 {
+        redis::cmd("SELECT")
+            .arg(setup.db)
+            .query::<()>(&mut con)
+            .map_err(failed)?;
+    }
     redis::cmd("PING").query::<()>(&mut con).map_err(failed)?;
     Ok(con)
 }
@@ -95,7 +115,10 @@ pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
 /// A client for `url`, with its TLS files read (a missing file is an error
 /// that names it).
 fn client(url: &str) -> Result<redis::Client, BrokerError> {
-    let target = super::url::parse(url)?;
+    client_for(super::url::parse(url)?, url)
+}
+
+fn client_for(target: super::url::Target, url: &str) -> Result<redis::Client, BrokerError> {
     let shown = || super::url::masked(url);
     let Some(tls) = &target.tls else {
         return redis::Client::open(target.info).map_err(|source| BrokerError::Connect {

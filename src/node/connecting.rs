@@ -101,9 +101,11 @@ impl Connecting {
 /// connect to <url>: " it starts with (Celery's line names the URL once).
 fn detail(e: &BrokerError) -> (Option<&str>, String) {
     match e {
-        BrokerError::Connect { url, source } | BrokerError::Auth { url, source } => {
-            (Some(url.as_str()), source.to_string())
-        }
+        BrokerError::Connect { url, source } => (Some(url.as_str()), source.to_string()),
+        BrokerError::Auth { url, source } => (
+            Some(url.as_str()),
+            format!("authentication failed: {source}"),
+        ),
         other => (None, other.to_string()),
     }
 }
