@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::connection::BrokerError;
 use super::keys;
 use super::reserve::now_secs;
-use crate::protocol::envelope::redelivered;
+use crate::protocol::envelope::{base64_of, redelivered};
 use crate::protocol::pyjson;
 
 /// How long the mutex is held at most (kombu's value).
@@ -59,23 +59,30 @@ fn restore_locked(con: &mut Connection, visibility_timeout: u64) -> Result<usize
     for tag in tags {
         // WATCH/MULTI as kombu: if an ack lands meanwhile, EXEC is void.
         redis::cmd("WATCH").arg(keys::UNACKED).query::<()>(con)?;
-        let entry: Option<String> = redis::cmd("HGET").arg(keys::UNACKED).arg(&tag).query(con)?;
+        // Bytes: one entry that is not UTF-8 must not fail every sweep.
+        let entry: Option<Vec<u8>> = redis::cmd("HGET").arg(keys::UNACKED).arg(&tag).query(con)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("ZREM").arg(keys::UNACKED_INDEX).arg(&tag).ignore();
         pipe.cmd("HDEL").arg(keys::UNACKED).arg(&tag).ignore();
-        let target = entry.as_deref().and_then(restorable);
+        let target = entry
+            .as_deref()
+            .and_then(|e| std::str::from_utf8(e).ok())
+            .and_then(restorable);
         match (&target, &entry) {
             (Some((queue_key, envelope)), _) => {
                 pipe.cmd("RPUSH").arg(queue_key).arg(envelope).ignore();
             }
             // Not routable: keep it for the operator rather than drop it.
             (None, Some(raw)) => {
-                let record = serde_json::json!({
+                let mut record = serde_json::json!({
                     "reason": "unacked entry past the visibility timeout could not be restored",
-                    "message": raw,
+                    "message": String::from_utf8_lossy(raw),
                     "unix_time": now_secs(),
                 });
+                if std::str::from_utf8(raw).is_err() {
+                    record["message_base64"] = base64_of(raw).into();
+                }
                 pipe.cmd("LPUSH")
                     .arg(keys::DEAD_LETTER)
                     .arg(pyjson::to_string(&record))
