@@ -5,8 +5,10 @@
 //! never panics; and what our encoder writes (plain or zlib-compressed)
 //! decodes to the task it was given.
 //!
-//! proptest prints the minimal failing input; pin it as a plain unit test
-//! beside the code it broke (as `task::tests::floats_round_trip_exactly`).
+//! proptest prints the minimal failing input and keeps its seed in
+//! `proptest-regressions/protocol/fuzz.txt` (committed: replayed first); pin
+//! it as a plain unit test too, beside the code it broke (as
+//! `task::tests::floats_round_trip_exactly`).
 //! `PROPTEST_CASES=N` runs more cases than the few hundred below (30 000 per
 //! property take about 15 s in release).
 
