@@ -186,10 +186,7 @@ fn wrong_type(rng: &mut Rng) -> Bad {
         }
         _ => {
             // The body itself: protocol 2 wants a list.
-            set_body(
-                &mut env,
-                &rng.pick(&["{}", "\"text\"", "12", "null"]).to_string(),
-            );
+            set_body(&mut env, rng.pick(&["{}", "\"text\"", "12", "null"]));
             id_known
         }
     };
@@ -388,11 +385,11 @@ fn hundreds_of_malformed_messages_are_dead_lettered_and_the_node_keeps_serving()
     let mut good: Vec<(String, u64)> = Vec::new();
     let mut queue: Vec<Vec<u8>> = Vec::new();
     while sent_bad.len() < BAD_MESSAGES {
-        if rng.next() % GOOD_EVERY == 0 {
+        if rng.next().is_multiple_of(GOOD_EVERY) {
             let (a, b) = (rng.below(1 << 20) as u64, rng.below(1 << 20) as u64);
             let (id, mut env) =
                 task_envelope("celery", "proj.tasks.add", &json!([a, b]), &json!({}));
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 // Good compressed bodies pass the same decoder as the bad ones.
                 let body = base64::engine::general_purpose::STANDARD
                     .decode(env["body"].as_str().expect("body"))
