@@ -511,10 +511,66 @@ fn hundreds_of_malformed_messages_are_dead_lettered_and_the_node_keeps_serving()
     let main_log = dir.read("w1.log");
     assert!(!main_log.contains("exited with"), "seed {seed}: {main_log}");
 
+    // Bad input is never taken for a broker failure (a reconnect loop).
+    let logs = node_logs(&dir);
+    assert!(
+        !logs.contains("Cannot connect to broker") && !logs.contains("Cannot handle message"),
+        "seed {seed}: {logs}"
+    );
+
     // And it still serves now.
     let id = publish_task(&redis, "celery", "proj.tasks.add", "[20, 22]");
     let meta = redis
         .wait_result(&id, Duration::from_secs(10))
         .expect("node keeps serving");
     assert_eq!(meta["result"], 42);
+}
+
+/// kombu's `unacked` may hold anything a consumer reserved; an entry that is
+/// not UTF-8 must not stop the visibility sweep from restoring the others.
+#[test]
+fn an_unacked_entry_that_is_not_utf8_does_not_stop_the_sweep() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "[broker_transport_options]\nvisibility_timeout = 1");
+    // Two entries of a consumer that died long ago; the sweep meets the
+    // broken one first (lower score).
+    let broken: &[u8] = b"[{\"body\": \"\xff\xfe\"}, \"\", \"celery\"]";
+    let (id, env) = task_envelope("celery", "proj.tasks.add", &json!([2, 3]), &json!({}));
+    let tag = env["properties"]["delivery_tag"]
+        .as_str()
+        .expect("tag")
+        .to_string();
+    let entry = format!("[{env}, \"\", \"celery\"]");
+    let mut con = redis.conn(BROKER_DB);
+    for args in [
+        [&b"HSET"[..], b"unacked", b"broken-tag", broken],
+        [b"HSET", b"unacked", tag.as_bytes(), entry.as_bytes()],
+        [b"ZADD", b"unacked_index", b"1", b"broken-tag"],
+        [b"ZADD", b"unacked_index", b"2", tag.as_bytes()],
+    ] {
+        let r = con.cmd_bytes(&args).expect("redis");
+        assert!(matches!(r, Resp::Int(1)), "{r:?}");
+    }
+
+    // The node sweeps once at start.
+    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the good entry was not restored\n{}", node_logs(&dir)));
+    assert_eq!(meta["result"], 5);
+    let records = redis
+        .cmd(&["LRANGE", "rmulti.deadletter", "0", "-1"])
+        .strings();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record: Value = serde_json::from_str(&records[0]).expect("JSON record");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not be restored"),
+        "{record}"
+    );
+    assert_eq!(recorded_bytes(&record), broken, "{record}");
+    assert_broker_clean(&redis);
 }

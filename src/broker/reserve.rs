@@ -417,7 +417,8 @@ impl Scripts {
         first_key: &str,
         slot: &Slot,
     ) -> Result<bool, BrokerError> {
-        let moved: Option<String> = redis::cmd("BLMOVE")
+        // Bytes: the message need not be UTF-8 (`next` sorts that out).
+        let moved: Option<Vec<u8>> = redis::cmd("BLMOVE")
             .arg(first_key)
             .arg(&slot.held)
             .arg("RIGHT")

@@ -50,7 +50,7 @@ pub fn restore_expired(
 
 fn restore_locked(con: &mut Connection, visibility_timeout: u64) -> Result<usize, BrokerError> {
     let ceiling = now_secs() - visibility_timeout as f64;
-    let tags: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+    let tags: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
         .arg(keys::UNACKED_INDEX)
         .arg("-inf")
         .arg(format!("{ceiling:.6}"))
