@@ -178,13 +178,15 @@ def test_a_celery_worker_recovers_a_message_of_a_killed_rmulti_node(fleet):
     assert f"proj.tasks.sleep[{result.id}] succeeded" not in node.all_logs()
     assert wait_until(5, lambda: not fleet.unacked()), fleet.unacked()
 
-    # The killed node's held copy of the message is still in Redis. Started
-    # again (on another queue, so a wrongly requeued copy would stay visible),
-    # the node drops it: the message went back through the sweep already.
+    # The killed node's held copy of the message is still in Redis (rmulti's
+    # own list; the reference Celery has none). Started again (on another
+    # queue, so a wrongly requeued copy would stay visible), the node drops
+    # it: the message went back through the sweep already.
     for proc in fleet.celery:
         kill_tree(proc.pid)
-    held = f"rmulti.held.{node.name}@"
-    assert [k for k in fleet.broker.keys("rmulti.held.*") if k.decode().startswith(held)]
+    if fleet.rmulti_bin.name != CELERY_WORKER.name:
+        held = f"rmulti.held.{node.name}@"
+        assert [k for k in fleet.broker.keys("rmulti.held.*") if k.decode().startswith(held)]
     fleet.rmulti_node("w1", "-c", "1", "-Q", "other")
     assert fleet.broker.keys("rmulti.held.*") == []
     assert fleet.broker.llen("celery") == 0, "run twice: the held copy was requeued"
