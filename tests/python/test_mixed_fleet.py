@@ -13,9 +13,14 @@ When each side sweeps (so the tests wait on results, never on sleeps):
 - a Celery worker (kombu/transport/redis.py, ``QoS.restore_visible``) scans
   when its event loop starts, then every ``unacked_restore_interval`` s
   (10), but only on every ``unacked_restore_throttle``-th tick (10). The
-  reference app (``reference/proj.py``) sets both to 1 when the app file has
-  ``[broker_transport_options]``, so it scans every second;
+  reference app (``reference/proj.py``) sets both to 1 when asked, so the
+  recovering Celery worker scans every second;
 - an rmulti node (src/broker/sweep.rs) scans once at start, then every 100 s.
+
+A sweeper holds ``unacked_mutex`` (300 s expiry, kombu's) while it scans; one
+killed in the middle of a scan blocks every sweep for five minutes. So the
+Celery worker that is killed here keeps kombu's default cadence: it scanned
+at start, seconds before it is killed, and not since.
 
 Each test has its own Redis, app file and processes, killed at teardown.
 """
@@ -78,14 +83,17 @@ class Fleet:
         self.pids.append(node.pid)
         return node
 
-    def celery_worker(self, name: str, *extra: str) -> subprocess.Popen:
+    def celery_worker(self, name: str, *extra: str, restore_every_second=False) -> subprocess.Popen:
         """A real ``celery worker`` on the reference app, in the foreground."""
+        env = _clean_env()
+        if restore_every_second:
+            env["RMULTI_REFERENCE_RESTORE_EVERY_SECOND"] = "1"
         with open(self.dir / f"{name}.stderr", "wb") as stderr:
             proc = subprocess.Popen(
                 [str(CELERY_WORKER), "worker", "-A", "proj", "-n", f"{name}@%h", "-l", "info",
                  f"--logfile={self.dir / name}.log", "--without-gossip", "--without-mingle",
                  "--without-heartbeat", *extra],
-                cwd=self.dir, env=_clean_env(), stdin=subprocess.DEVNULL,
+                cwd=self.dir, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
         self.celery.append(proc)
@@ -172,7 +180,7 @@ def test_a_celery_worker_recovers_a_message_of_a_killed_rmulti_node(fleet):
     assert list(fleet.unacked().values()) == [result.id], "the kill lost the message"
 
     # A Celery worker joins and, past the visibility timeout, restores and runs it.
-    fleet.celery_worker("py1", "-c", "1")
+    fleet.celery_worker("py1", "-c", "1", restore_every_second=True)
     assert fleet.result(result) == SLEEP
     assert f"Task proj.tasks.sleep[{result.id}] received" in read_text(fleet.dir / "py1.log")
     assert f"proj.tasks.sleep[{result.id}] succeeded" not in node.all_logs()
@@ -205,6 +213,7 @@ def test_an_rmulti_node_recovers_messages_of_a_killed_celery_worker(fleet):
     waiting = add.delay(2, 3)
     assert wait_until(5, lambda: sorted(fleet.unacked().values()) == sorted([running.id, waiting.id])), (
         fleet.unacked(), fleet.logs())
+    assert fleet.broker.get("unacked_mutex") is None
     sigkill_tree(worker.pid)
     worker.wait(timeout=10)
     assert sorted(fleet.unacked().values()) == sorted([running.id, waiting.id]), "the kill lost a message"
