@@ -75,12 +75,13 @@ class Fleet:
         self.broker = self.redis.client(BROKER_DB)
         self.backend = self.redis.client(RESULT_DB)
         self.app = make_app(self.redis)
-        self.pids: list[int] = []
+        # (pid, start time): a killed node's pid may be reused by then.
+        self.nodes: list[tuple[int, str | None]] = []
         self.celery: list[subprocess.Popen] = []
 
     def rmulti_node(self, name: str, *extra: str):
         node = launch_node(self.rmulti_bin, self.dir, name, *extra)
-        self.pids.append(node.pid)
+        self.nodes.append((node.pid, start_time(node.pid)))
         return node
 
     def celery_worker(self, name: str, *extra: str, restore_every_second=False) -> subprocess.Popen:
@@ -139,10 +140,11 @@ class Fleet:
 
     def close(self):
         for proc in self.celery:
-            kill_tree(proc.pid)
-            proc.wait(timeout=10)
-        for pid in self.pids:
-            if alive(pid):
+            if proc.poll() is None:  # not reaped: the pid is still its own
+                kill_tree(proc.pid)
+                proc.wait(timeout=10)
+        for pid, started in self.nodes:
+            if alive(pid) and start_time(pid) == started:
                 kill_tree(pid)
         self.app.close()
         self.redis.stop()
@@ -153,6 +155,17 @@ def fleet(tmp_path, rmulti_bin):
     f = Fleet(tmp_path, rmulti_bin)
     yield f
     f.close()
+
+
+def start_time(pid: int) -> str | None:
+    """When ``pid`` started (field 22 of /proc/<pid>/stat): with the pid, it
+    names one process, not whichever has the pid now."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
 
 
 def sigkill_tree(pid: int) -> list[int]:
