@@ -262,3 +262,73 @@ fn a_result_redis_refuses_to_store_is_kept_not_lost() {
     );
     n.still_serves();
 }
+
+#[test]
+fn a_body_past_the_size_limit_is_refused_without_inflating_it() {
+    use std::io::Write as _;
+    let n = node();
+    // 64 MiB + 1 of body in about 65 KiB of zlib: refused while inflating.
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&vec![b' '; (64 << 20) + 1]).unwrap();
+    let packed = enc.finish().unwrap();
+    assert!(packed.len() < 200 << 10, "{} bytes", packed.len());
+    let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
+    env["body"] = json!(b64(packed));
+    env["headers"]["compression"] = json!("application/x-gzip");
+    publish_raw(&n.redis, "celery", env.to_string().as_bytes());
+    let meta = n
+        .redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("FAILURE stored");
+    assert_eq!(meta["result"]["exc_type"], "DecodeError");
+    let rec = n.wait_dead_letter(&id);
+    assert_eq!(
+        rec["reason"],
+        "message body is larger than 64 MiB once decoded (rmulti's limit for one message)"
+    );
+    assert!(
+        n.logs().contains("larger than 64 MiB") && !n.logs().contains("exited with"),
+        "{}",
+        n.logs()
+    );
+    n.still_serves();
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_kept_exactly() {
+    let n = node();
+    let (id, env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
+    // "é" in Latin-1 inside a header string: JSON otherwise, so the id is read.
+    let text = env.to_string();
+    let at = text.find("\"argsrepr\":\"").unwrap() + 12;
+    let mut raw = text.into_bytes();
+    raw.insert(at, 0xe9);
+    publish_raw(&n.redis, "celery", &raw);
+    let meta = n
+        .redis
+        .wait_result(&id, Duration::from_secs(10))
+        .expect("FAILURE stored");
+    assert_eq!(meta["result"]["exc_type"], "DecodeError");
+    let rec = n.wait_dead_letter(&id);
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("message is not valid UTF-8"),
+        "{rec}"
+    );
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(rec["message_base64"].as_str().expect("message_base64"))
+        .unwrap();
+    assert_eq!(kept, raw);
+    assert!(
+        rec["message"].as_str().unwrap().contains('\u{fffd}'),
+        "{rec}"
+    );
+    assert!(
+        !n.logs().contains("Cannot connect to broker"),
+        "{}",
+        n.logs()
+    );
+    n.still_serves();
+}

@@ -14,11 +14,15 @@ use redis::{Connection, Script, ScriptInvocation};
 
 use super::connection::{BrokerError, BLOCK_TIMEOUT};
 use super::keys::{self, Slot};
+use crate::protocol::{DecodeError, TaskMessage};
 
 /// A message taken by a child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reserved {
     pub raw: String,
+    /// The message's bytes when they are not UTF-8 (`raw` is then their
+    /// lossy text): it cannot be a task, and is dead-lettered as it was.
+    pub invalid_utf8: Option<Vec<u8>>,
     /// The list it came from; empty when it was found in the held list.
     pub source: String,
     /// It was parked for its ETA and is now due (it was received before).
@@ -28,6 +32,16 @@ pub struct Reserved {
     pub started: bool,
     /// Early-acked in the reserving step itself: its task runs now.
     pub acked: bool,
+}
+
+impl Reserved {
+    /// Its task message, or why it is none (see `TaskMessage::decode_bytes`).
+    pub fn decode(&self) -> Result<TaskMessage, DecodeError> {
+        match &self.invalid_utf8 {
+            Some(bytes) => TaskMessage::decode_bytes(bytes),
+            None => TaskMessage::decode(&self.raw),
+        }
+    }
 }
 
 /// What is fixed for one child's reservations: which tasks are early-acked in
@@ -372,16 +386,26 @@ impl Scripts {
         for name in &how.exceptions {
             inv.arg(name);
         }
-        let reply: Option<(String, String, i64, i64, i64)> = inv.invoke(con)?;
-        Ok(
-            reply.map(|(raw, source, promoted, started, acked)| Reserved {
+        // Bytes, not String: a message that is not UTF-8 must reach the
+        // dead-letter path, not fail the reply and wedge the slot.
+        let reply: Option<(Vec<u8>, String, i64, i64, i64)> = inv.invoke(con)?;
+        Ok(reply.map(|(raw, source, promoted, started, acked)| {
+            let (raw, invalid_utf8) = match String::from_utf8(raw) {
+                Ok(text) => (text, None),
+                Err(e) => (
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    Some(e.into_bytes()),
+                ),
+            };
+            Reserved {
                 raw,
+                invalid_utf8,
                 source,
                 from_eta_park: promoted == 1,
                 started: started == 1,
                 acked: acked == 1,
-            }),
-        )
+            }
+        }))
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it
@@ -393,7 +417,8 @@ impl Scripts {
         first_key: &str,
         slot: &Slot,
     ) -> Result<bool, BrokerError> {
-        let moved: Option<String> = redis::cmd("BLMOVE")
+        // Bytes: the message need not be UTF-8 (`next` sorts that out).
+        let moved: Option<Vec<u8>> = redis::cmd("BLMOVE")
             .arg(first_key)
             .arg(&slot.held)
             .arg("RIGHT")

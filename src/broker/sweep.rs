@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::connection::BrokerError;
 use super::keys;
 use super::reserve::now_secs;
-use crate::protocol::envelope::redelivered;
+use crate::protocol::envelope::{base64_of, redelivered};
 use crate::protocol::pyjson;
 
 /// How long the mutex is held at most (kombu's value).
@@ -50,45 +50,69 @@ pub fn restore_expired(
 
 fn restore_locked(con: &mut Connection, visibility_timeout: u64) -> Result<usize, BrokerError> {
     let ceiling = now_secs() - visibility_timeout as f64;
-    let tags: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+    let tags: Vec<Vec<u8>> = redis::cmd("ZRANGEBYSCORE")
         .arg(keys::UNACKED_INDEX)
         .arg("-inf")
         .arg(format!("{ceiling:.6}"))
         .query(con)?;
     let mut restored = 0;
     for tag in tags {
-        // WATCH/MULTI as kombu: if an ack lands meanwhile, EXEC is void.
-        redis::cmd("WATCH").arg(keys::UNACKED).query::<()>(con)?;
-        let entry: Option<String> = redis::cmd("HGET").arg(keys::UNACKED).arg(&tag).query(con)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("ZREM").arg(keys::UNACKED_INDEX).arg(&tag).ignore();
-        pipe.cmd("HDEL").arg(keys::UNACKED).arg(&tag).ignore();
-        let target = entry.as_deref().and_then(restorable);
-        match (&target, &entry) {
-            (Some((queue_key, envelope)), _) => {
-                pipe.cmd("RPUSH").arg(queue_key).arg(envelope).ignore();
+        // Any write to `unacked` (an ack, a reservation by any consumer)
+        // voids the transaction; try again, as redis-py's `transaction()`
+        // does for kombu. Giving up at once would skip the entry until the
+        // next sweep, and on a busy queue at every sweep.
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(moved) = restore_one(con, &tag)? {
+                restored += usize::from(moved);
+                break;
             }
-            // Not routable: keep it for the operator rather than drop it.
-            (None, Some(raw)) => {
-                let record = serde_json::json!({
-                    "reason": "unacked entry past the visibility timeout could not be restored",
-                    "message": raw,
-                    "unix_time": now_secs(),
-                });
-                pipe.cmd("LPUSH")
-                    .arg(keys::DEAD_LETTER)
-                    .arg(pyjson::to_string(&record))
-                    .ignore();
-            }
-            (None, None) => {}
-        }
-        let done: Option<()> = pipe.query(con)?;
-        if done.is_some() && target.is_some() {
-            restored += 1;
         }
     }
     Ok(restored)
+}
+
+/// How often one entry's restore is tried when other writes keep voiding it
+/// (each try is one round trip; the rest waits for the next sweep).
+const MAX_ATTEMPTS: usize = 100;
+
+/// Restores (or dead-letters) the `unacked` entry of `tag`, in one
+/// WATCH/MULTI/EXEC as kombu does. `None`: `unacked` changed meanwhile and
+/// nothing was done; `Some(true)`: the message went back to its queue.
+fn restore_one(con: &mut Connection, tag: &[u8]) -> Result<Option<bool>, BrokerError> {
+    redis::cmd("WATCH").arg(keys::UNACKED).query::<()>(con)?;
+    // Bytes: one entry that is not UTF-8 must not fail every sweep.
+    let entry: Option<Vec<u8>> = redis::cmd("HGET").arg(keys::UNACKED).arg(tag).query(con)?;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("ZREM").arg(keys::UNACKED_INDEX).arg(tag).ignore();
+    pipe.cmd("HDEL").arg(keys::UNACKED).arg(tag).ignore();
+    let target = entry
+        .as_deref()
+        .and_then(|e| std::str::from_utf8(e).ok())
+        .and_then(restorable);
+    match (&target, &entry) {
+        (Some((queue_key, envelope)), _) => {
+            pipe.cmd("RPUSH").arg(queue_key).arg(envelope).ignore();
+        }
+        // Not routable: keep it for the operator rather than drop it.
+        (None, Some(raw)) => {
+            let mut record = serde_json::json!({
+                "reason": "unacked entry past the visibility timeout could not be restored",
+                "message": String::from_utf8_lossy(raw),
+                "unix_time": now_secs(),
+            });
+            if std::str::from_utf8(raw).is_err() {
+                record["message_base64"] = base64_of(raw).into();
+            }
+            pipe.cmd("LPUSH")
+                .arg(keys::DEAD_LETTER)
+                .arg(pyjson::to_string(&record))
+                .ignore();
+        }
+        (None, None) => {}
+    }
+    let done: Option<()> = pipe.query(con)?;
+    Ok(done.map(|()| target.is_some()))
 }
 
 /// From an `unacked` value `[envelope, exchange, routing_key]`: the list to

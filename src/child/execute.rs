@@ -281,7 +281,7 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
-        let task = match TaskMessage::decode(&msg.raw) {
+        let task = match msg.decode() {
             Ok(t) => t,
             Err(e) => {
                 let content_type = Envelope::parse(&msg.raw)
@@ -619,7 +619,7 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reason: &str,
     ) -> Result<(), BrokerError> {
-        let task = TaskMessage::decode(&msg.raw).ok();
+        let task = msg.decode().ok();
         let id = task.as_ref().map(|t| t.id.as_str());
         let name = task.as_ref().map(|t| t.task.as_str());
         self.dead_letter(msg, conns, reason, id, name)
@@ -633,7 +633,7 @@ impl<'a> Executor<'a> {
         task_id: Option<&str>,
         task: Option<&str>,
     ) -> String {
-        let record = json!({
+        let mut record = json!({
             "reason": reason,
             "task_id": task_id,
             "task": task,
@@ -643,6 +643,10 @@ impl<'a> Executor<'a> {
             "unix_time": now_secs(),
             "message": msg.raw,
         });
+        // JSON cannot hold bytes that are not UTF-8: keep them exactly, too.
+        if let Some(bytes) = &msg.invalid_utf8 {
+            record["message_base64"] = json!(crate::protocol::envelope::base64_of(bytes));
+        }
         pyjson::to_string(&record)
     }
 }

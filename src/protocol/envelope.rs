@@ -1,5 +1,6 @@
 //! The kombu Redis envelope: the JSON document pushed on a queue list, with a
-//! base64 (and optionally compressed) body.
+//! base64 (and optionally compressed) body, and the one size limit on what a
+//! body may decode to (`MAX_BODY_BYTES`).
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -30,7 +31,20 @@ pub enum EnvelopeError {
     BadCompression { compression: String, reason: String },
     #[error("unsupported compression {0:?}")]
     UnsupportedCompression(String),
+    #[error("message body is larger than {} MiB once decoded (rmulti's limit for one message)", MAX_BODY_BYTES >> 20)]
+    TooLarge,
 }
+
+/// The largest body (after base64 and decompression) a message may have.
+///
+/// Without a bound, a few kilobytes of zlib can make a pool child (or the
+/// main process, which decodes held messages) allocate gigabytes. Redis
+/// itself caps a message at 512 MB, but that is no per-process bound here:
+/// a JSON body is parsed into values several times its size, in every child
+/// at once. Celery's own advice is to pass references, not data, in task
+/// arguments; 64 MiB leaves two orders of magnitude of room for that while
+/// keeping a child's worst case in the hundreds of MiB.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 impl Envelope {
     /// Parses the envelope and decodes the body (base64 per
@@ -105,6 +119,10 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, EnvelopeError> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
     // Python's b64decode discards whitespace; some producers drop padding.
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    // Four characters carry three bytes (at most: the last group may carry fewer).
+    if compact.len() / 4 * 3 > MAX_BODY_BYTES {
+        return Err(EnvelopeError::TooLarge);
+    }
     STANDARD
         .decode(&compact)
         .or_else(|e| {
@@ -124,22 +142,51 @@ fn decompress(compression: &str, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> 
     };
     match compression.to_ascii_lowercase().as_str() {
         "application/x-gzip" | "application/gzip" | "application/zlib" | "zlib" | "gzip" => {
-            let mut out = Vec::new();
-            if data.starts_with(&[0x1f, 0x8b]) {
-                flate2::read::GzDecoder::new(data)
-                    .read_to_end(&mut out)
-                    .map_err(bad)?;
+            let out = if data.starts_with(&[0x1f, 0x8b]) {
+                read_capped(flate2::read::GzDecoder::new(data))
             } else {
-                flate2::read::ZlibDecoder::new(data)
-                    .read_to_end(&mut out)
-                    .map_err(bad)?;
+                read_capped(flate2::read::ZlibDecoder::new(data))
+            };
+            match out {
+                Ok(Some(body)) => Ok(body),
+                Ok(None) => Err(EnvelopeError::TooLarge),
+                Err(e) => Err(bad(e)),
             }
-            Ok(out)
         }
         _ => Err(EnvelopeError::UnsupportedCompression(
             compression.to_string(),
         )),
     }
+}
+
+/// Reads `reader` to its end, or `None` as soon as it yields more than
+/// `MAX_BODY_BYTES`: neither the excess nor room for it is ever allocated.
+fn read_capped(mut reader: impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(Some(out)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let needed = out.len() + n;
+        if needed > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        if needed > out.capacity() {
+            // Doubling as Vec does, but never past the limit.
+            let target = (out.capacity() * 2).max(needed).min(MAX_BODY_BYTES);
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Standard base64 with padding, as kombu writes bodies.
+pub fn base64_of(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `properties.delivery_tag` of anything that is JSON, even when it is not a
@@ -213,6 +260,61 @@ mod tests {
         assert_eq!(Envelope::parse(&raw).unwrap().body, b"[[1], {}, {}]");
         let raw = r#"{"body": "[[1], {}, {}]", "content-type": "application/json", "properties": {}, "extra": 1}"#;
         assert_eq!(Envelope::parse(raw).unwrap().body, b"[[1], {}, {}]");
+    }
+
+    /// An envelope whose body is `body`, compressed with `compression`.
+    fn compressed_envelope(body: &[u8], gzip: bool) -> String {
+        use std::io::Write;
+        let packed = if gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(body).unwrap();
+            enc.finish().unwrap()
+        } else {
+            let mut enc =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(body).unwrap();
+            enc.finish().unwrap()
+        };
+        format!(
+            r#"{{"body": "{}", "headers": {{"compression": "application/x-gzip", "id": "big-1", "task": "t"}}, "properties": {{"body_encoding": "base64"}}}}"#,
+            base64_of(&packed)
+        )
+    }
+
+    #[test]
+    fn a_body_may_decompress_to_the_limit_and_not_a_byte_more() {
+        let at_limit = vec![b' '; MAX_BODY_BYTES];
+        let env = Envelope::parse(&compressed_envelope(&at_limit, false)).unwrap();
+        assert_eq!(env.body.len(), MAX_BODY_BYTES);
+        assert!(
+            env.body.capacity() <= MAX_BODY_BYTES,
+            "room beyond the limit"
+        );
+
+        let over = vec![b' '; MAX_BODY_BYTES + 1];
+        for gzip in [false, true] {
+            let raw = compressed_envelope(&over, gzip);
+            // About 64 KiB on the wire for 64 MiB of body.
+            assert!(raw.len() < 200 << 10, "{}", raw.len());
+            assert_eq!(Envelope::parse(&raw).unwrap_err(), EnvelopeError::TooLarge);
+        }
+        assert_eq!(
+            EnvelopeError::TooLarge.to_string(),
+            "message body is larger than 64 MiB once decoded (rmulti's limit for one message)"
+        );
+    }
+
+    #[test]
+    fn a_base64_body_past_the_limit_is_refused_before_decoding() {
+        let text = "A".repeat((MAX_BODY_BYTES / 3 + 1) * 4);
+        let raw = format!(r#"{{"body": "{text}", "properties": {{"body_encoding": "base64"}}}}"#);
+        assert_eq!(Envelope::parse(&raw).unwrap_err(), EnvelopeError::TooLarge);
+        let text = "A".repeat(MAX_BODY_BYTES / 3 * 4);
+        let raw = format!(r#"{{"body": "{text}", "properties": {{"body_encoding": "base64"}}}}"#);
+        assert_eq!(
+            Envelope::parse(&raw).unwrap().body.len(),
+            MAX_BODY_BYTES / 3 * 3
+        );
     }
 
     #[test]

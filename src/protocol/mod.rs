@@ -7,6 +7,8 @@
 //! `child` decides what to do with them.
 
 pub mod envelope;
+#[cfg(test)]
+mod fuzz;
 pub mod pyjson;
 pub mod pyrepr;
 pub mod result;

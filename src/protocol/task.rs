@@ -80,6 +80,23 @@ impl TaskMessage {
         Self::from_envelope(&env)
     }
 
+    /// Decodes a message as Redis holds it: bytes, which need not be UTF-8.
+    /// A JSON document is UTF-8, so anything else is refused here; its ids
+    /// are looked up in its lossy text, so a FAILURE can still be stored.
+    pub fn decode_bytes(raw: &[u8]) -> Result<TaskMessage, DecodeError> {
+        match std::str::from_utf8(raw) {
+            Ok(text) => Self::decode(text),
+            Err(e) => {
+                let (task_id, task) = ids_from_raw(&String::from_utf8_lossy(raw));
+                Err(DecodeError {
+                    reason: format!("message is not valid UTF-8: {e}"),
+                    task_id,
+                    task,
+                })
+            }
+        }
+    }
+
     /// Decodes an already parsed envelope (see `decode`).
     pub fn from_envelope(env: &Envelope) -> Result<TaskMessage, DecodeError> {
         let header_id = str_field(&env.headers, "id");
@@ -780,6 +797,69 @@ mod tests {
 
         let e = TaskMessage::decode("garbage").unwrap_err();
         assert_eq!((e.task_id, e.task), (None, None));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_with_their_ids() {
+        // A Latin-1 byte in a header string: the JSON is intact otherwise.
+        let text = raw("task-v2-delay.json");
+        let at = text.find("\"argsrepr\": \"").unwrap() + 13;
+        let mut bytes = text.into_bytes();
+        bytes.insert(at, 0xe9);
+        let e = TaskMessage::decode_bytes(&bytes).unwrap_err();
+        assert!(
+            e.reason
+                .starts_with("message is not valid UTF-8: invalid utf-8 sequence"),
+            "{}",
+            e.reason
+        );
+        assert_eq!(
+            e.task_id.as_deref(),
+            Some("6676bcc6-64a3-4d37-899a-9c65e3ec65be")
+        );
+        assert_eq!(e.task.as_deref(), Some("proj.add"));
+        let e = TaskMessage::decode_bytes(b"\xc3\x28").unwrap_err();
+        assert_eq!((e.task_id, e.task), (None, None));
+        assert_eq!(
+            TaskMessage::decode_bytes(raw("task-v2-delay.json").as_bytes()).unwrap(),
+            TaskMessage::decode(&raw("task-v2-delay.json")).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_oversized_body_is_a_decode_error_with_its_ids() {
+        use std::io::Write;
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"[[").unwrap();
+        enc.write_all(&vec![b' '; super::super::envelope::MAX_BODY_BYTES])
+            .unwrap();
+        enc.write_all(b"], {}, {}]").unwrap();
+        let mut env: Value = serde_json::from_str(&raw("task-v2-delay.json")).unwrap();
+        env["body"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(enc.finish().unwrap()));
+        env["headers"]["compression"] = json!("application/x-gzip");
+        let e = TaskMessage::decode(&pyjson::to_string(&env)).unwrap_err();
+        assert!(e.reason.contains("larger than 64 MiB"), "{}", e.reason);
+        assert_eq!(
+            e.task_id.as_deref(),
+            Some("6676bcc6-64a3-4d37-899a-9c65e3ec65be")
+        );
+    }
+
+    /// Found by `protocol::fuzz`: without serde_json's `float_roundtrip`, a
+    /// float a Python client sends could arrive one bit off.
+    #[test]
+    fn floats_round_trip_exactly() {
+        let x = 1.784_212_315_159_837_3e-40_f64;
+        let t = NewTask {
+            task: "t".into(),
+            args: vec![json!(x)],
+            soft_time_limit: Some(x),
+            ..Default::default()
+        };
+        let m = TaskMessage::decode(&t.encode()).unwrap();
+        assert_eq!(m.args[0].as_f64(), Some(x));
+        assert_eq!(m.soft_time_limit, Some(x));
     }
 
     #[test]

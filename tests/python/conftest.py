@@ -70,7 +70,7 @@ APP_TOML = """\
 broker_url = "{broker}"
 result_backend = "{backend}"
 result_expires = {expires}
-
+{extra}
 [tasks]
 "proj.tasks.add" = {{ builtin = "add" }}
 "proj.tasks.mul" = {{ builtin = "mul" }}
@@ -98,6 +98,7 @@ def workdir(tmp_path_factory, redis_server) -> Path:
             broker=redis_server.url(BROKER_DB),
             backend=redis_server.url(RESULT_DB),
             expires=RESULT_EXPIRES,
+            extra="",
         )
     )
     return d
@@ -145,14 +146,14 @@ def stop_node(pid: int, pidfile: Path) -> str | None:
     )
 
 
-@pytest.fixture(scope="session")
-def node(rmulti_bin, workdir):
-    name = "w1"
+def launch_node(rmulti_bin: Path, workdir: Path, name: str, *extra: str) -> Node:
+    """``$RMULTI_BIN worker -A proj -n <name>@%h -l info --detach ...`` in
+    ``workdir``; returns once it is ready, or fails the test with the
+    launcher's output and the node's logs (killing what it left running)."""
     pidfile = workdir / f"{name}.pid"
     argv = [
-        str(rmulti_bin), "worker", "-A", "proj", "-n", f"{name}@%h", "-c", "2",
-        "-l", "info", "--detach", f"--pidfile={pidfile}",
-        f"--logfile={workdir / name}%I.log", "-Q", "celery,other",
+        str(rmulti_bin), "worker", "-A", "proj", "-n", f"{name}@%h", "-l", "info",
+        "--detach", f"--pidfile={pidfile}", f"--logfile={workdir / name}%I.log", *extra,
     ]
     try:
         run = subprocess.run(
@@ -173,11 +174,16 @@ def node(rmulti_bin, workdir):
             f"worker did not start (exit {run.returncode}, pid {pid})\n"
             f"$ {' '.join(argv)}\n--- stdout\n{run.stdout}--- stderr\n{run.stderr}{logs}"
         )
-    n = Node(name=name, pid=pid, dir=workdir, pidfile=pidfile)
+    return Node(name=name, pid=pid, dir=workdir, pidfile=pidfile)
+
+
+@pytest.fixture(scope="session")
+def node(rmulti_bin, workdir):
+    n = launch_node(rmulti_bin, workdir, "w1", "-c", "2", "-Q", "celery,other")
     yield n
-    error = stop_node(pid, pidfile)
+    error = stop_node(n.pid, n.pidfile)
     if error:
-        pytest.fail(f"{error}\n--- {name}.log\n{n.log()[-4000:]}")
+        pytest.fail(f"{error}\n--- {n.name}.log\n{n.log()[-4000:]}")
 
 
 # --------------------------------------------------------------------------

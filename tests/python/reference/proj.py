@@ -3,8 +3,8 @@ project, so the interop tests can be run against Celery itself
 (``RMULTI_BIN=tests/python/reference/rmulti-celery``). A test that fails
 there tests something Celery does not do.
 
-Broker, backend and result_expires come from ``proj.toml`` in the working
-directory, the file conftest.py writes for rmulti.
+Broker, backend and the settings below come from ``proj.toml`` in the
+working directory, the file the tests write for rmulti.
 """
 
 import os
@@ -19,6 +19,16 @@ _conf = tomllib.loads(Path(os.environ.get("RMULTI_REFERENCE_APP", "proj.toml")).
 app = Celery("proj", broker=_conf["broker_url"], backend=_conf["result_backend"])
 app.conf.result_expires = _conf.get("result_expires", 86400)
 app.conf.task_default_queue = _conf.get("task_default_queue", "celery")
+for _key in ("task_acks_late", "task_reject_on_worker_lost", "task_track_started"):
+    app.conf[_key] = _conf.get(_key, False)
+app.conf.broker_transport_options = dict(_conf.get("broker_transport_options", {}))
+if os.environ.get("RMULTI_REFERENCE_RESTORE_EVERY_SECOND"):
+    # kombu scans for messages past their visibility timeout when the worker
+    # starts, then only on every 10th tick of 10 s; a test that wants a
+    # Celery worker to recover them within seconds asks for a scan a second.
+    app.conf.broker_transport_options.update(
+        unacked_restore_interval=1, unacked_restore_throttle=1
+    )
 
 
 @app.task(name="proj.tasks.add")
