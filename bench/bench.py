@@ -1,9 +1,13 @@
 """Side-by-side benchmark: rmulti against Python Celery, same machine, same run.
 
-Driven by bench/run (which starts a private redis-server and passes its port).
-Every measurement is taken for both workers in the same round, alternating
-which goes first from one round to the next so that drift cancels; the table
-reports the median of the rounds and the rmulti/Celery ratio.
+Driven by bin/bench -> bench/run (which starts a private redis-server and
+passes its port). This file owns the run (arguments, machine description,
+the JSON and Markdown files in bench/results/) and the helpers the scenarios
+share (processes, memory, CPU, Celery messages); the scenarios are
+builtin.py (issue 5's drains, client, memory, start/stop, Redis cost) and
+pytasks.py (the same Python app under both), the table is report.py.
+Every measurement is taken for both systems in the same round, alternating
+which goes first from one round to the next so that drift cancels.
 
 Nothing here asserts a timing: a benchmark reports, it never fails a build.
 Problems seen on the way (tasks missing, wrong results, timeouts, a node that
@@ -360,115 +364,7 @@ def wait_results(r1, n, deadline_s, t_first_box=None):
     return t_first, None, count
 
 
-def check_results(r1, ids, label, what):
-    """Every task stored SUCCESS with 2*i; returns (ok, missing, wrong)."""
-    missing = wrong = 0
-    example = None
-    for start in range(0, len(ids), 2000):
-        chunk = ids[start:start + 2000]
-        vals = r1.mget(["celery-task-meta-" + t for t in chunk])
-        for k, (tid, v) in enumerate(zip(chunk, vals)):
-            i = start + k
-            if v is None:
-                missing += 1
-                continue
-            meta = json.loads(v)
-            if meta.get("status") != "SUCCESS" or meta.get("result") != 2 * i:
-                wrong += 1
-                example = example or meta
-    if missing or wrong:
-        problem("%s %s: %d of %d results missing, %d wrong%s" % (
-            label, what, missing, len(ids), wrong,
-            (" (e.g. %s)" % json.dumps(example)[:300]) if example else ""))
-    return len(ids) - missing - wrong
-
-
-# --- measurements ----------------------------------------------------------
-
-
-def measure_startup_stop(node, r0, reps, out):
-    for _ in range(reps):
-        r0.flushall()
-        t_start = node.start(loglevel="info")
-        time.sleep(1.0)  # let it settle to idle
-        mib, nproc = node.rss()
-        t_stop = node.stop()
-        node.scan_logs("start/stop")
-        out.setdefault("startup", []).append(t_start)
-        out.setdefault("rss_idle", []).append(mib)
-        out.setdefault("nproc", []).append(nproc)
-        if t_stop is not None:
-            out.setdefault("stop_idle", []).append(t_stop)
-            out.setdefault("stop_idle_all", []).append(node.stop_all)
-        log("    %s start %.3f s, idle RSS %.1f MiB (%d processes), stop %s" % (
-            node.label, t_start, mib, nproc, "%.3f s" % t_stop if t_stop is not None else "FAILED"))
-
-
-def measure_load(node, r0, r1, template, n, n_stream, n_lat, out):
-    from proj.tasks import add
-
-    # 1. Throughput from a pre-loaded queue.
-    r0.flushall()
-    ids = preload(r0, template, n)
-    t_launch = time.perf_counter()
-    # No readiness probe here: a probe task would queue behind the N.
-    node.start(loglevel="warning", timeout=120, wait=False)
-    t_ready = time.perf_counter()
-    t_first, t_last, count = wait_results(r1, n, deadline_s=max(120.0, n / 100.0))
-    if t_last is None:
-        problem("%s throughput: only %d of %d results after the deadline (queue left: %d)" % (
-            node.label, count, n, r0.llen("celery")))
-    else:
-        # Launch-to-done includes start-up; first-to-last is the steady rate.
-        out.setdefault("tput_wall", []).append(n / (t_last - t_launch))
-        out.setdefault("tput", []).append((n - 1) / (t_last - t_first))
-        log("    %s throughput: %d tasks, %.0f/s first-to-last, %.0f/s launch-to-done (launcher returned after %.2f s)" % (
-            node.label, n, (n - 1) / (t_last - t_first), n / (t_last - t_launch), t_ready - t_launch))
-    check_results(r1, ids, node.label, "throughput")
-    mib, _ = node.rss()
-    out.setdefault("rss_loaded", []).append(mib)
-
-    # 2. Streaming: the real client sends while the worker runs.
-    r1.flushdb()
-    t0 = time.perf_counter()
-    sids = [add.delay(i, i).id for i in range(n_stream)]
-    t_sent = time.perf_counter()
-    _, t_last, count = wait_results(r1, n_stream, deadline_s=max(60.0, n_stream / 100.0))
-    if t_last is None:
-        problem("%s streaming: only %d of %d results after the deadline" % (node.label, count, n_stream))
-    else:
-        out.setdefault("stream", []).append(n_stream / (t_last - t0))
-        out.setdefault("stream_send", []).append(n_stream / (t_sent - t0))
-        log("    %s streaming: %d tasks, %.0f/s end to end (client sent at %.0f/s)" % (
-            node.label, n_stream, n_stream / (t_last - t0), n_stream / (t_sent - t0)))
-    check_results(r1, sids, node.label, "streaming")
-
-    # 3. Latency: sequential round trips through the Celery client.
-    r1.flushdb()
-    lat = []
-    failures = 0
-    for i in range(n_lat):
-        t = time.perf_counter()
-        try:
-            v = add.delay(i, i).get(timeout=10)
-            if v != 2 * i:
-                failures += 1
-        except Exception as e:  # noqa: BLE001 - report, carry on
-            failures += 1
-            if failures <= 3:
-                problem("%s latency: round trip %d failed: %r" % (node.label, i, e))
-            continue
-        lat.append((time.perf_counter() - t) * 1000.0)
-    if failures:
-        problem("%s latency: %d of %d round trips failed" % (node.label, failures, n_lat))
-    out.setdefault("lat", []).extend(lat)
-    if lat:
-        log("    %s latency: p50 %.2f ms, p99 %.2f ms" % (node.label, pct(lat, 50), pct(lat, 99)))
-
-    t_stop = node.stop()
-    node.scan_logs("load run")
-    if t_stop is not None:
-        out.setdefault("stop_loaded", []).append(t_stop)
+# --- the busy warm shutdown (opt-in) ---------------------------------------
 
 
 def measure_busy_stop(node, r0, r1, template, n, out):
@@ -510,6 +406,7 @@ def measure_busy_stop(node, r0, r1, template, n, out):
             node.label, accounted, n, done, queued, unacked, other))
 
 
+
 def pct(xs, p):
     xs = sorted(xs)
     if not xs:
@@ -519,12 +416,6 @@ def pct(xs, p):
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
-
-# --- report ----------------------------------------------------------------
-
-
-KEYS = ("tput", "tput_wall", "stream", "stream_send", "lat", "startup", "stop_idle",
-        "stop_idle_all", "stop_loaded", "stop_busy", "rss_idle", "rss_loaded", "nproc")
 
 
 def med(xs):
@@ -548,146 +439,63 @@ def fmt_ratio(x):
     return ("%.2g×" if x < 0.1 else "%.2f×") % x
 
 
-def paired(R, C, key, agg=None):
-    """Per-round rmulti/Celery ratios of a per-round list of samples."""
-    rr, cc = R.get("rounds", {}).get(key, []), C.get("rounds", {}).get(key, [])
-    out = []
-    for a, b in zip(rr, cc):
-        if a and b:
-            va, vb = (agg(a), agg(b)) if agg else (med(a), med(b))
-            if vb:
-                out.append(va / vb)
-    return out
+def pss_kib(pid):
+    """Proportional set size (shared pages divided among their users); 0 when
+    /proc/<pid>/smaps_rollup is not readable."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
-def report(res, args, meta):
-    R, C = res["rmulti"], res["Celery"]
-    lines = [
-        "# rmulti vs Celery %s — %s" % (meta["celery_version"], meta["date"]),
-        "",
-        "Machine: %s, %d cores (%s); Redis %s on 127.0.0.1; -c 2 for both; %d round(s), "
-        "order alternating; N=%d pre-loaded, %d streamed, %d round trips." % (
-            meta["host"], os.cpu_count(), meta["cpu"], meta["redis_version"], args.rounds,
-            args.n, args.n_stream, args.n_lat),
-        "",
-        "| measurement | rmulti | Celery | rmulti/Celery | better is |",
-        "|---|---:|---:|---:|---|",
-        row("throughput, pre-loaded queue (first to last result)", "tasks/s", med(R.get("tput", [])), med(C.get("tput", [])), "higher", ratios=paired(R, C, "tput")),
-        row("throughput, pre-loaded, incl. start-up (launch to last result)", "tasks/s", med(R.get("tput_wall", [])), med(C.get("tput_wall", [])), "higher", ratios=paired(R, C, "tput_wall")),
-        row("throughput, streaming from the client (delay() loop)", "tasks/s", med(R.get("stream", [])), med(C.get("stream", [])), "higher", ratios=paired(R, C, "stream")),
-        row("latency p50, delay().get()", "ms", pct(R.get("lat", []), 50), pct(C.get("lat", []), 50), "lower", "%.2f", ratios=paired(R, C, "lat", lambda xs: pct(xs, 50))),
-        row("latency p99, delay().get()", "ms", pct(R.get("lat", []), 99), pct(C.get("lat", []), 99), "lower", "%.2f", ratios=paired(R, C, "lat", lambda xs: pct(xs, 99))),
-        row("start-up, launch to ready", "ms", 1000 * med(R.get("startup", [])), 1000 * med(C.get("startup", [])), "lower", ratios=paired(R, C, "startup")),
-        row("stop, SIGTERM to pidfile gone (idle)", "ms", 1000 * med(R.get("stop_idle", [])), 1000 * med(C.get("stop_idle", [])), "lower", ratios=paired(R, C, "stop_idle")),
-        row("stop, SIGTERM to last process gone (idle)", "ms", 1000 * med(R.get("stop_idle_all", [])), 1000 * med(C.get("stop_idle_all", [])), "lower", ratios=paired(R, C, "stop_idle_all")),
-        row("stop, SIGTERM to pidfile gone (after load)", "ms", 1000 * med(R.get("stop_loaded", [])), 1000 * med(C.get("stop_loaded", [])), "lower", ratios=paired(R, C, "stop_loaded")),
-        row("stop, SIGTERM to pidfile gone (busy: queue half done)", "ms", 1000 * med(R.get("stop_busy", [])), 1000 * med(C.get("stop_busy", [])), "lower", ratios=paired(R, C, "stop_busy")),
-        row("memory, idle node (RSS, all processes)", "MiB", med(R.get("rss_idle", [])), med(C.get("rss_idle", [])), "lower", "%.1f", ratios=paired(R, C, "rss_idle")),
-        row("memory, after the throughput run", "MiB", med(R.get("rss_loaded", [])), med(C.get("rss_loaded", [])), "lower", "%.1f", ratios=paired(R, C, "rss_loaded")),
-        "",
-        "Absolute figures are medians over all rounds; the ratio is the median of the per-round ratios. "
-        "Processes per node: rmulti %s, Celery %s (main + pool children). "
-        "The streaming figure is bounded by the Python client's send rate "
-        "(rmulti run: %.0f/s, Celery run: %.0f/s)." % (
-            "/".join(str(x) for x in sorted(set(R.get("nproc", []))) or ["?"]),
-            "/".join(str(x) for x in sorted(set(C.get("nproc", []))) or ["?"]),
-            med(R.get("stream_send", [])), med(C.get("stream_send", []))),
-        "",
-    ]
-    for label in ("rmulti", "Celery"):
-        mine = [p for p in PROBLEMS if p.startswith(label) and not p.startswith(label + " python")]
-        if mine:
-            lines += ["%s: problems seen during the run:" % label, ""] + ["- " + p for p in mine] + [""]
-        else:
-            lines += ["%s: no task lost, no wrong result, no failed round trip, every stop clean." % label, ""]
-    return "\n".join(lines)
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def run_builtin(args, env, r0, r1, template):
-    """The builtin scenario: rmulti's builtin tasks (proj.toml) against a
-    Celery worker running bench/celery_app/proj."""
+def cpu_s(pid):
+    """User + system CPU seconds of pid so far (0 when gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / float(TICK)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def redis_cpu_s(r):
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+# --- the run -----------------------------------------------------------------
+
+
+def run_busy_stop(args, env, r0, r1, rounds_out):
+    """Opt-in (--busy-stop): a warm shutdown of a node half-way through a
+    pre-loaded queue, every message accounted for afterwards."""
+    template = template_message(r0)
     nodes = {
-        "rmulti": Rmulti(os.path.abspath(args.rmulti), os.path.join(args.tmp, "rmulti"), env, args.port),
-        "Celery": Celery(args.celery, os.path.join(args.tmp, "celery"), env),
+        "rmulti": Rmulti(os.path.abspath(args.rmulti), os.path.join(args.tmp, "rmulti-busy"), env, args.port),
+        "Celery": Celery(args.celery, os.path.join(args.tmp, "celery-busy"), env),
     }
-    res = {"rmulti": {}, "Celery": {}}
     try:
         for rnd in range(args.rounds):
-            order = ["rmulti", "Celery"] if rnd % 2 == 0 else ["Celery", "rmulti"]
-            log("round %d/%d (%s first)" % (rnd + 1, args.rounds, order[0]))
-            this = {"rmulti": {}, "Celery": {}}
-            for name in order:
-                measure_startup_stop(nodes[name], r0, args.startups, this[name])
-            for name in order:
+            for name in (["rmulti", "Celery"] if rnd % 2 == 0 else ["Celery", "rmulti"]):
                 try:
-                    measure_busy_stop(nodes[name], r0, r1, template, args.n_busy, this[name])
+                    measure_busy_stop(nodes[name], r0, r1, template, args.n_busy,
+                                      rounds_out.setdefault(name, {}))
                 except Exception as e:  # noqa: BLE001 - report, carry on with the other
                     problem("%s busy-stop run aborted: %r" % (name, e))
                     nodes[name].kill()
-            for name in order:
-                try:
-                    measure_load(nodes[name], r0, r1, template, args.n, args.n_stream, args.n_lat, this[name])
-                except Exception as e:  # noqa: BLE001 - report, carry on with the other
-                    problem("%s load run aborted: %r" % (name, e))
-                    nodes[name].kill()
-            for name in this:
-                rounds = res[name].setdefault("rounds", {})
-                for key in set(this[name]) | set(rounds) | set(KEYS):
-                    samples = this[name].get(key, [])
-                    res[name].setdefault(key, []).extend(samples)
-                    rounds.setdefault(key, []).append(samples)
     finally:
         for n in nodes.values():
             n.kill()
-    return res
 
 
-def main():
-    # bench/run stops us with SIGTERM on Ctrl-C or failure: unwind so that
-    # the finally below kills the nodes we started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rmulti", required=True)
-    ap.add_argument("--celery", required=True)
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--tmp", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--n-stream", type=int, default=5000)
-    ap.add_argument("--n-lat", type=int, default=500)
-    ap.add_argument("--n-busy", type=int, default=4000, help="pre-loaded for the busy stop")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--startups", type=int, default=3, help="start/stop cycles per round")
-    ap.add_argument("--scenario", choices=("builtin", "python", "all"), default="all",
-                    help="builtin: rmulti's builtin tasks vs a Celery worker; python: the same "
-                         "Python app under celery multi and rmulti (pytasks.py); all: both")
-    ap.add_argument("--python", default=sys.executable, help="the interpreter rmulti's hosts run")
-    ap.add_argument("--py-n", type=int, default=5000, help="python scenario: pre-loaded add tasks")
-    ap.add_argument("--py-heavy", type=int, default=2000, help="python scenario: pre-loaded sumrange tasks")
-    ap.add_argument("--py-work", type=int, default=20000, help="python scenario: sumrange's n")
-    args = ap.parse_args()
-
-    broker = "redis://127.0.0.1:%d/0" % args.port
-    backend = "redis://127.0.0.1:%d/1" % args.port
-    os.environ["BENCH_BROKER_URL"] = broker
-    os.environ["BENCH_RESULT_BACKEND"] = backend
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(HERE, "celery_app") + os.pathsep + env.get("PYTHONPATH", "")
-
-    import celery
-    import redis as redislib
-
-    r0 = redislib.Redis.from_url(broker)
-    r1 = redislib.Redis.from_url(backend)
-    template = template_message(r0)
-
-    res = pyres = None
-    if args.scenario in ("builtin", "all"):
-        res = run_builtin(args, env, r0, r1, template)
-    if args.scenario in ("python", "all"):
-        import pytasks
-        pyres = pytasks.run(sys.modules[__name__], args, env, r0, r1, os.path.abspath(args.python))
-
+def machine(r0):
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -697,27 +505,115 @@ def main():
                     break
     except OSError:
         pass
-    meta = {
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=HERE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.decode().strip()
+    except OSError:
+        commit = "?"
+    import celery
+
+    return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "host": socket.gethostname(),
         "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": os.uname().release,
         "celery_version": celery.__version__,
         "redis_version": r0.info("server").get("redis_version", "?"),
         "python": sys.version.split()[0],
+        "rmulti_commit": commit or "?",
+        "load_start": "%.1f" % os.getloadavg()[0],
     }
-    texts = []
-    if res is not None:
-        texts.append(report(res, args, meta))
-    if pyres is not None:
+
+
+def main():
+    # bench/run stops us with SIGTERM on Ctrl-C or failure: unwind so that
+    # the finally blocks kill the nodes we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rmulti", required=True)
+    ap.add_argument("--celery", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--tmp", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--quick", action="store_true", help="only labels the run in the table")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--n", type=int, default=10000, help="tasks per drain")
+    ap.add_argument("--n-big", type=int, default=100000, help="the big noop -c 2 drain (0: none)")
+    ap.add_argument("--big-rounds-celery", type=int, default=0, help="rounds in which Celery runs the big drain")
+    ap.add_argument("--n-monitor", type=int, default=2000, help="tasks drained under MONITOR (round trips)")
+    ap.add_argument("--n-prod", type=int, default=1000, help="producer-driven tasks")
+    ap.add_argument("--n-lat", type=int, default=300, help="round trips per round")
+    ap.add_argument("--concurrency", default="2,1,4", help="-c values of the drains")
+    ap.add_argument("--no-stop-cycles", dest="stop_cycles", action="store_false",
+                    help="skip the 1-node stop and 8-node start/stop cycles")
+    ap.add_argument("--n-ceiling", type=int, default=50000, help="redis-benchmark -n")
+    ap.add_argument("--redis-benchmark", default="", help="its path; empty: no ceiling")
+    ap.add_argument("--busy-stop", action="store_true", help="also the busy warm-shutdown check")
+    ap.add_argument("--n-busy", type=int, default=4000, help="pre-loaded for the busy stop")
+    ap.add_argument("--scenario", choices=("builtin", "python", "all"), default="all",
+                    help="builtin: rmulti's builtin tasks vs a Celery worker; python: the same "
+                         "Python app under celery multi and rmulti (pytasks.py); all: both")
+    ap.add_argument("--python", default=sys.executable, help="the interpreter rmulti's hosts run")
+    ap.add_argument("--py-n", type=int, default=2000, help="python scenario: pre-loaded add tasks")
+    ap.add_argument("--py-heavy", type=int, default=600, help="python scenario: pre-loaded sumrange tasks")
+    ap.add_argument("--py-work", type=int, default=20000, help="python scenario: sumrange's n")
+    args = ap.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    t_begin = time.monotonic()
+
+    broker = "redis://127.0.0.1:%d/0" % args.port
+    backend = "redis://127.0.0.1:%d/1" % args.port
+    os.environ["BENCH_BROKER_URL"] = broker
+    os.environ["BENCH_RESULT_BACKEND"] = backend
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(HERE, "celery_app") + os.pathsep + env.get("PYTHONPATH", "")
+
+    import redis as redislib
+
+    import builtin
+    import rediscost
+    import report
+
+    r0 = redislib.Redis.from_url(broker)
+    r1 = redislib.Redis.from_url(backend)
+    meta = machine(r0)
+    log("bench: %s, %d cores, Redis %s, Celery %s, rmulti %s; %d round(s)" % (
+        meta["cpu"], meta["cores"], meta["redis_version"], meta["celery_version"], meta["rmulti_commit"],
+        args.rounds))
+
+    res = pyres = None
+    ceiling_ops = {}
+    busy = {}
+    if args.scenario in ("builtin", "all"):
+        log("Redis ceiling (redis-benchmark -P 1 -n %d)" % args.n_ceiling)
+        ceiling_ops = rediscost.ceiling(args.redis_benchmark, args.port, args.n_ceiling, log)
+        if not args.redis_benchmark:
+            problem("no redis-benchmark: the Redis ceiling is not measured")
+        res = builtin.run(sys.modules[__name__], args, env, redislib)
+        if args.busy_stop:
+            run_busy_stop(args, env, r0, r1, busy)
+    if args.scenario in ("python", "all"):
         import pytasks
-        texts.append(pytasks.report(sys.modules[__name__], pyres, args, meta))
-    text = "\n".join(texts)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    with open(os.path.join(os.path.dirname(os.path.abspath(args.out)), "latest.json"), "w") as f:
-        json.dump({"meta": meta, "args": vars(args), "results": res, "python_results": pyres,
-                   "problems": PROBLEMS}, f)
+
+        pyres = pytasks.run(sys.modules[__name__], args, env, r0, r1, os.path.abspath(args.python))
+
+    elapsed = time.monotonic() - t_begin
+    meta["elapsed"] = "%d min %02d s" % (elapsed // 60, elapsed % 60)
+    meta["elapsed_s"] = elapsed
+    meta["load_end"] = "%.1f" % os.getloadavg()[0]
+    text = report.render(sys.modules[__name__], res, pyres, ceiling_ops, args, meta)
+    os.makedirs(args.out_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    raw = {"meta": meta, "args": vars(args), "builtin": res, "python": pyres, "busy_stop": busy,
+           "redis_benchmark": ceiling_ops, "problems": PROBLEMS}
+    for name in (stamp + ".json", "latest.json"):
+        with open(os.path.join(args.out_dir, name), "w") as f:
+            json.dump(raw, f, indent=1)
+    for name in (stamp + ".md", "latest.md"):
+        with open(os.path.join(args.out_dir, name), "w") as f:
+            f.write(text)
+    log("bench: done in %s; wrote %s/%s.{json,md} and latest.md" % (meta["elapsed"], args.out_dir, stamp))
     print(text)
 
 

@@ -25,19 +25,6 @@ NODES = ("rmulti", "Celery")
 # --- memory ----------------------------------------------------------------
 
 
-def pss_kib(pid):
-    """Proportional set size (shared pages divided among their users); 0 when
-    /proc/<pid>/smaps_rollup is not readable."""
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def memory(B, main):
     """RSS (and PSS) of a node, by role, in MiB.
 
@@ -51,7 +38,7 @@ def memory(B, main):
         hosts += len(sub) - 1
         per_child.append(B.rss_kib(k) / 1024.0)
         per_child_all.append(sum(B.rss_kib(p) for p in sub) / 1024.0)
-        pss_child_all.append(sum(pss_kib(p) for p in sub) / 1024.0)
+        pss_child_all.append(sum(B.pss_kib(p) for p in sub) / 1024.0)
     everything = B.tree(main)
     return {
         "main": B.rss_kib(main) / 1024.0,
@@ -59,37 +46,19 @@ def memory(B, main):
         "child_all": B.med(per_child_all),
         "pss_child_all": B.med(pss_child_all),
         "total": sum(B.rss_kib(p) for p in everything) / 1024.0,
-        "pss_total": sum(pss_kib(p) for p in everything) / 1024.0,
+        "pss_total": sum(B.pss_kib(p) for p in everything) / 1024.0,
         "children": len(kids),
         "hosts": hosts,
         "procs": len(everything),
     }
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    """User + system CPU seconds of pid so far (0 when gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / float(TICK)
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def cpu_by_role(B, main):
     """CPU seconds so far: main process, pool children, their hosts (rmulti)."""
     kids = B.children_of(main)
     hosts = [h for k in kids for h in B.tree(k)[1:]]
-    return {"main": cpu_s(main), "children": sum(cpu_s(k) for k in kids),
-            "hosts": sum(cpu_s(h) for h in hosts)}
-
-
-def redis_cpu_s(r):
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return {"main": B.cpu_s(main), "children": sum(B.cpu_s(k) for k in kids),
+            "hosts": sum(B.cpu_s(h) for h in hosts)}
 
 
 # --- the two nodes, started the way `multi` starts them ----------------------
@@ -209,10 +178,10 @@ def loaded_run(B, node, r0, r1, template, argss, expect, what):
         ids.append(tid)
         raws.append(raw)
     n = len(ids)
-    cpu0, rcpu0 = cpu_by_role(B, node.pid), redis_cpu_s(r0)
+    cpu0, rcpu0 = cpu_by_role(B, node.pid), B.redis_cpu_s(r0)
     r0.lpush("celery", *raws)
     t_first, t_last, count = B.wait_results(r1, n, deadline_s=max(120.0, n / 50.0))
-    cpu1, rcpu1 = cpu_by_role(B, node.pid), redis_cpu_s(r0)
+    cpu1, rcpu1 = cpu_by_role(B, node.pid), B.redis_cpu_s(r0)
     # CPU per task, ms: the node's processes by role, and Redis.
     cpu = {k: 1000.0 * (cpu1[k] - cpu0[k]) / n for k in cpu0}
     cpu["node"] = sum(cpu.values())
