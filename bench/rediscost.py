@@ -100,7 +100,7 @@ class Monitor:
 
 # --- the ceiling ---------------------------------------------------------------
 
-LINE = re.compile(r"^\s*([^:]+):\s*([0-9.]+) requests per second")
+LINE = re.compile(r"^\s*(.+?):\s*([0-9.]+) requests per second")
 
 
 def ceiling(binary, port, n, log):
@@ -112,12 +112,12 @@ def ceiling(binary, port, n, log):
 
     r = redislib.Redis(port=port)
     sha = r.script_load("return 1")
-    r.rpush("bench:ring", "x")
+    r.rpush("benchring", "x")
     runs = [
         ("LPUSH", ["-t", "lpush"]), ("RPOP", ["-t", "rpop"]),
         ("SET", ["-t", "set"]), ("GET", ["-t", "get"]),
         # a one-element list rotated onto itself: BLMOVE never blocks here
-        ("BLMOVE", ["BLMOVE", "bench:ring", "bench:ring", "RIGHT", "LEFT", "1"]),
+        ("BLMOVE", ["BLMOVE", "benchring", "benchring", "RIGHT", "LEFT", "1"]),
         ("EVALSHA", ["EVALSHA", sha, "0"]),
     ]
     out = {}
