@@ -167,11 +167,11 @@ def builtin_table(res, pyres, ceiling_ops, args):
         t.row("pool child RSS, %s" % what, "mem_%s_child_rss" % when, "MiB", "%.1f", target=TENTH)
         t.row("main process PSS, %s" % what, "mem_%s_main_pss" % when, "MiB", "%.1f")
         t.row("pool child PSS, %s" % what, "mem_%s_child_pss" % when, "MiB", "%.1f")
-    t.section("start and stop, each system's own `multi` (ms; -c 2 per node)")
+    t.section("start and stop, each system's own `multi` (ms; -c 2 per node unless said)")
     t.row("1 node: `multi start` returns", "start1_cmd", "ms", scale=1000)
     t.row("1 node: `multi start` to first result", "start1_first", "ms", scale=1000, target=TENTH)
-    t.row("1 node: `multi stop` returns", "stop1_cmd", "ms", scale=1000)
-    t.row("1 node: `multi stop` to every process gone", "stop1_gone", "ms", scale=1000)
+    t.row("1 node: `multi stop` returns (the -c 1 and -c 4 nodes)", "stop1_cmd", "ms", scale=1000)
+    t.row("1 node: `multi stop` to every process gone (the same)", "stop1_gone", "ms", scale=1000)
     t.row("1 node: `multi stopwait`, idle (after the -c 2 runs)", "stopwait1", "ms", scale=1000, target=TENTH)
     t.row("8 nodes: `multi start` returns", "start8_cmd", "ms", scale=1000)
     t.row("8 nodes: `multi start` to first result", "start8_first", "ms", scale=1000)
@@ -224,6 +224,11 @@ def commands_table(res):
     lines.append("| **total** | %.2f | %s | %.2f | %s |" % (
         sum(cr.values()), "%.2f" % rt_per_task(R) if mr else "n/a",
         sum(cc.values()), "%.2f" % rt_per_task(C) if mc else "n/a"))
+
+    def seen(m):
+        return "%.2f" % (sum(m["commands"].values()) / float(m["n"])) if m else "n/a"
+
+    lines.append("| commands seen by MONITOR (cross-check) | %s | | %s | |" % (seen(mr), seen(mc)))
     return lines
 
 
