@@ -46,8 +46,13 @@ def problem(msg):
     print("  !! " + msg, file=sys.stderr, flush=True)
 
 
+T0 = time.monotonic()
+
+
 def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+    """A progress line on stderr, with the minutes:seconds since the start."""
+    t = time.monotonic() - T0
+    print("[%2d:%02d] %s" % (t // 60, t % 60, msg), file=sys.stderr, flush=True)
 
 
 # --- processes -------------------------------------------------------------
