@@ -318,13 +318,20 @@ def make(ctx, system, names, c, tag):
 
 
 def run(B, args, env, redislib):
-    """Runs the scenario; returns {system: {key: samples, "rounds": {...}}}."""
+    """Runs the scenario; returns {system: {key: samples, "rounds": {...}},
+    "ceiling_ops": [{command: ops/s} per round]}."""
     ctx = Ctx(B, args, env, redislib)
     systems = ("rmulti", "Celery")
     res = {s: {"rounds": {}} for s in systems}
+    res["ceiling_ops"] = []
     for rnd in range(args.rounds):
         order = list(systems) if rnd % 2 == 0 else list(reversed(systems))
         B.log("builtin tasks, round %d/%d (%s first)" % (rnd + 1, args.rounds, order[0]))
+        if args.redis_benchmark:
+            # Every round, no node running: the machine is shared, and the
+            # ceiling moves with its load as much as the drains do.
+            B.log("  Redis ceiling (redis-benchmark -P 1 -n %d)" % args.n_ceiling)
+            res["ceiling_ops"].append(rediscost.ceiling(args.redis_benchmark, args.port, args.n_ceiling, B.log))
         this = {s: {} for s in systems}
         for system in order:
             for c in args.concurrency:

@@ -274,6 +274,8 @@ def render(B, res, pyres, ceiling_ops, args, meta):
         if ceiling_ops:
             out.append("## Redis ceiling: `redis-benchmark -P 1 -q -n %d` on the same server" % args.n_ceiling)
             out.append("")
+            out.append("At the start of every round, no node running; the median over the rounds.")
+            out.append("")
             out.append("| command | ops/s |")
             out.append("|---|---:|")
             for k, v in ceiling_ops.items():
