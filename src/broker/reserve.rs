@@ -79,6 +79,9 @@ pub struct Finish {
     pub msg: Reserved,
     /// The result meta to store first, as JSON.
     pub result: Option<String>,
+    /// The message may be in kombu's `unacked` (registered, not acked
+    /// since): remove it from there too.
+    pub in_unacked: bool,
 }
 
 // Every script's first keys: held list, kombu's unacked, unacked_index, slot state.
@@ -88,8 +91,10 @@ pub struct Finish {
 // 3 owner token, 4 early ack by default ('1'/'0'), 5 finish ('1'/'0'),
 // 6 finish delivery tag, 7 finish raw (untagged messages), 8 result JSON
 // ('' none), 9 result expiry seconds (0 none), 10 backend db ('' when the
-// same db), 11 broker db, 12 reserve ('1'/'0'), 13.. task names whose ack
-// policy is not the default.
+// same db), 11 broker db, 12 reserve ('1'/'0'), 13 the finished message may be
+// in unacked ('1'/'0'), 14.. task names whose ack policy is not the default.
+// ARGV 2 = '0' skips the ETA promotion (a child promotes a few times a second,
+// not on every task).
 //
 // It first finishes the handled message: stores its result (never over a
 // stored SUCCESS; SETEX and PUBLISH together so a waiting client wakes), and
@@ -120,7 +125,7 @@ local emptied = false
 if ARGV[5] == '1' then
   local held = redis.call('LINDEX', KEYS[1], -1)
   if held and ((ARGV[6] ~= '' and string.find(held, ARGV[6], 1, true)) or (ARGV[6] == '' and held == ARGV[7])) then
-    if ARGV[6] ~= '' then
+    if ARGV[6] ~= '' and ARGV[13] == '1' then
       redis.call('ZREM', KEYS[3], ARGV[6])
       redis.call('HDEL', KEYS[2], ARGV[6])
     end
@@ -132,7 +137,10 @@ if ARGV[12] ~= '1' then
   return false
 end
 local now = ARGV[1]
-local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local due = {}
+if ARGV[2] ~= '0' then
+  due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+end
 for _, tag in ipairs(due) do
   local entry = redis.call('HGET', KEYS[6], tag)
   if entry then
@@ -196,15 +204,16 @@ local ok, env = pcall(cjson.decode, msg)
 if fresh and ok and type(env) == 'table' and type(env['properties']) == 'table' then
   local props = env['properties']
   local tag = props['delivery_tag']
-  if type(tag) == 'string' then
+  local headers = env['headers']
+  local v2 = type(headers) == 'table' and type(headers['task']) == 'string'
+  -- Only a message with an ETA can have come back from the park.
+  if type(tag) == 'string' and not (v2 and type(headers['eta']) ~= 'string') then
     promoted = redis.call('SREM', KEYS[7], tag)
   end
-  local headers = env['headers']
   local early = false
-  if type(headers) == 'table' and type(headers['task']) == 'string'
-      and type(headers['id']) == 'string' and type(headers['eta']) ~= 'string' then
+  if v2 and type(headers['id']) == 'string' and type(headers['eta']) ~= 'string' then
     early = ARGV[4] == '1'
-    for i = 13, #ARGV do
+    for i = 14, #ARGV do
       if ARGV[i] == headers['task'] then
         early = not early
         break
@@ -308,6 +317,9 @@ impl Default for Scripts {
 
 /// How many due ETA messages one reserve call promotes at most.
 const ETA_PROMOTE_BATCH: usize = 100;
+/// How often a busy child promotes due ETA messages (an idle one does on
+/// every wait): well inside the second an ETA task may be late.
+pub const ETA_PROMOTE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub fn now_secs() -> f64 {
     std::time::SystemTime::now()
@@ -335,6 +347,17 @@ fn flag(on: bool) -> &'static str {
     }
 }
 
+/// What `Scripts::next` does after the finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing: the child is leaving.
+    Stop,
+    /// Reserve the next message.
+    Reserve,
+    /// Promote due ETA messages, then reserve.
+    PromoteAndReserve,
+}
+
 impl Scripts {
     /// Finishes the handled message (`finish`), then, when `reserve`, takes
     /// the held message or the first message in `queue_keys` order: one
@@ -346,8 +369,10 @@ impl Scripts {
         queue_keys: &[String],
         how: &Reservations,
         finish: Option<&Finish>,
-        reserve: bool,
+        then: Then,
     ) -> Result<Option<Reserved>, BrokerError> {
+        let reserve = then != Then::Stop;
+        let promote = then == Then::PromoteAndReserve;
         let mut inv = on_slot(&self.next, slot);
         inv.key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
@@ -365,7 +390,7 @@ impl Scripts {
             _ => (String::new(), String::new()),
         };
         inv.arg(format!("{:.6}", now_secs()))
-            .arg(ETA_PROMOTE_BATCH)
+            .arg(if promote { ETA_PROMOTE_BATCH } else { 0 })
             .arg(&how.token)
             .arg(flag(how.early_by_default))
             .arg(flag(finish.is_some()))
@@ -382,7 +407,8 @@ impl Scripts {
             .arg(how.result_expires.unwrap_or(0))
             .arg(backend_db)
             .arg(broker_db)
-            .arg(flag(reserve));
+            .arg(flag(reserve))
+            .arg(flag(finish.is_some_and(|f| f.in_unacked)));
         for name in &how.exceptions {
             inv.arg(name);
         }

@@ -12,7 +12,9 @@ use super::report::{Report, Reporter, Started};
 use super::ChildSpec;
 use crate::broker::backend::Backend;
 use crate::broker::keys::{self, Slot};
-use crate::broker::reserve::{now_secs, Finish, Reservations, Reserved, Scripts};
+use crate::broker::reserve::{
+    now_secs, Finish, Reservations, Reserved, Scripts, Then, ETA_PROMOTE_EVERY,
+};
 use crate::broker::BrokerError;
 use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::time::duration_secs;
@@ -33,6 +35,11 @@ pub struct Executor<'a> {
     how: Reservations,
     /// The handled message's end, done with the next reservation (`next`).
     finish: Option<Finish>,
+    /// The handled message was acked for kombu (out of `unacked`): in the
+    /// reserving step, by START, or by the child that started it.
+    acked: bool,
+    /// When this child last promoted due ETA messages.
+    promoted_at: Option<Instant>,
     pid: u32,
     /// This child's Python host, when the app has Python tasks.
     host: Option<Host>,
@@ -79,6 +86,8 @@ impl<'a> Executor<'a> {
             queue_keys: keys::consume_order(&spec.queues),
             how,
             finish: None,
+            acked: false,
+            promoted_at: None,
             pid: std::process::id(),
             host: None,
             in_flight: None,
@@ -121,6 +130,10 @@ impl<'a> Executor<'a> {
             }
             f.result = None;
         }
+        let promote = reserve
+            && self
+                .promoted_at
+                .is_none_or(|at| at.elapsed() >= ETA_PROMOTE_EVERY);
         let reply = conns.broker().and_then(|con| {
             self.scripts.next(
                 con,
@@ -128,11 +141,18 @@ impl<'a> Executor<'a> {
                 &self.queue_keys,
                 &self.how,
                 self.finish.as_ref(),
-                reserve,
+                match (reserve, promote) {
+                    (false, _) => Then::Stop,
+                    (true, false) => Then::Reserve,
+                    (true, true) => Then::PromoteAndReserve,
+                },
             )
         });
         match reply {
             Ok(reserved) => {
+                if promote {
+                    self.promoted_at = Some(Instant::now());
+                }
                 if self.finish.take().is_some() {
                     self.in_flight = None;
                     reporter.queue(&Report::Done);
@@ -208,6 +228,7 @@ impl<'a> Executor<'a> {
             tag: task.delivery_tag.clone(),
             msg: msg.clone(),
             result: meta.map(ResultMeta::to_json),
+            in_unacked: !(msg.acked || msg.started || self.acked),
         });
     }
 
@@ -281,6 +302,7 @@ impl<'a> Executor<'a> {
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), BrokerError> {
+        self.acked = false;
         let task = match msg.decode() {
             Ok(t) => t,
             Err(e) => {
@@ -430,6 +452,7 @@ impl<'a> Executor<'a> {
                 task.delivery_tag.as_deref(),
                 &task.id,
             )?;
+            self.acked = true;
         }
         let in_host = matches!(spec.executor, TaskExecutor::Python);
         // Celery's tracer in the host stores STARTED itself (per task).
