@@ -510,6 +510,9 @@ impl<'a> Executor<'a> {
                 reporter.queue(&Report::Done);
             } else {
                 self.finish_with(msg, task, meta.as_ref());
+                if let (Some(f), Some(json)) = (self.finish.as_mut(), done.meta) {
+                    f.result.get_or_insert(json);
+                }
             }
             return Ok(());
         }

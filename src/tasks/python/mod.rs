@@ -232,6 +232,10 @@ pub struct Done {
     /// Set when the host itself failed around the task (not the task).
     #[serde(default)]
     pub error: Option<String>,
+    /// The task's final result meta, as Celery's Redis backend encodes it,
+    /// for the child to store with the ack (the host did not write it).
+    #[serde(default)]
+    pub meta: Option<String>,
 }
 
 /// Why a task got no `done`.
@@ -335,6 +339,7 @@ fn parse_message(line: &str) -> Message {
                 runtime: None,
                 requeue: false,
                 error: Some(format!("unreadable done from the host ({e}): {done}")),
+                meta: None,
             }),
         );
     }
