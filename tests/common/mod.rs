@@ -258,22 +258,37 @@ impl RedisConn {
 // RedisServer
 // ---------------------------------------------------------------------------
 
-/// A private `redis-server` on a free port of 127.0.0.1, persisting nothing,
-/// in its own temp dir. Killed (and reaped) on drop.
+/// A private `redis-server` on a free port of 127.0.0.1, in its own temp
+/// dir, persisting nothing ([`start`](Self::start)) or every write to an
+/// append-only file ([`start_with_aof`](Self::start_with_aof)). Killed (and
+/// reaped) on drop.
 pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    aof: bool,
 }
 
 impl RedisServer {
     /// Starts the server and returns once it answers PING. Panics (with the
     /// server's own log) if it cannot be started.
     pub fn start() -> RedisServer {
+        RedisServer::start_persisting(false)
+    }
+
+    /// As [`start`](Self::start), with `--appendonly yes --appendfsync
+    /// always`: every write Redis acknowledged is on disk, in the server's
+    /// dir, which [`restart`](Self::restart) keeps. So a restart, even after
+    /// a kill, comes back with the data (as a production Redis with AOF does).
+    pub fn start_with_aof() -> RedisServer {
+        RedisServer::start_persisting(true)
+    }
+
+    fn start_persisting(aof: bool) -> RedisServer {
         let mut last_err = String::new();
         // A free port can be taken between our check and redis' bind: retry.
         for _ in 0..5 {
-            match RedisServer::try_start() {
+            match RedisServer::try_start(aof) {
                 Ok(server) => return server,
                 Err(e) => last_err = e,
             }
@@ -281,14 +296,19 @@ impl RedisServer {
         panic!("could not start redis-server: {last_err}");
     }
 
-    fn try_start() -> Result<RedisServer, String> {
+    fn try_start(aof: bool) -> Result<RedisServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("rmulti-redis-")
             .tempdir()
             .map_err(|e| format!("tempdir: {e}"))?;
         let port = free_port();
-        let child = RedisServer::spawn_server(port, dir.path())?;
-        let mut server = RedisServer { child, port, dir };
+        let child = RedisServer::spawn_server(port, dir.path(), aof)?;
+        let mut server = RedisServer {
+            child,
+            port,
+            dir,
+            aof,
+        };
         let up = wait_until(STARTUP_TIMEOUT, || server.ping() || server.exited());
         if up && server.ping() {
             return Ok(server);
@@ -299,7 +319,7 @@ impl RedisServer {
         ))
     }
 
-    /// Kills the server (as a crash would: nothing saved) and waits until
+    /// Kills the server (as a crash would: without AOF nothing is saved) and waits until
     /// it is gone and its port refuses connections. Clients see the
     /// connection drop. [`restart`](Self::restart) brings it back.
     pub fn stop(&mut self) {
@@ -311,10 +331,12 @@ impl RedisServer {
         });
     }
 
-    /// Starts a new, empty `redis-server` on the SAME port (stopping the
-    /// current one first if it still runs), so clients configured with the
-    /// old URL can reconnect. Panics if the port cannot be bound again
-    /// within [`STARTUP_TIMEOUT`].
+    /// Starts a new `redis-server` on the SAME port (stopping the current
+    /// one first if it still runs), so clients configured with the old URL
+    /// can reconnect. It is empty, unless the server was started
+    /// [with AOF](Self::start_with_aof): then it loads what the old one
+    /// wrote. Panics if the port cannot be bound again within
+    /// [`STARTUP_TIMEOUT`].
     pub fn restart(&mut self) {
         if !self.exited() {
             self.stop();
@@ -322,7 +344,7 @@ impl RedisServer {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut last_err = String::new();
         while Instant::now() < deadline {
-            match RedisServer::spawn_server(self.port, self.dir.path()) {
+            match RedisServer::spawn_server(self.port, self.dir.path(), self.aof) {
                 Ok(child) => {
                     self.child = child;
                     let up = wait_until(STARTUP_TIMEOUT, || self.ping() || self.exited());
@@ -343,8 +365,9 @@ impl RedisServer {
         );
     }
 
-    /// Spawns `redis-server` on `port` with its files in `dir` (the log is appended to).
-    fn spawn_server(port: u16, dir: &Path) -> Result<Child, String> {
+    /// Spawns `redis-server` on `port` with its files in `dir` (the log is
+    /// appended to); with `aof`, every write is fsynced to an append-only file.
+    fn spawn_server(port: u16, dir: &Path, aof: bool) -> Result<Child, String> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -360,7 +383,9 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if aof { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(dir)
@@ -1028,6 +1053,15 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     }
     found.remove(0);
     found
+}
+
+/// The live direct children of `pid` (a node's pool children, say, with
+/// whatever orphans it adopted as subreaper).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    descendants(pid)
+        .into_iter()
+        .filter(|&p| matches!(proc_stat(p), Some((ppid, _)) if ppid == pid))
+        .collect()
 }
 
 /// SIGKILLs `pid`, its process group (if it leads one) and every
