@@ -771,20 +771,25 @@ impl Supervisor {
 /// (`tasks::exec`), so killing the pool child's group alone would leave
 /// whatever the command started (`sh -c 'sleep 30; ...'`) running as an
 /// orphan: PR_SET_PDEATHSIG reaches the command, not its children. The
-/// command's group is killed first, while it is still the pool child's.
+/// command is found while it is still the pool child's, but killed after
+/// the pool child: killed first, it would let the child see its command die
+/// and store that (`RuntimeError`) as the task's outcome before ours
+/// (`TimeLimitExceeded`). Its pid stays valid meanwhile: it is re-parented
+/// to us, and we reap nothing before this returns.
 fn kill_group(pid: Pid) {
     let own_group = nix::unistd::getpgrp();
-    for kid in super::identity::children_of(pid.as_raw())
+    let kids: Vec<Pid> = super::identity::children_of(pid.as_raw())
         .into_iter()
         .map(Pid::from_raw)
-    {
+        .collect();
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
+    for kid in kids {
         if nix::unistd::getpgid(Some(kid)) == Ok(kid) && kid != own_group && kid != pid {
             let _ = killpg(kid, Signal::SIGKILL);
         }
         let _ = kill(kid, Signal::SIGKILL);
     }
-    let _ = killpg(pid, Signal::SIGKILL);
-    let _ = kill(pid, Signal::SIGKILL);
 }
 
 /// The body of a forked pool child.
