@@ -586,10 +586,12 @@ impl Supervisor {
                     } else {
                         Some(format!("exitcode {code}"))
                     },
+                    false,
                 ),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => self.child_exited(
                     pid,
                     Some(format!("signal {} ({})", sig as i32, sig.as_str())),
+                    sig == Signal::SIGKILL,
                 ),
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(_) => continue,
@@ -619,7 +621,9 @@ impl Supervisor {
         }
     }
 
-    fn child_exited(&mut self, pid: Pid, abnormal: Option<String>) {
+    /// `sigkilled`: it died of SIGKILL, which no crash raises: someone
+    /// (an operator, the OOM killer, a hard time limit) killed it.
+    fn child_exited(&mut self, pid: Pid, abnormal: Option<String>, sigkilled: bool) {
         let Some(mut c) = self.children.remove(&pid.as_raw()) else {
             return;
         };
@@ -698,8 +702,10 @@ impl Supervisor {
         }
         // The back-off is for children that cannot start or crash at once; a
         // child that ran tasks and left normally (max-tasks-per-child,
-        // max-memory-per-child) is replaced at once.
-        let healthy = abnormal.is_none() && c.jobs > 0;
+        // max-memory-per-child) is replaced at once, and so is one killed
+        // from outside: under repeated kills the back-off would leave slots
+        // empty for most of the time.
+        let healthy = (abnormal.is_none() && c.jobs > 0) || sigkilled;
         if c.spawned.elapsed() < SHORT_LIFE && !c.retiring && !healthy {
             self.respawn_after
                 .insert(c.slot, Instant::now() + RESPAWN_DELAY);
