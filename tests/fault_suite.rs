@@ -196,7 +196,7 @@ impl Figures {
 
 /// Counts what became of `ids` once the node has stopped, prints the
 /// scenario's line (with `extra` appended) and asserts that nothing was
-/// lost and nothing dead-lettered.
+/// lost, nothing dead-lettered and nothing left in flight.
 fn tally(
     scenario: &str,
     redis: &RedisServer,
@@ -237,6 +237,9 @@ fn tally(
         .cmd(&["LRANGE", "rmulti.deadletter", "0", "-1"])
         .strings();
     assert!(dead.is_empty(), "{scenario}: dead-lettered: {dead:?}");
+    // A stopped node leaves nothing half-done: no held list, no `unacked`.
+    let left = in_flight(redis);
+    assert!(left.is_empty(), "{scenario}: left in flight: {left:?}");
     figures
 }
 
@@ -400,11 +403,13 @@ fn late_ack_tasks_across_a_sigkill_of_the_main_process_and_a_restart() {
 // 3. Redis restarting under a running node
 // ---------------------------------------------------------------------------
 
-#[test]
-fn tasks_across_a_redis_restart_with_aof() {
+/// 300 tasks through a `-c 4` node while Redis (AOF on) is killed for a
+/// second and restarted; returns the figures, all tasks having succeeded
+/// and no process having exited.
+fn across_a_redis_restart(scenario: &str, settings: &str) -> Figures {
     let mut redis = RedisServer::start_with_aof();
     let dir = TestDir::new(&redis);
-    write_counting_app(&dir, "", "0.02");
+    write_counting_app(&dir, settings, "0.02");
     let (_guard, pid) = start_detached(&dir, &["-c", "4"]);
     let pool = pool_of(pid);
 
@@ -425,6 +430,9 @@ fn tasks_across_a_redis_restart_with_aof() {
         "no child noticed that Redis went away\n{}",
         node_logs(&dir)
     );
+    // The outage's length, not a wait: long enough for tasks to end, and
+    // their results and acks to fail, while Redis is away.
+    std::thread::sleep(Duration::from_secs(1));
     redis.restart();
     wait_all_finished(&redis, &dir, &ids, RESULTS_TIMEOUT);
 
@@ -447,16 +455,24 @@ fn tasks_across_a_redis_restart_with_aof() {
     );
     stop_node(&dir, pid);
 
-    let figures = tally(
-        "300 tasks across a Redis restart (AOF)",
-        &redis,
-        &dir,
-        &ids,
-        "",
-    );
+    let figures = tally(scenario, &redis, &dir, &ids, "");
     assert_all_succeeded(&figures, &ids);
+    figures
+}
+
+#[test]
+fn early_ack_tasks_across_a_redis_restart_with_aof() {
+    let figures = across_a_redis_restart("300 tasks across a Redis restart (AOF)", "");
     // Early ack: a task is never run twice.
     assert_eq!(figures.executed_twice(), 0);
+}
+
+#[test]
+fn late_ack_tasks_across_a_redis_restart_with_aof() {
+    across_a_redis_restart(
+        "300 late-ack tasks across a Redis restart (AOF)",
+        "task_acks_late = true",
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -476,16 +492,22 @@ fn a_node_started_while_redis_is_down_serves_once_it_is_up() {
     let launcher = Rmulti::new(&dir).args(&args);
     let launched = std::thread::spawn(move || launcher.run());
 
-    // The node is up (its pidfile names a live process) and says in its
-    // log which Redis it cannot reach.
+    // The node is up (its pidfile names a live process), and its log says,
+    // twice at least (it retries), which Redis it cannot reach.
     let address = format!("127.0.0.1:{}", redis.port());
+    let complaints = || {
+        dir.read(MAIN_LOG)
+            .lines()
+            .filter(|l| l.contains(&address) && (l.contains("WARNING/") || l.contains("ERROR/")))
+            .count()
+    };
     let waiting = wait_until(Duration::from_secs(10), || {
-        read_pidfile(dir.join(PIDFILE)).is_some_and(alive) && dir.read(MAIN_LOG).contains(&address)
+        read_pidfile(dir.join(PIDFILE)).is_some_and(alive) && complaints() >= 2
     });
     guard.remember();
     assert!(
         waiting,
-        "no pidfile, or no connection error naming {address}\n{}",
+        "no pidfile, or no retried connection error naming {address}\n{}",
         node_logs(&dir)
     );
     let pid = read_pidfile(dir.join(PIDFILE)).expect("pidfile");
@@ -704,7 +726,6 @@ fn max_tasks_per_child_recycles_children_and_loses_nothing() {
         per_child.values().all(|&n| n <= 5),
         "a child ran more than 5 tasks: {per_child:?}"
     );
-    assert!(per_child.len() >= 12, "{per_child:?}");
 }
 
 // ---------------------------------------------------------------------------
