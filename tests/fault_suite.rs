@@ -10,7 +10,7 @@
 //! - *lost*: no result, and the message is nowhere on the broker (no queue,
 //!   held list, `unacked` entry or ETA park) once the node has stopped;
 //! - *executed twice*: the task's command ran more than once. The task counts
-//!   itself: it is an exec task that appends its id to `runs.log` with one
+//!   itself: it is an exec task that appends its id to `runs.txt` with one
 //!   `O_APPEND` write.
 //!
 //! Every scenario asserts lost == 0, and what else its fault promises (no
@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 /// Where the counting task appends its id, one line per run.
-const RUNS: &str = "runs.log";
+const RUNS: &str = "runs.txt";
 /// The counting task's name in every app of this file.
 const COUNTED: &str = "proj.tasks.counted";
 const LATE_ACK: &str = "task_acks_late = true\ntask_reject_on_worker_lost = true";
@@ -440,9 +440,14 @@ fn early_ack_tasks_across_a_sigkill_of_the_main_process_and_a_restart() {
 // 3. Redis restarting under a running node
 // ---------------------------------------------------------------------------
 
-/// 300 tasks through a `-c 4` node while Redis (AOF on) is killed for a
-/// second and restarted; returns the figures, all tasks having succeeded
-/// and no process having exited.
+/// Keys of ballast in db 2, loaded one per [`LOAD_DELAY_US`] by a restarted
+/// Redis: about a second during which it answers `LOADING`.
+const BALLAST_KEYS: usize = 1000;
+const LOAD_DELAY_US: &str = "1000";
+
+/// 300 tasks through a `-c 4` node while Redis (AOF on) is killed for half a
+/// second and restarted, then loads its data for about a second; returns
+/// the figures, all tasks having succeeded and no process having exited.
 fn across_a_redis_restart(scenario: &str, settings: &str) -> Figures {
     let mut redis = RedisServer::start_with_aof();
     let dir = TestDir::new(&redis);
@@ -456,6 +461,16 @@ fn across_a_redis_restart(scenario: &str, settings: &str) -> Figures {
         "the node did not get going\n{}",
         node_logs(&dir)
     );
+    // A data set that takes a while to load: ballast in a db the app does
+    // not use, in the AOF's RDB part (which Redis loads key by key).
+    let mut ballast: Vec<String> = vec!["MSET".into()];
+    for i in 0..BALLAST_KEYS {
+        ballast.extend([format!("ballast:{i}"), "x".to_string()]);
+    }
+    let ballast: Vec<&str> = ballast.iter().map(String::as_str).collect();
+    assert_eq!(redis.conn(2).cmd(&ballast), Resp::Simple("OK".into()));
+    redis.rewrite_aof();
+
     redis.stop();
     let child_logs = || {
         (1..=4)
@@ -469,8 +484,10 @@ fn across_a_redis_restart(scenario: &str, settings: &str) -> Figures {
     );
     // The outage's length, not a wait: long enough for tasks to end, and
     // their results and acks to fail, while Redis is away.
-    std::thread::sleep(Duration::from_secs(1));
-    redis.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    let loading = Instant::now();
+    redis.restart_with(&["--key-load-delay", LOAD_DELAY_US]);
+    let loading = loading.elapsed();
     wait_all_finished(&redis, &dir, &ids, RESULTS_TIMEOUT);
 
     // Nothing exited: the same main process, the same pool children.
@@ -492,14 +509,21 @@ fn across_a_redis_restart(scenario: &str, settings: &str) -> Figures {
     );
     stop_node(&dir, pid);
 
-    let figures = tally(scenario, &redis, &dir, &ids, "");
+    let figures = tally(
+        scenario,
+        &redis,
+        &dir,
+        &ids,
+        &format!(", Redis loading for {:.1} s", loading.as_secs_f64()),
+    );
     assert_all_succeeded(&figures, &ids);
     figures
 }
 
 #[test]
 fn early_ack_tasks_across_a_redis_restart_with_aof() {
-    let figures = across_a_redis_restart("300 tasks across a Redis restart (AOF)", "");
+    let figures =
+        across_a_redis_restart("300 tasks across a Redis restart (AOF, slow to load)", "");
     // Early ack: a task is never run twice.
     assert_eq!(figures.executed_twice(), 0);
 }
@@ -507,7 +531,7 @@ fn early_ack_tasks_across_a_redis_restart_with_aof() {
 #[test]
 fn late_ack_tasks_across_a_redis_restart_with_aof() {
     across_a_redis_restart(
-        "300 late-ack tasks across a Redis restart (AOF)",
+        "300 late-ack tasks across a Redis restart (AOF, slow to load)",
         "task_acks_late = true",
     );
 }

@@ -39,7 +39,8 @@ pub enum BrokerError {
 
 impl BrokerError {
     /// True when retrying on a new connection may help (server gone, timeout,
-    /// credentials not accepted yet).
+    /// credentials not accepted yet, restarted and still loading its data:
+    /// `LOADING`).
     pub fn is_connection_problem(&self) -> bool {
         match self {
             BrokerError::Connect { .. } | BrokerError::Auth { .. } => true,
@@ -48,6 +49,7 @@ impl BrokerError {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    || e.kind() == redis::ErrorKind::BusyLoadingError
             }
             _ => false,
         }

@@ -302,7 +302,7 @@ impl RedisServer {
             .tempdir()
             .map_err(|e| format!("tempdir: {e}"))?;
         let port = free_port();
-        let child = RedisServer::spawn_server(port, dir.path(), aof)?;
+        let child = RedisServer::spawn_server(port, dir.path(), aof, &[])?;
         let mut server = RedisServer {
             child,
             port,
@@ -338,13 +338,23 @@ impl RedisServer {
     /// wrote. Panics if the port cannot be bound again within
     /// [`STARTUP_TIMEOUT`].
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// As [`restart`](Self::restart), the new server getting `extra`
+    /// arguments. `["--key-load-delay", "1000"]` (a hidden setting of Redis'
+    /// own tests: microseconds per key loaded from the RDB part of the AOF,
+    /// see [`rewrite_aof`](Self::rewrite_aof)) keeps it answering `LOADING`
+    /// for a while, as a production Redis with a big data set does. Returns
+    /// once it has loaded and answers PING.
+    pub fn restart_with(&mut self, extra: &[&str]) {
         if !self.exited() {
             self.stop();
         }
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut last_err = String::new();
         while Instant::now() < deadline {
-            match RedisServer::spawn_server(self.port, self.dir.path(), self.aof) {
+            match RedisServer::spawn_server(self.port, self.dir.path(), self.aof, extra) {
                 Ok(child) => {
                     self.child = child;
                     let up = wait_until(STARTUP_TIMEOUT, || self.ping() || self.exited());
@@ -365,9 +375,24 @@ impl RedisServer {
         );
     }
 
+    /// Rewrites the AOF (`BGREWRITEAOF`) and waits until it is done: what
+    /// Redis holds now is then in the file's RDB part, which a restart loads
+    /// key by key.
+    pub fn rewrite_aof(&self) {
+        let mut con = self.conn(0);
+        let r = con.cmd(&["BGREWRITEAOF"]);
+        assert!(matches!(r, Resp::Simple(_)), "BGREWRITEAOF: {r:?}");
+        let done = wait_until(STARTUP_TIMEOUT, || {
+            let info = con.cmd(&["INFO", "persistence"]).text().unwrap_or_default();
+            info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+        });
+        assert!(done, "the AOF rewrite did not finish");
+    }
+
     /// Spawns `redis-server` on `port` with its files in `dir` (the log is
-    /// appended to); with `aof`, every write is fsynced to an append-only file.
-    fn spawn_server(port: u16, dir: &Path, aof: bool) -> Result<Child, String> {
+    /// appended to) and `extra` arguments; with `aof`, every write is fsynced
+    /// to an append-only file.
+    fn spawn_server(port: u16, dir: &Path, aof: bool, extra: &[&str]) -> Result<Child, String> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -389,6 +414,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
