@@ -91,3 +91,47 @@ fn a_result_stored_late_is_the_real_one_and_the_task_ran_once() {
     );
     wait_nothing_in_flight(&broker);
 }
+
+/// Regression (found by tests/fault_suite.rs): when Redis refused both the
+/// result and its dead-letter record (here: `maxmemory` reached), the
+/// outcome was dropped, and once Redis took writes again the message was
+/// acked without any result.
+#[test]
+fn a_result_refused_by_a_full_redis_is_stored_once_it_has_room() {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", "");
+    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
+    run.success();
+
+    let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1]");
+    assert!(wait_until(Duration::from_secs(10), || {
+        redis.cmd(&["KEYS", "rmulti.state.*"]).strings().len() == 1
+    }));
+    // Full while the task runs: every write is refused with -OOM.
+    redis.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || dir
+            .read("w1-1.log")
+            .contains("OOM")),
+        "the child never met the full Redis\n{}",
+        dir.read("w1-1.log")
+    );
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+
+    let meta = redis
+        .wait_result(&id, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no result\n{}", dir.read("w1-1.log")));
+    assert_eq!(meta["status"], "SUCCESS", "{meta}");
+    assert_eq!(meta["result"], 1);
+    let log = dir.read("w1-1.log");
+    assert_eq!(
+        log.matches(&format!("[{id}] succeeded")).count(),
+        1,
+        "{log}"
+    );
+    // Stored in the end, so not dead-lettered either.
+    assert_eq!(redis.cmd(&["LLEN", "rmulti.deadletter"]).int(), 0);
+    wait_nothing_in_flight(&redis);
+}
