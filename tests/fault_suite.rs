@@ -445,6 +445,19 @@ fn early_ack_tasks_across_a_sigkill_of_the_main_process_and_a_restart() {
 const BALLAST_KEYS: usize = 1000;
 const LOAD_DELAY_US: &str = "1000";
 
+/// Gives `redis` (AOF on) a data set that takes a while to load: ballast in
+/// a db the app does not use, in the AOF's RDB part, which a restart with
+/// `--key-load-delay` loads key by key.
+fn add_ballast(redis: &RedisServer) {
+    let mut ballast: Vec<String> = vec!["MSET".into()];
+    for i in 0..BALLAST_KEYS {
+        ballast.extend([format!("ballast:{i}"), "x".to_string()]);
+    }
+    let ballast: Vec<&str> = ballast.iter().map(String::as_str).collect();
+    assert_eq!(redis.conn(2).cmd(&ballast), Resp::Simple("OK".into()));
+    redis.rewrite_aof();
+}
+
 /// 300 tasks through a `-c 4` node while Redis (AOF on) is killed for half a
 /// second and restarted, then loads its data for about a second; returns
 /// the figures, all tasks having succeeded and no process having exited.
@@ -461,16 +474,7 @@ fn across_a_redis_restart(scenario: &str, settings: &str) -> Figures {
         "the node did not get going\n{}",
         node_logs(&dir)
     );
-    // A data set that takes a while to load: ballast in a db the app does
-    // not use, in the AOF's RDB part (which Redis loads key by key).
-    let mut ballast: Vec<String> = vec!["MSET".into()];
-    for i in 0..BALLAST_KEYS {
-        ballast.extend([format!("ballast:{i}"), "x".to_string()]);
-    }
-    let ballast: Vec<&str> = ballast.iter().map(String::as_str).collect();
-    assert_eq!(redis.conn(2).cmd(&ballast), Resp::Simple("OK".into()));
-    redis.rewrite_aof();
-
+    add_ballast(&redis);
     redis.stop();
     let child_logs = || {
         (1..=4)
@@ -542,9 +546,10 @@ fn late_ack_tasks_across_a_redis_restart_with_aof() {
 
 #[test]
 fn a_node_started_while_redis_is_down_serves_once_it_is_up() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start_with_aof();
     let dir = TestDir::new(&redis);
     write_counting_app(&dir, "", "0");
+    add_ballast(&redis);
     redis.stop();
 
     let mut guard = NodeGuard::new(dir.path(), &[PIDFILE]);
@@ -573,7 +578,8 @@ fn a_node_started_while_redis_is_down_serves_once_it_is_up() {
     );
     let pid = read_pidfile(dir.join(PIDFILE)).expect("pidfile");
 
-    redis.restart();
+    // It comes back slowly, answering LOADING for about a second.
+    redis.restart_with(&["--key-load-delay", LOAD_DELAY_US]);
     let ids = send(&redis, 50);
     let run = launched.join().expect("launcher thread");
     run.success();
@@ -582,7 +588,7 @@ fn a_node_started_while_redis_is_down_serves_once_it_is_up() {
     stop_node(&dir, pid);
 
     let figures = tally(
-        "50 tasks sent as Redis came up after the node started",
+        "50 tasks sent as Redis came up (and loaded) after the node started",
         &redis,
         &dir,
         &ids,
