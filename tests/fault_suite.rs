@@ -46,10 +46,17 @@ const RESULTS_TIMEOUT: Duration = Duration::from_secs(45);
 /// so concurrent runs never interleave), sleeps `secs` and returns
 /// `[id, pid of its pool child]`.
 fn counted_task(dir: &TestDir, secs: &str) -> String {
-    let script = format!(
-        "read -r j\nt=${{j#*'\"id\":\"'}}\nid=${{t%%'\"'*}}\necho \"$id\" >> '{}'\nsleep {secs}\nprintf '[\"%s\", %s]\\n' \"$id\" \"$PPID\"\n",
-        dir.join(RUNS).display()
-    );
+    // The request is compact JSON that starts `{"id":"<id>",...`.
+    let runs = dir.join(RUNS);
+    let script = [
+        "read -r j".to_string(),
+        r#"t=${j#*'"id":"'}"#.to_string(),
+        r#"id=${t%%'"'*}"#.to_string(),
+        format!(r#"echo "$id" >> '{}'"#, runs.display()),
+        format!("sleep {secs}"),
+        r#"printf '["%s", %s]\n' "$id" "$PPID""#.to_string(),
+    ]
+    .join("\n");
     let path = dir.write("counted.sh", script);
     format!(
         "\"{COUNTED}\" = {{ exec = [\"sh\", \"{}\"] }}\n",
