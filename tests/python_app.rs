@@ -675,3 +675,52 @@ fn warm_shutdown_lets_a_running_python_task_finish() {
     assert!(wait_until(WAIT, || !alive(pid)), "node stopped");
     assert!(!alive(host), "its Python host too");
 }
+
+/// A link callback is sent by Celery's tracer after its task's result is
+/// stored, so a task with one stores its own result in the host; a plain task
+/// hands its result to the child. Both must read back as Celery writes them.
+#[test]
+fn a_link_callback_runs_with_the_result_and_both_results_are_stored() {
+    use base64::Engine as _;
+    let node = start("pyproj", &[]);
+    let callback_id = "5d7a0c52-1d3a-4a9b-8f0e-6c2d1b9e0a11";
+    let parent = node.send_kw("add", json!([1, 2]), json!({}), |env| {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = env["body"].as_str().expect("base64 body").to_string();
+        let mut parts: Value =
+            serde_json::from_slice(&b64.decode(body).expect("base64")).expect("body json");
+        parts[2]["callbacks"] = json!([{
+            "task": "pyproj.tasks.add",
+            "args": [100],
+            "kwargs": {},
+            "options": {"task_id": callback_id},
+            "subtask_type": null,
+            "immutable": false,
+        }]);
+        env["body"] = json!(b64.encode(parts.to_string()));
+    });
+    let plain = node.send("add", json!([20, 22]));
+    let first = node.result(&parent);
+    assert_eq!(first["status"], "SUCCESS");
+    assert_eq!(first["result"], 3);
+    let linked = node.result(callback_id);
+    assert_eq!(linked["status"], "SUCCESS", "{linked}");
+    assert_eq!(linked["result"], 103);
+    let second = node.result(&plain);
+    assert_eq!(second["result"], 42);
+    // The meta the child stored for the host has Celery's keys, in order.
+    let raw = node
+        .redis
+        .cmd_db(1, &["GET", &format!("celery-task-meta-{plain}")])
+        .text()
+        .expect("stored meta");
+    assert!(
+        raw.starts_with(r#"{"status": "SUCCESS", "result": 42, "traceback": null, "children": [], "date_done": ""#),
+        "{raw}"
+    );
+    assert!(
+        raw.ends_with(&format!(r#""task_id": "{plain}"}}"#)),
+        "{raw}"
+    );
+    node.wait_idle();
+}
