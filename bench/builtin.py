@@ -199,6 +199,39 @@ def latency(ctx, node, n, out):
             node.label, P(lat, 50), P(lat, 95), P(lat, 99)))
 
 
+def latency_raw(ctx, node, n, out):
+    """n sequential round trips with a bare redis-py client: SUBSCRIBE to the
+    result's channel, LPUSH the same Celery message `delay()` sends, wait for
+    the PUBLISH. The worker's share of a round trip, without the Celery
+    client's own work (and its result consumer's waits) on top."""
+    ps = ctx.r1.pubsub(ignore_subscribe_messages=True)
+    enc = ctx.encoders["add"]
+    lat = []
+    try:
+        for i in range(n):
+            tid, raw = enc.encode([i, i])
+            ps.subscribe("celery-task-meta-" + tid)
+            ps.get_message(timeout=1.0)  # the subscribe confirmation
+            t = time.perf_counter()
+            ctx.r0.lpush("celery", raw)
+            deadline = t + 10.0
+            got = None
+            while got is None and time.perf_counter() < deadline:
+                got = ps.get_message(timeout=1.0)
+            if got is None:
+                ctx.B.problem("%s raw latency: no result for round trip %d" % (node.label, i))
+                break
+            lat.append((time.perf_counter() - t) * 1000.0)
+            ps.unsubscribe()
+    finally:
+        ps.close()
+    out.setdefault("lat_raw", []).extend(lat)
+    if lat:
+        P = ctx.B.pct
+        ctx.B.log("    %s raw-client latency: p50 %.2f ms, p95 %.2f ms, p99 %.2f ms" % (
+            node.label, P(lat, 50), P(lat, 95), P(lat, 99)))
+
+
 def memory(node, when, out):
     m = node.memory()
     if not m:
@@ -246,6 +279,7 @@ def node_cycle(ctx, system, c, rnd, out):
                     out["monitor"] = d["monitor"]
             producer(ctx, node, args.n_prod, out)
             latency(ctx, node, args.n_lat, out)
+            latency_raw(ctx, node, args.n_lat, out)
             memory(node, "load", out)
         if c == 2:
             t = node.stopwait()

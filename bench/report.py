@@ -161,6 +161,9 @@ def builtin_table(res, pyres, ceiling_ops, args):
     t.row("round trip `delay().get()` p50", "lat", "ms", "%.2f", agg=lambda xs: pct(xs, 50), target=FIFTH)
     t.row("round trip p95", "lat", "ms", "%.2f", agg=lambda xs: pct(xs, 95))
     t.row("round trip p99", "lat", "ms", "%.2f", agg=lambda xs: pct(xs, 99))
+    t.row("round trip, bare redis-py client (LPUSH, wait for the PUBLISH) p50", "lat_raw", "ms", "%.2f",
+          agg=lambda xs: pct(xs, 50))
+    t.row("round trip, bare redis-py client p99", "lat_raw", "ms", "%.2f", agg=lambda xs: pct(xs, 99))
     t.section("memory, -c 2 node, per process (MiB; per child: median of the children)")
     for when, what in (("idle", "idle"), ("load", "after load")):
         t.row("main process RSS, %s" % what, "mem_%s_main_rss" % when, "MiB", "%.1f", target=TENTH)
