@@ -23,7 +23,10 @@ pub struct Launched {
     pub output: String,
 }
 
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the launcher's exit is checked while its pipe stays open: the
+/// daemon it leaves may hold the pipe, so no end of file says it is done, and
+/// a node is ready in under 10 ms (a long interval was most of `start`).
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
