@@ -130,6 +130,9 @@ fn consume(
                 return 0;
             }
             Ok(None) => {
+                // Whatever a BLMOVE moved was not there to take (a sweep
+                // had requeued it): nothing holds a stop back any more.
+                moved_from = None;
                 if reporter.flush().is_err() {
                     return 1;
                 }
