@@ -23,10 +23,9 @@ pub struct Launched {
     pub output: String,
 }
 
-/// How often the launcher's exit is checked while its pipe stays open: the
-/// daemon it leaves may hold the pipe, so no end of file says it is done, and
-/// a node is ready in under 10 ms (a long interval was most of `start`).
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// How often the launcher's exit is checked while its pipe stays open: a
+/// fallback, for a worker program that keeps its stdout after detaching.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
@@ -49,7 +48,10 @@ fn drain(reader: &mut std::fs::File, into: &mut Vec<u8>) -> bool {
 }
 
 pub fn launch(cmd: &CommandLine) -> io::Result<Launched> {
-    let (read_end, write_end) = nix::unistd::pipe().map_err(io::Error::from)?;
+    // Close-on-exec: without it the launcher, and the daemon it forks, kept a
+    // copy of the write end under its own fd number, so the end of file
+    // that says "launcher gone" never came and each node cost a poll interval.
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     set_nonblocking(&read_end)?;
     let mut child = {
         let mut command = Command::new(&cmd.program);
