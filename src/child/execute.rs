@@ -50,6 +50,7 @@ pub struct Executor<'a> {
 }
 
 /// See `Executor::in_flight`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
     /// Early-acked, not run yet: run it.
     Acked,
@@ -119,16 +120,12 @@ impl<'a> Executor<'a> {
         reporter: &mut Reporter,
         reserve: bool,
     ) -> Result<Option<Reserved>, BrokerError> {
-        let separate = self.how.result_dbs.is_none();
-        if let Some(f) = self
-            .finish
-            .as_mut()
-            .filter(|f| separate && f.result.is_some())
-        {
+        // A backend on another server cannot be written by the script.
+        if let (None, Some(f)) = (self.how.result_dbs, self.finish.as_mut()) {
             if let Some(json) = &f.result {
                 store_retrying(&self.backend, conns, &f.task_id, json)?;
+                f.result = None;
             }
-            f.result = None;
         }
         let promote = reserve
             && self
@@ -209,9 +206,7 @@ impl<'a> Executor<'a> {
                         keys::DEAD_LETTER
                     );
                     let reason = format!("result could not be stored: {e}; result: {json}");
-                    let record =
-                        self.dead_letter_record(&f.msg, &reason, Some(&f.task_id), Some(&f.task));
-                    crate::broker::reserve::push_dead_letter(conns.broker()?, &record)?;
+                    self.keep(conns, &f.msg, &reason, &f.task_id, &f.task)?;
                 }
             }
             f.result = None;
@@ -337,19 +332,15 @@ impl<'a> Executor<'a> {
                 );
             }
         };
-        match self.in_flight.take_if(|(id, _)| *id == task.id) {
-            Some((id, Stage::Ran)) => {
-                // Ran here already; only its finish is left.
-                self.in_flight = Some((id, Stage::Ran));
-                self.finish_with(msg, &task, None);
-                return Ok(());
-            }
-            Some((_, Stage::Acked)) => {}
-            None if msg.started => {
-                self.record_lost(msg, &task);
-                return Ok(());
-            }
-            None => {}
+        let ours = |stage: Stage| matches!(&self.in_flight, Some((id, s)) if *id == task.id && *s == stage);
+        if ours(Stage::Ran) {
+            // Ran here already; only its finish is left.
+            self.finish_with(msg, &task, None);
+            return Ok(());
+        }
+        if msg.started && !ours(Stage::Acked) {
+            self.record_lost(msg, &task);
+            return Ok(());
         }
         // A due ETA message was logged as received when it arrived.
         if !msg.from_eta_park {
@@ -562,12 +553,7 @@ impl<'a> Executor<'a> {
                     task.task,
                     err.exc.repr()
                 );
-                let record =
-                    self.dead_letter_record(msg, &reason, Some(&task.id), Some(&task.task));
-                if let Err(e) = conns
-                    .broker()
-                    .and_then(|con| crate::broker::reserve::push_dead_letter(con, &record))
-                {
+                if let Err(e) = self.keep(conns, msg, &reason, &task.id, &task.task) {
                     // The task ran; its outcome still goes to the backend.
                     tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
                 }
@@ -649,6 +635,20 @@ impl<'a> Executor<'a> {
         let id = task.as_ref().map(|t| t.id.as_str());
         let name = task.as_ref().map(|t| t.task.as_str());
         self.dead_letter(msg, conns, reason, id, name)
+    }
+
+    /// Keeps a record of `msg` in the dead-letter list without touching its
+    /// state (the task ran; its message is acked as usual).
+    fn keep(
+        &self,
+        conns: &mut Conns,
+        msg: &Reserved,
+        reason: &str,
+        task_id: &str,
+        task: &str,
+    ) -> Result<(), BrokerError> {
+        let record = self.dead_letter_record(msg, reason, Some(task_id), Some(task));
+        crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
     }
 
     /// The JSON record kept in the dead-letter list (documented in the README).
