@@ -7,20 +7,26 @@ use redis::{Connection, Script};
 use super::connection::BrokerError;
 use super::keys;
 
-// Atomic form of Celery's GET-then-MULTI: skip when SUCCESS is stored.
-const STORE: &str = r#"
-local old = redis.call('GET', KEYS[1])
-if old and string.find(old, '"status": *"SUCCESS"') then
-  return 0
+/// Lua: `store_result(key, meta, expires)`, the atomic form of Celery's
+/// GET-then-MULTI: skip when SUCCESS is stored, else SETEX (SET when
+/// `expires` is 0) and PUBLISH. Shared by every script that stores a result.
+pub const STORE_RESULT_FN: &str = r#"
+local function store_result(key, meta, expires)
+  local old = redis.call('GET', key)
+  if old and string.find(old, '"status": *"SUCCESS"') then
+    return 0
+  end
+  if tonumber(expires) > 0 then
+    redis.call('SETEX', key, expires, meta)
+  else
+    redis.call('SET', key, meta)
+  end
+  redis.call('PUBLISH', key, meta)
+  return 1
 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
 "#;
+
+const STORE: &str = "return store_result(KEYS[1], ARGV[1], ARGV[2])";
 
 pub struct Backend {
     store: Script,
@@ -31,7 +37,7 @@ pub struct Backend {
 impl Backend {
     pub fn new(expires: Option<u64>) -> Backend {
         Backend {
-            store: Script::new(STORE),
+            store: Script::new(&format!("{STORE_RESULT_FN}{STORE}")),
             expires,
         }
     }

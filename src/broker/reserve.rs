@@ -12,6 +12,7 @@
 
 use redis::{Connection, Script, ScriptInvocation};
 
+use super::backend::STORE_RESULT_FN;
 use super::connection::{BrokerError, BLOCK_TIMEOUT};
 use super::keys::{self, Slot};
 use crate::protocol::{DecodeError, TaskMessage};
@@ -110,15 +111,7 @@ pub struct Finish {
 const NEXT: &str = r#"
 if ARGV[8] ~= '' then
   if ARGV[10] ~= '' then redis.call('SELECT', ARGV[10]) end
-  local old = redis.call('GET', KEYS[8])
-  if not (old and string.find(old, '"status": *"SUCCESS"')) then
-    if tonumber(ARGV[9]) > 0 then
-      redis.call('SETEX', KEYS[8], ARGV[9], ARGV[8])
-    else
-      redis.call('SET', KEYS[8], ARGV[8])
-    end
-    redis.call('PUBLISH', KEYS[8], ARGV[8])
-  end
+  store_result(KEYS[8], ARGV[8], ARGV[9])
   if ARGV[10] ~= '' then redis.call('SELECT', ARGV[11]) end
 end
 local emptied = false
@@ -305,7 +298,7 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            next: Script::new(NEXT),
+            next: Script::new(&format!("{STORE_RESULT_FN}{NEXT}")),
             ack: Script::new(FORGET),
             start: Script::new(START),
             park: Script::new(&format!("{PARK}{FORGET}")),
