@@ -118,11 +118,10 @@ local emptied = false
 if ARGV[5] == '1' then
   local held = redis.call('LINDEX', KEYS[1], -1)
   if held and ((ARGV[6] ~= '' and string.find(held, ARGV[6], 1, true)) or (ARGV[6] == '' and held == ARGV[7])) then
-    if ARGV[6] ~= '' and ARGV[13] == '1' then
-      redis.call('ZREM', KEYS[3], ARGV[6])
-      redis.call('HDEL', KEYS[2], ARGV[6])
+    if ARGV[13] == '1' then
+      unregister(ARGV[6])
     end
-    redis.call('DEL', KEYS[1], KEYS[4])
+    empty_slot()
     emptied = true
   end
 end
@@ -174,7 +173,7 @@ if msg then
     -- Registered once and gone from unacked since: a visibility sweep put it
     -- back on a queue (or it was acked). This copy must not run too.
     if type(tag0) == 'string' and redis.call('HEXISTS', KEYS[2], tag0) == 0 then
-      redis.call('DEL', KEYS[1], KEYS[4])
+      empty_slot()
       msg = false
       fresh = true
     end
@@ -231,16 +230,26 @@ end
 return {msg, src, promoted, started, acked}
 "#;
 
-// The end of every script that is done with the held message: out of kombu's
-// unacked (ARGV[1] = its delivery tag, '' when it has none), out of the held
-// list, no state.
-const FORGET: &str = r#"
-if ARGV[1] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
+// Functions every slot script may use (prepended to each): out of kombu's
+// unacked by delivery tag ('' when the message has none), and the slot
+// emptied (held list and state).
+const SLOT_FNS: &str = r#"
+local function unregister(tag)
+  if tag ~= '' then
+    redis.call('ZREM', KEYS[3], tag)
+    redis.call('HDEL', KEYS[2], tag)
+  end
 end
-redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[4])
+local function empty_slot()
+  redis.call('DEL', KEYS[1], KEYS[4])
+end
+"#;
+
+// The end of every script that is done with the held message: out of kombu's
+// unacked (ARGV[1] = its delivery tag), out of the held list, no state.
+const FORGET: &str = r#"
+unregister(ARGV[1])
+empty_slot()
 return 1
 "#;
 
@@ -248,10 +257,7 @@ return 1
 // held list keeps the message and its state says it started, so a node that
 // dies now still knows the task's outcome must be recorded, not re-run.
 const START: &str = r#"
-if ARGV[1] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-end
+unregister(ARGV[1])
 redis.call('SET', KEYS[4], 'started:' .. ARGV[2])
 return 1
 "#;
@@ -274,8 +280,7 @@ const RESTORE: &str = r#"
 if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) == 'registered'
     and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
   -- A visibility sweep already put it back: do not queue a second copy.
-  redis.call('DEL', KEYS[1])
-  redis.call('DEL', KEYS[4])
+  empty_slot()
   return 0
 end
 if ARGV[4] == 'tail' then
@@ -298,14 +303,19 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            next: Script::new(&format!("{STORE_RESULT_FN}{NEXT}")),
-            ack: Script::new(FORGET),
-            start: Script::new(START),
-            park: Script::new(&format!("{PARK}{FORGET}")),
-            dead_letter: Script::new(&format!("{DEAD_LETTER}{FORGET}")),
-            restore: Script::new(&format!("{RESTORE}{FORGET}")),
+            next: slot_script(&[STORE_RESULT_FN, NEXT]),
+            ack: slot_script(&[FORGET]),
+            start: slot_script(&[START]),
+            park: slot_script(&[PARK, FORGET]),
+            dead_letter: slot_script(&[DEAD_LETTER, FORGET]),
+            restore: slot_script(&[RESTORE, FORGET]),
         }
     }
+}
+
+/// A script on a slot's keys: `SLOT_FNS`, then `parts` in order.
+fn slot_script(parts: &[&str]) -> Script {
+    Script::new(&format!("{SLOT_FNS}{}", parts.concat()))
 }
 
 /// How many due ETA messages one reserve call promotes at most.
