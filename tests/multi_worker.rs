@@ -23,9 +23,7 @@ struct Env {
 }
 
 fn setup(nodes: &[&str]) -> Env {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let pidfiles: Vec<String> = nodes.iter().map(|n| format!("{n}.pid")).collect();
     let guard = NodeGuard::new(dir.path(), &pidfiles);
     Env { guard, dir, redis }

@@ -20,9 +20,7 @@ struct Node {
 }
 
 fn node() -> Node {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let (run, guard) = start_worker(&dir, &["-c", "1"]);
     run.success();
     Node {

@@ -48,10 +48,7 @@ fn assert_serves(redis: &RedisServer, dir: &TestDir, x: i64, y: i64) {
 
 #[test]
 fn sigkill_of_an_idle_child_is_logged_and_the_child_replaced_within_a_second() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let child = only_child(pid);
 
     signal(child, libc::SIGKILL);
@@ -78,10 +75,7 @@ fn sigkill_of_an_idle_child_is_logged_and_the_child_replaced_within_a_second() {
 
 #[test]
 fn sigkill_of_a_busy_child_records_worker_lost_error() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
@@ -115,13 +109,10 @@ fn sigkill_of_a_busy_child_records_worker_lost_error() {
 
 #[test]
 fn acks_late_with_reject_on_worker_lost_requeues_a_killed_task() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app(
-        "proj",
+    let (redis, dir, _guard, pid) = started_node(
         "task_acks_late = true\ntask_reject_on_worker_lost = true\ntask_track_started = true",
+        &["-c", "1"],
     );
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1]");
@@ -159,10 +150,7 @@ fn acks_late_with_reject_on_worker_lost_requeues_a_killed_task() {
 
 #[test]
 fn hard_time_limit_kills_the_task_and_replaces_the_child() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "1", "--time-limit", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[10]");
@@ -189,10 +177,7 @@ fn hard_time_limit_kills_the_task_and_replaces_the_child() {
 
 #[test]
 fn soft_time_limit_fails_the_task_with_soft_time_limit_exceeded() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--soft-time-limit", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1", "--soft-time-limit", "1"]);
     let child = only_child(pid);
 
     let sent = Instant::now();
@@ -216,10 +201,7 @@ fn soft_time_limit_fails_the_task_with_soft_time_limit_exceeded() {
 
 #[test]
 fn max_tasks_per_child_replaces_the_child_after_two_tasks() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--max-tasks-per-child", "2"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1", "--max-tasks-per-child", "2"]);
     let first = only_child(pid);
 
     assert_serves(&redis, &dir, 1, 1);
@@ -246,10 +228,7 @@ fn max_tasks_per_child_replaces_the_child_after_two_tasks() {
 
 #[test]
 fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (mut guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, mut guard, pid) = started_node("", &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
 
@@ -279,9 +258,7 @@ fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
 
 #[test]
 fn a_message_left_in_a_held_list_runs_when_the_node_starts() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let (id, envelope) = task_envelope("celery", "proj.tasks.add", &json!([20, 22]), &json!({}));
     publish_raw(&redis, HELD_1, envelope.to_string().as_bytes());
 
@@ -300,10 +277,7 @@ fn a_message_left_in_a_held_list_runs_when_the_node_starts() {
 
 #[test]
 fn the_node_reconnects_after_redis_restarts() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (mut redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let child = only_child(pid);
     assert_serves(&redis, &dir, 1, 2);
 
@@ -335,10 +309,7 @@ fn the_node_reconnects_after_redis_restarts() {
 
 #[test]
 fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
 
     let eta = chrono::Utc::now() + chrono::Duration::seconds(2);
     let (eta_id, mut envelope) =
@@ -393,10 +364,7 @@ fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
 
 #[test]
 fn rmulti_call_with_countdown_waits_for_the_parked_task() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
+    let (_redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
 
     let begun = Instant::now();
     let run = Rmulti::new(&dir)
@@ -517,10 +485,10 @@ fn sigkill_of_a_child_running_an_exec_task_leaves_no_orphan() {
 
 #[test]
 fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
-    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, mut guard, pid) = started_node(
+        "task_acks_late = true\ntask_track_started = true",
+        &["-c", "1"],
+    );
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -549,10 +517,7 @@ fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
 
 #[test]
 fn a_lost_task_is_recorded_after_redis_restarted() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (mut redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "1"]);
     assert_serves(&redis, &dir, 1, 2);
 
     // Redis restarts: every connection the node had is dead.
@@ -573,10 +538,7 @@ fn a_lost_task_is_recorded_after_redis_restarted() {
 
 #[test]
 fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, _pid) = start_detached(&dir, &["-c", "1", "--max-tasks-per-child", "1"]);
+    let (redis, dir, _guard, _pid) = started_node("", &["-c", "1", "--max-tasks-per-child", "1"]);
 
     let begun = Instant::now();
     let ids: Vec<String> = (0..6)
@@ -595,10 +557,7 @@ fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
 
 #[test]
 fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, mut guard, pid) = started_node(TRACK_STARTED, &["-c", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -635,10 +594,7 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
 /// panic the main process (Duration overflow) and take the node down.
 #[test]
 fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let mut ids = Vec::new();
     for limits in [json!([-1, null]), json!([1e300, 1e300]), json!([0, -5])] {
         let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([2, 2]), &json!({}));
@@ -660,10 +616,7 @@ fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
 /// TTOU retired stayed there, unseen, until the node stopped.
 #[test]
 fn ttou_under_load_leaves_no_message_in_a_retired_slot() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "3"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "3"]);
     let mut ids = Vec::new();
     for round in 0..200 {
         ids.push(publish_task(&redis, "celery", "proj.tasks.add", "[1, 1]"));

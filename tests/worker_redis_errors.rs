@@ -98,11 +98,7 @@ fn a_result_stored_late_is_the_real_one_and_the_task_ran_once() {
 /// acked without any result.
 #[test]
 fn a_result_refused_by_a_full_redis_is_stored_once_it_has_room() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1]");
     assert!(wait_until(Duration::from_secs(10), || {
