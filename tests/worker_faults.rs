@@ -32,14 +32,19 @@ fn replacement_of(pid: i32, old: i32, timeout: Duration) -> Option<i32> {
     })
 }
 
+/// The result of `id` within `secs`, or a panic showing the node's logs.
+fn result_within(redis: &RedisServer, dir: &TestDir, id: &str, secs: u64) -> serde_json::Value {
+    redis
+        .wait_result(id, Duration::from_secs(secs))
+        .unwrap_or_else(|| panic!("no result for {id} within {secs} s\n{}", node_logs(dir)))
+}
+
 /// Runs `add(x, y)` through the node and checks the sum.
 fn assert_serves(redis: &RedisServer, dir: &TestDir, x: i64, y: i64) {
     let id = publish_task(redis, "celery", "proj.tasks.add", &format!("[{x}, {y}]"));
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no result for add({x}, {y})\n{}", node_logs(dir)));
+    let meta = result_within(redis, dir, &id, 10);
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
-    assert_eq!(meta["result"], x + y);
+    assert_eq!(meta["result"], x + y, "add({x}, {y})");
 }
 
 // ---------------------------------------------------------------------------
@@ -156,9 +161,7 @@ fn hard_time_limit_kills_the_task_and_replaces_the_child() {
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[10]");
     wait_started(&redis, &id);
     let started = Instant::now();
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no result within 3 s\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 3);
     assert!(
         started.elapsed() >= Duration::from_millis(800),
         "killed too early"
@@ -182,9 +185,7 @@ fn soft_time_limit_fails_the_task_with_soft_time_limit_exceeded() {
 
     let sent = Instant::now();
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[5]");
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(4))
-        .unwrap_or_else(|| panic!("no result within 4 s\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 4);
     // wait_result's 4 s deadline already says the 5 s sleep was cut short;
     // what is left to check is that the raise did not come before the limit.
     let took = sent.elapsed();
@@ -397,6 +398,15 @@ fn rmulti_call_with_countdown_waits_for_the_parked_task() {
 /// An exec task whose command has a child of its own (`sh -c` running `sleep`).
 const SLOW_EXEC: &str = "\"proj.tasks.slow\" = { exec = [\"sh\", \"-c\", \"sleep 30; echo 1\"] }\n";
 
+/// [`started_node`] with [`SLOW_EXEC`] among the app's tasks.
+fn exec_node(extra: &[&str]) -> (RedisServer, TestDir, NodeGuard, i32) {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app_tasks("proj", "", SLOW_EXEC);
+    let (guard, pid) = start_detached(&dir, extra);
+    (redis, dir, guard, pid)
+}
+
 /// The processes of a running exec task (every descendant of the node when
 /// its `sleep` showed up). Any of them still alive when this is dropped is
 /// SIGKILLed, so a failed assert leaves no `sleep 30` behind.
@@ -447,16 +457,11 @@ impl Drop for ExecTree {
 
 #[test]
 fn hard_time_limit_kills_the_whole_exec_task_tree() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app_tasks("proj", "", SLOW_EXEC);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
+    let (redis, dir, _guard, pid) = exec_node(&["-c", "1", "--time-limit", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
     let tree = ExecTree::of_node(pid);
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(4))
-        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 4);
     assert_eq!(exc_type(&meta), "TimeLimitExceeded", "{meta}");
     tree.assert_gone();
 }
@@ -467,18 +472,13 @@ fn hard_time_limit_kills_the_whole_exec_task_tree() {
 /// process, the pool's subreaper, which kills it as a stray.
 #[test]
 fn sigkill_of_a_child_running_an_exec_task_leaves_no_orphan() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app_tasks("proj", "", SLOW_EXEC);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = exec_node(&["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
     let tree = ExecTree::of_node(pid);
     signal(child, libc::SIGKILL);
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 3);
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
     tree.assert_gone();
 }
@@ -545,9 +545,7 @@ fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
         .map(|i| publish_task(&redis, "celery", "proj.tasks.add", &format!("[{i}, 1]")))
         .collect();
     for id in &ids {
-        redis
-            .wait_result(id, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no result for {id}\n{}", node_logs(&dir)));
+        result_within(&redis, &dir, id, 10);
     }
     // Six children in a row, each one task: a healthy child that did its
     // work is replaced at once, not after the crash-loop back-off.
@@ -603,9 +601,7 @@ fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
         ids.push(id);
     }
     for id in &ids {
-        let meta = redis
-            .wait_result(id, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+        let meta = result_within(&redis, &dir, id, 10);
         assert_eq!(meta["result"], 4, "{meta}");
     }
     assert!(alive(pid), "the main process died\n{}", node_logs(&dir));
