@@ -236,18 +236,7 @@ fn env_and_flags_override_the_app_broker() {
     Rmulti::new(&dir)
         .env("CELERY_BROKER_URL", redis.url(0))
         .env("CELERY_RESULT_BACKEND", &dead)
-        .args([
-            "worker",
-            "-A",
-            "proj",
-            "-n",
-            NODE,
-            "-c",
-            "1",
-            "--detach",
-            "--pidfile=%n.pid",
-            "--logfile=%n%I.log",
-        ])
+        .args(worker_args(&["-c", "1", "--detach"]))
         .args(["--result-backend", &redis.url(1)])
         .run()
         .success();
@@ -400,20 +389,13 @@ fn umask_and_workdir_apply_to_pidfile_and_logs() {
     );
     let mut guard = NodeGuard::new(&dir.join("wd"), &["w1.pid"]);
     Rmulti::new(&dir)
-        .args([
-            "worker",
-            "-A",
-            "proj",
-            "-n",
-            NODE,
+        .args(worker_args(&[
             "-c",
             "1",
             "--detach",
             "--workdir=wd",
             "--umask=0077",
-            "--pidfile=%n.pid",
-            "--logfile=%n%I.log",
-        ])
+        ]))
         .run()
         .success();
     guard.remember();
