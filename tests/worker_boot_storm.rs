@@ -33,9 +33,7 @@ fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard, i32) 
 /// report: five of them in a row stop the node.
 #[test]
 fn children_exiting_at_boot_without_a_report_stop_the_node_with_status_1() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     let (mut node, _guard, pid) = start_foreground(&dir, &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
@@ -74,9 +72,7 @@ fn children_exiting_at_boot_without_a_report_stop_the_node_with_status_1() {
 /// down, so no child can become ready meanwhile.
 #[test]
 fn children_killed_at_boot_again_and_again_stop_the_node() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (mut redis, dir) = redis_with_app("");
     let (mut node, _guard, pid) = start_foreground(&dir, &["-c", "1"]);
     let first = descendants(pid);
     assert_eq!(first.len(), 1);

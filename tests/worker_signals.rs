@@ -45,10 +45,7 @@ fn assert_worker_lost(meta: &Value) {
 
 #[test]
 fn term_lets_the_running_task_finish_then_exits_and_removes_the_pidfile() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "2"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[2]");
     wait_started(&redis, &id);
@@ -81,10 +78,7 @@ fn term_lets_the_running_task_finish_then_exits_and_removes_the_pidfile() {
 
 #[test]
 fn term_on_an_idle_node_removes_the_pidfile_within_a_second() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (_redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2, "children of {pid}: {children:?}");
 
@@ -105,10 +99,7 @@ fn term_on_an_idle_node_removes_the_pidfile_within_a_second() {
 
 #[test]
 fn quit_kills_a_running_task_and_records_worker_lost() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "2"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -136,9 +127,7 @@ fn quit_kills_a_running_task_and_records_worker_lost() {
 
 #[test]
 fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
+    let (redis, dir) = redis_with_app(TRACK_STARTED);
     let (mut node, _guard) = start_foreground(&dir, &["-c", "1"]);
     let pid = node.pid();
 
@@ -184,9 +173,7 @@ fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
 
 #[test]
 fn term_in_the_foreground_exits_0() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     let (mut node, _guard) = start_foreground(&dir, &["-c", "1"]);
     node.signal(libc::SIGTERM);
     let status = node
@@ -198,10 +185,7 @@ fn term_in_the_foreground_exits_0() {
 
 #[test]
 fn hup_replaces_every_child_keeps_the_pid_and_serves_the_reread_app() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     let old_children = descendants(pid);
     assert_eq!(old_children.len(), 2, "{old_children:?}");
 
@@ -249,10 +233,7 @@ fn hup_replaces_every_child_keeps_the_pid_and_serves_the_reread_app() {
 
 #[test]
 fn usr1_logs_each_child_and_what_it_runs() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
 
@@ -284,10 +265,7 @@ fn usr1_logs_each_child_and_what_it_runs() {
 
 #[test]
 fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     assert_eq!(descendants(pid).len(), 2);
 
     signal(pid, libc::SIGTTIN);
@@ -324,10 +302,10 @@ fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
 
 #[test]
 fn quit_requeues_a_running_acks_late_task() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node(
+        "task_acks_late = true\ntask_track_started = true",
+        &["-c", "1"],
+    );
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -352,10 +330,7 @@ fn quit_requeues_a_running_acks_late_task() {
 
 #[test]
 fn a_parked_eta_message_survives_a_warm_shutdown() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
 
     let eta = chrono::Utc::now() + chrono::Duration::seconds(60);
     let (_id, mut envelope) = task_envelope(
@@ -386,9 +361,7 @@ fn a_parked_eta_message_survives_a_warm_shutdown() {
 /// never run was recorded as WorkerLostError.
 #[test]
 fn term_under_load_fails_no_task_and_loses_no_message() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let total = 3000;
     let ids: Vec<String> = (0..total)
         .map(|i| publish_task(&redis, "celery", "proj.tasks.add", &format!("[{i}, 1]")))
