@@ -12,23 +12,6 @@ use common::*;
 
 const STORM: &str = "Pool children keep dying before they are ready (5 in a row;";
 
-/// Starts w1 in the foreground (its exit status can be seen) and waits until
-/// it is ready.
-fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard, i32) {
-    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
-    let node = Rmulti::new(dir).args(worker_args(extra)).spawn();
-    assert!(
-        wait_until(STARTUP_TIMEOUT, || dir
-            .read("w1.log")
-            .contains("w1@testhost ready.")),
-        "not ready:\n{}",
-        node_logs(dir)
-    );
-    guard.remember();
-    let pid = read_pidfile(dir.join("w1.pid")).expect("pidfile");
-    (node, guard, pid)
-}
-
 /// Children whose log file cannot be opened exit 1 at once, before any
 /// report: five of them in a row stop the node.
 #[test]

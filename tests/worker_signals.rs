@@ -10,26 +10,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const NODE: &str = TEST_NODE;
 const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 /// Settings that let a test see when a task has really started (STARTED result).
 const TRACK_STARTED: &str = "task_track_started = true";
-
-/// Starts w1 in the foreground (so its exit status can be seen) and waits
-/// for `ready.` in its log.
-fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard) {
-    let mut guard = NodeGuard::new(dir.path(), &[PIDFILE]);
-    let node = Rmulti::new(dir).args(worker_args(extra)).spawn();
-    let ready = format!("{NODE} ready.");
-    assert!(
-        wait_until(STARTUP_TIMEOUT, || dir.read(MAIN_LOG).contains(&ready)),
-        "foreground node not ready; main log:\n{}",
-        dir.read(MAIN_LOG)
-    );
-    guard.remember();
-    (node, guard)
-}
 
 /// True once the node is gone: the main process dead (or a zombie) and its pidfile removed.
 fn node_gone(dir: &TestDir, pid: i32) -> bool {
@@ -128,7 +112,7 @@ fn quit_kills_a_running_task_and_records_worker_lost() {
 #[test]
 fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
     let (redis, dir) = redis_with_app(TRACK_STARTED);
-    let (mut node, _guard) = start_foreground(&dir, &["-c", "1"]);
+    let (mut node, _guard, _) = start_foreground(&dir, &["-c", "1"]);
     let pid = node.pid();
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
@@ -174,7 +158,7 @@ fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
 #[test]
 fn term_in_the_foreground_exits_0() {
     let (_redis, dir) = redis_with_app("");
-    let (mut node, _guard) = start_foreground(&dir, &["-c", "1"]);
+    let (mut node, _guard, _) = start_foreground(&dir, &["-c", "1"]);
     node.signal(libc::SIGTERM);
     let status = node
         .wait_timeout(Duration::from_secs(3))
