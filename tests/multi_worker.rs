@@ -23,9 +23,7 @@ struct Env {
 }
 
 fn setup(nodes: &[&str]) -> Env {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let pidfiles: Vec<String> = nodes.iter().map(|n| format!("{n}.pid")).collect();
     let guard = NodeGuard::new(dir.path(), &pidfiles);
     Env { guard, dir, redis }
@@ -34,6 +32,14 @@ fn setup(nodes: &[&str]) -> Env {
 impl Env {
     fn multi(&self, args: &[&str]) -> Run {
         Rmulti::new(&self.dir).args(args).run()
+    }
+
+    /// A multi command that starts nodes; the guard learns their pids
+    /// before anything is asserted.
+    fn launch(&mut self, args: &[&str]) -> Run {
+        let run = self.multi(args);
+        self.guard.remember();
+        run
     }
 
     fn pid(&self, node: &str) -> Option<i32> {
@@ -45,8 +51,7 @@ impl Env {
 fn start_then_stopwait() {
     let mut env = setup(&["w1", "w2"]);
     let h = hostname();
-    let run = env.multi(&["start", "w1", "w2", "-A", "proj", "-c", "2", "-l", "info"]);
-    env.guard.remember();
+    let run = env.launch(&["start", "w1", "w2", "-A", "proj", "-c", "2", "-l", "info"]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert_eq!(
         run.stdout(),
@@ -116,9 +121,8 @@ fn start_then_stopwait() {
 fn starting_a_running_node_fails_and_leaves_it_alone() {
     let mut env = setup(&["w1"]);
     let h = hostname();
-    env.multi(&["start", "w1", "-A", "proj", "-c", "1"])
+    env.launch(&["start", "w1", "-A", "proj", "-c", "1"])
         .success();
-    env.guard.remember();
     let pid = env.pid("w1").unwrap();
     let run = env.multi(&["start", "w1", "-A", "proj", "-c", "1"]);
     assert_eq!(run.code(), Some(1));
@@ -160,7 +164,7 @@ fn failed_starts_show_the_workers_reason() {
 
     // one bad node among good ones: the others start, the status is 1
     let mut env = setup(&["a", "b"]);
-    let run = env.multi(&[
+    let run = env.launch(&[
         "start",
         "a",
         "b",
@@ -170,7 +174,6 @@ fn failed_starts_show_the_workers_reason() {
         "1",
         "--pidfile:b=/proc/nope/%n.pid",
     ]);
-    env.guard.remember();
     assert_eq!(run.code(), Some(1), "{}", run.stdout());
     assert!(run.stdout().contains(&format!("\t> a@{h}: OK\n")));
     assert!(
@@ -186,12 +189,10 @@ fn failed_starts_show_the_workers_reason() {
 fn restart_replaces_the_node_and_drops_the_signal() {
     let mut env = setup(&["w1", "w7"]);
     let h = hostname();
-    env.multi(&["start", "w1", "-A", "proj", "-c", "1"])
+    env.launch(&["start", "w1", "-A", "proj", "-c", "1"])
         .success();
-    env.guard.remember();
     let old = env.pid("w1").unwrap();
-    let run = env.multi(&["restart", "w1", "w7", "-KILL", "-A", "proj", "-c", "1"]);
-    env.guard.remember();
+    let run = env.launch(&["restart", "w1", "w7", "-KILL", "-A", "proj", "-c", "1"]);
     assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
     let out = run.stdout();
     assert!(out.starts_with(&format!("rmulti multi v{}\n> Restarting node w7@{h}: OK\n> Stopping nodes...\n\t> w1@{h}: KILL -> {old}\n", version())), "{out}");
@@ -210,18 +211,15 @@ fn restart_replaces_the_node_and_drops_the_signal() {
 #[test]
 fn restart_right_after_start_and_stop_then_start() {
     let mut env = setup(&["w1"]);
-    env.multi(&["start", "w1", "-A", "proj", "-c", "1"])
+    env.launch(&["start", "w1", "-A", "proj", "-c", "1"])
         .success();
-    env.guard.remember();
-    env.multi(&["restart", "w1", "-A", "proj", "-c", "1"])
+    env.launch(&["restart", "w1", "-A", "proj", "-c", "1"])
         .success();
-    env.guard.remember();
     assert!(env.pid("w1").is_some_and(alive));
     // stop does not wait; stopwait does, so start right after it works
     env.multi(&["stopwait", "w1"]).success();
-    env.multi(&["start", "w1", "-A", "proj", "-c", "1"])
+    env.launch(&["start", "w1", "-A", "proj", "-c", "1"])
         .success();
-    env.guard.remember();
     env.multi(&["stopwait", "w1"]).success();
 }
 
@@ -229,9 +227,8 @@ fn restart_right_after_start_and_stop_then_start() {
 fn kill_takes_the_pool_with_it_and_cleans_the_pidfile() {
     let mut env = setup(&["w1", "w3"]);
     let h = hostname();
-    env.multi(&["start", "w1", "-A", "proj", "-c", "2"])
+    env.launch(&["start", "w1", "-A", "proj", "-c", "2"])
         .success();
-    env.guard.remember();
     let pid = env.pid("w1").unwrap();
     let kids = descendants(pid);
     let run = env.multi(&["kill", "w1", "w3"]);
@@ -252,9 +249,8 @@ fn kill_takes_the_pool_with_it_and_cleans_the_pidfile() {
 fn stopwait_timeout_kills_a_node_stuck_in_a_long_task() {
     let mut env = setup(&["w1"]);
     let h = hostname();
-    env.multi(&["start", "w1", "-A", "proj", "-c", "1", "-l", "info"])
+    env.launch(&["start", "w1", "-A", "proj", "-c", "1", "-l", "info"])
         .success();
-    env.guard.remember();
     let pid = env.pid("w1").unwrap();
     let kids = descendants(pid);
     let id = publish_task(&env.redis, "celery", "proj.tasks.sleep", "[60]");
@@ -290,8 +286,7 @@ fn eight_nodes_leave_nothing_behind() {
     let names: Vec<String> = (1..=8).map(|i| format!("celery{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut env = setup(&refs);
-    let run = env.multi(&["start", "8", "-A", "proj", "-c", "1"]);
-    env.guard.remember();
+    let run = env.launch(&["start", "8", "-A", "proj", "-c", "1"]);
     assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
     let pids: Vec<i32> = refs.iter().map(|n| env.pid(n).unwrap()).collect();
     let mut all: Vec<i32> = pids.iter().flat_map(|p| descendants(*p)).collect();
@@ -318,7 +313,7 @@ fn workdir_relative_pidfile_is_found_by_stop() {
     std::fs::copy(env.dir.join("proj.toml"), wd.join("proj.toml")).unwrap();
     env.guard.watch(wd.join("run/w1.pid"));
     let wd_opt = format!("--workdir={}", wd.display());
-    let run = env.multi(&[
+    let run = env.launch(&[
         "start",
         "w1",
         "-A",
@@ -329,7 +324,6 @@ fn workdir_relative_pidfile_is_found_by_stop() {
         "--pidfile=run/%n.pid",
         "--logfile=log/%n%I.log",
     ]);
-    env.guard.remember();
     assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
     let pid = read_pidfile(wd.join("run/w1.pid")).unwrap();
     assert!(wd.join("log/w1.log").exists());
@@ -355,7 +349,7 @@ fn uid_works_under_multi() {
     let mut env = setup(&[]);
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     env.guard.watch(env.dir.join("run/w1.pid"));
-    let run = env.multi(&[
+    let run = env.launch(&[
         "start",
         "w1",
         "-A",
@@ -366,7 +360,6 @@ fn uid_works_under_multi() {
         "--pidfile=run/%n.pid",
         "--logfile=log/%n%I.log",
     ]);
-    env.guard.remember();
     assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout(), run.stderr());
     let pid = read_pidfile(env.dir.join("run/w1.pid")).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

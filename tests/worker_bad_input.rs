@@ -13,22 +13,19 @@ use serde_json::{json, Value};
 
 const NODE: &str = TEST_NODE;
 
+/// Fields drop in order: the node is killed before its dir and Redis go.
 struct Node {
-    redis: RedisServer,
-    dir: TestDir,
     _guard: NodeGuard,
+    dir: TestDir,
+    redis: RedisServer,
 }
 
 fn node() -> Node {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (run, guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (redis, dir, guard, _pid) = started_node("", &["-c", "1"]);
     Node {
-        redis,
-        dir,
         _guard: guard,
+        dir,
+        redis,
     }
 }
 
@@ -55,6 +52,16 @@ impl Node {
                 self.dead_letters()
             )
         })
+    }
+
+    /// The FAILURE result the bad input got.
+    fn failure(&self, id: &str) -> Value {
+        let meta = self
+            .redis
+            .wait_result(id, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no result stored for {id}\n{}", self.logs()));
+        assert_eq!(meta["status"], "FAILURE", "{meta}");
+        meta
     }
 
     fn logs(&self) -> String {
@@ -106,11 +113,7 @@ fn pickle_is_never_deserialised_and_fails_the_task() {
     // the text "\u{80}..." would be UTF-8 (0xC2 0x80), not a pickle at all.
     env["body"] = json!(b64(b"\x80\x04cos\nsystem\n(S'touch /tmp/pwned'\ntR."));
     publish_raw(&n.redis, "celery", env.to_string().as_bytes());
-    let meta = n
-        .redis
-        .wait_result(&id, Duration::from_secs(10))
-        .expect("FAILURE stored");
-    assert_eq!(meta["status"], "FAILURE");
+    let meta = n.failure(&id);
     assert_eq!(meta["result"]["exc_type"], "ContentDisallowed");
     let rec = n.wait_dead_letter(&id);
     assert_eq!(rec["task_id"], id.as_str());
@@ -132,10 +135,7 @@ fn yaml_content_is_refused_too() {
     env["content-type"] = json!("application/x-yaml");
     env["body"] = json!(b64("- [1, 2]\n- {}\n"));
     publish_raw(&n.redis, "celery", env.to_string().as_bytes());
-    assert_eq!(
-        n.redis.wait_result(&id, Duration::from_secs(10)).unwrap()["result"]["exc_type"],
-        "ContentDisallowed"
-    );
+    assert_eq!(n.failure(&id)["result"]["exc_type"], "ContentDisallowed");
     n.wait_dead_letter(&id);
     n.still_serves();
 }
@@ -146,10 +146,7 @@ fn body_of_the_wrong_shape_fails_with_its_id() {
     let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 2]), &json!({}));
     env["body"] = json!(b64("{\"args\": \"not a list\"}"));
     publish_raw(&n.redis, "celery", env.to_string().as_bytes());
-    let meta = n
-        .redis
-        .wait_result(&id, Duration::from_secs(10))
-        .expect("FAILURE stored");
+    let meta = n.failure(&id);
     assert_eq!(meta["result"]["exc_type"], "DecodeError");
     let rec = n.wait_dead_letter(&id);
     assert_eq!(rec["task"], "proj.tasks.add");
@@ -160,10 +157,7 @@ fn body_of_the_wrong_shape_fails_with_its_id() {
 fn unknown_task_fails_with_not_registered() {
     let n = node();
     let id = publish_task(&n.redis, "celery", "proj.nope", "[1]");
-    let meta = n
-        .redis
-        .wait_result(&id, Duration::from_secs(10))
-        .expect("FAILURE stored");
+    let meta = n.failure(&id);
     // Exactly Celery's fixture shape (result-failure-notregistered.json).
     assert_eq!(
         meta["result"],
@@ -189,10 +183,7 @@ fn unknown_task_fails_with_not_registered() {
 fn wrong_arguments_for_a_builtin_fail_with_type_error() {
     let n = node();
     let id = publish_task(&n.redis, "celery", "proj.tasks.add", "[1]");
-    let meta = n
-        .redis
-        .wait_result(&id, Duration::from_secs(10))
-        .expect("FAILURE stored");
+    let meta = n.failure(&id);
     assert_eq!(meta["result"]["exc_type"], "TypeError");
     assert_eq!(meta["result"]["exc_module"], "builtins");
     assert!(
@@ -276,10 +267,7 @@ fn a_body_past_the_size_limit_is_refused_without_inflating_it() {
     env["body"] = json!(b64(packed));
     env["headers"]["compression"] = json!("application/x-gzip");
     publish_raw(&n.redis, "celery", env.to_string().as_bytes());
-    let meta = n
-        .redis
-        .wait_result(&id, Duration::from_secs(10))
-        .expect("FAILURE stored");
+    let meta = n.failure(&id);
     assert_eq!(meta["result"]["exc_type"], "DecodeError");
     let rec = n.wait_dead_letter(&id);
     assert_eq!(
@@ -304,10 +292,7 @@ fn bytes_that_are_not_utf8_are_kept_exactly() {
     let mut raw = text.into_bytes();
     raw.insert(at, 0xe9);
     publish_raw(&n.redis, "celery", &raw);
-    let meta = n
-        .redis
-        .wait_result(&id, Duration::from_secs(10))
-        .expect("FAILURE stored");
+    let meta = n.failure(&id);
     assert_eq!(meta["result"]["exc_type"], "DecodeError");
     let rec = n.wait_dead_letter(&id);
     assert!(

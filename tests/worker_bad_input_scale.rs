@@ -372,10 +372,7 @@ fn hundreds_of_malformed_messages_are_dead_lettered_and_the_node_keeps_serving()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
     let mut rng = Rng::new(seed);
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, main_pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, main_pid) = started_node("", &["-c", "2"]);
     let mut children = descendants(main_pid);
     children.sort();
     assert_eq!(children.len(), 2, "pool of 2: {children:?}");
@@ -530,9 +527,7 @@ fn hundreds_of_malformed_messages_are_dead_lettered_and_the_node_keeps_serving()
 /// not UTF-8 must not stop the visibility sweep from restoring the others.
 #[test]
 fn an_unacked_entry_that_is_not_utf8_does_not_stop_the_sweep() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "[broker_transport_options]\nvisibility_timeout = 1");
+    let (redis, dir) = redis_with_app("[broker_transport_options]\nvisibility_timeout = 1");
     // Two entries of a consumer that died long ago; the sweep meets the
     // broken one first (lower score).
     let broken: &[u8] = b"[{\"body\": \"\xff\xfe\"}, \"\", \"celery\"]";

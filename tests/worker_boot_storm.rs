@@ -12,30 +12,11 @@ use common::*;
 
 const STORM: &str = "Pool children keep dying before they are ready (5 in a row;";
 
-/// Starts w1 in the foreground (its exit status can be seen) and waits until
-/// it is ready.
-fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard, i32) {
-    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
-    let node = Rmulti::new(dir).args(worker_args(extra)).spawn();
-    assert!(
-        wait_until(STARTUP_TIMEOUT, || dir
-            .read("w1.log")
-            .contains("w1@testhost ready.")),
-        "not ready:\n{}",
-        node_logs(dir)
-    );
-    guard.remember();
-    let pid = read_pidfile(dir.join("w1.pid")).expect("pidfile");
-    (node, guard, pid)
-}
-
 /// Children whose log file cannot be opened exit 1 at once, before any
 /// report: five of them in a row stop the node.
 #[test]
 fn children_exiting_at_boot_without_a_report_stop_the_node_with_status_1() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     let (mut node, _guard, pid) = start_foreground(&dir, &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
@@ -74,9 +55,7 @@ fn children_exiting_at_boot_without_a_report_stop_the_node_with_status_1() {
 /// down, so no child can become ready meanwhile.
 #[test]
 fn children_killed_at_boot_again_and_again_stop_the_node() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (mut redis, dir) = redis_with_app("");
     let (mut node, _guard, pid) = start_foreground(&dir, &["-c", "1"]);
     let first = descendants(pid);
     assert_eq!(first.len(), 1);

@@ -32,14 +32,19 @@ fn replacement_of(pid: i32, old: i32, timeout: Duration) -> Option<i32> {
     })
 }
 
+/// The result of `id` within `secs`, or a panic showing the node's logs.
+fn result_within(redis: &RedisServer, dir: &TestDir, id: &str, secs: u64) -> serde_json::Value {
+    redis
+        .wait_result(id, Duration::from_secs(secs))
+        .unwrap_or_else(|| panic!("no result for {id} within {secs} s\n{}", node_logs(dir)))
+}
+
 /// Runs `add(x, y)` through the node and checks the sum.
 fn assert_serves(redis: &RedisServer, dir: &TestDir, x: i64, y: i64) {
     let id = publish_task(redis, "celery", "proj.tasks.add", &format!("[{x}, {y}]"));
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no result for add({x}, {y})\n{}", node_logs(dir)));
+    let meta = result_within(redis, dir, &id, 10);
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
-    assert_eq!(meta["result"], x + y);
+    assert_eq!(meta["result"], x + y, "add({x}, {y})");
 }
 
 // ---------------------------------------------------------------------------
@@ -48,10 +53,7 @@ fn assert_serves(redis: &RedisServer, dir: &TestDir, x: i64, y: i64) {
 
 #[test]
 fn sigkill_of_an_idle_child_is_logged_and_the_child_replaced_within_a_second() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let child = only_child(pid);
 
     signal(child, libc::SIGKILL);
@@ -78,10 +80,7 @@ fn sigkill_of_an_idle_child_is_logged_and_the_child_replaced_within_a_second() {
 
 #[test]
 fn sigkill_of_a_busy_child_records_worker_lost_error() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
@@ -115,13 +114,10 @@ fn sigkill_of_a_busy_child_records_worker_lost_error() {
 
 #[test]
 fn acks_late_with_reject_on_worker_lost_requeues_a_killed_task() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app(
-        "proj",
+    let (redis, dir, _guard, pid) = started_node(
         "task_acks_late = true\ntask_reject_on_worker_lost = true\ntask_track_started = true",
+        &["-c", "1"],
     );
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1]");
@@ -159,18 +155,13 @@ fn acks_late_with_reject_on_worker_lost_requeues_a_killed_task() {
 
 #[test]
 fn hard_time_limit_kills_the_task_and_replaces_the_child() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "1", "--time-limit", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[10]");
     wait_started(&redis, &id);
     let started = Instant::now();
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no result within 3 s\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 3);
     assert!(
         started.elapsed() >= Duration::from_millis(800),
         "killed too early"
@@ -189,17 +180,12 @@ fn hard_time_limit_kills_the_task_and_replaces_the_child() {
 
 #[test]
 fn soft_time_limit_fails_the_task_with_soft_time_limit_exceeded() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--soft-time-limit", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1", "--soft-time-limit", "1"]);
     let child = only_child(pid);
 
     let sent = Instant::now();
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[5]");
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(4))
-        .unwrap_or_else(|| panic!("no result within 4 s\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 4);
     // wait_result's 4 s deadline already says the 5 s sleep was cut short;
     // what is left to check is that the raise did not come before the limit.
     let took = sent.elapsed();
@@ -216,10 +202,7 @@ fn soft_time_limit_fails_the_task_with_soft_time_limit_exceeded() {
 
 #[test]
 fn max_tasks_per_child_replaces_the_child_after_two_tasks() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--max-tasks-per-child", "2"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1", "--max-tasks-per-child", "2"]);
     let first = only_child(pid);
 
     assert_serves(&redis, &dir, 1, 1);
@@ -246,10 +229,7 @@ fn max_tasks_per_child_replaces_the_child_after_two_tasks() {
 
 #[test]
 fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (mut guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, mut guard, pid) = started_node("", &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
 
@@ -279,9 +259,7 @@ fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
 
 #[test]
 fn a_message_left_in_a_held_list_runs_when_the_node_starts() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let (id, envelope) = task_envelope("celery", "proj.tasks.add", &json!([20, 22]), &json!({}));
     publish_raw(&redis, HELD_1, envelope.to_string().as_bytes());
 
@@ -300,10 +278,7 @@ fn a_message_left_in_a_held_list_runs_when_the_node_starts() {
 
 #[test]
 fn the_node_reconnects_after_redis_restarts() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (mut redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let child = only_child(pid);
     assert_serves(&redis, &dir, 1, 2);
 
@@ -335,10 +310,7 @@ fn the_node_reconnects_after_redis_restarts() {
 
 #[test]
 fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
 
     let eta = chrono::Utc::now() + chrono::Duration::seconds(2);
     let (eta_id, mut envelope) =
@@ -393,10 +365,7 @@ fn an_eta_message_is_parked_in_redis_and_runs_within_a_second_of_its_eta() {
 
 #[test]
 fn rmulti_call_with_countdown_waits_for_the_parked_task() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, _pid) = start_detached(&dir, &["-c", "1"]);
+    let (_redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
 
     let begun = Instant::now();
     let run = Rmulti::new(&dir)
@@ -428,6 +397,15 @@ fn rmulti_call_with_countdown_waits_for_the_parked_task() {
 
 /// An exec task whose command has a child of its own (`sh -c` running `sleep`).
 const SLOW_EXEC: &str = "\"proj.tasks.slow\" = { exec = [\"sh\", \"-c\", \"sleep 30; echo 1\"] }\n";
+
+/// [`started_node`] with [`SLOW_EXEC`] among the app's tasks.
+fn exec_node(extra: &[&str]) -> (RedisServer, TestDir, NodeGuard, i32) {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app_tasks("proj", "", SLOW_EXEC);
+    let (guard, pid) = start_detached(&dir, extra);
+    (redis, dir, guard, pid)
+}
 
 /// The processes of a running exec task (every descendant of the node when
 /// its `sleep` showed up). Any of them still alive when this is dropped is
@@ -479,16 +457,11 @@ impl Drop for ExecTree {
 
 #[test]
 fn hard_time_limit_kills_the_whole_exec_task_tree() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app_tasks("proj", "", SLOW_EXEC);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1", "--time-limit", "1"]);
+    let (redis, dir, _guard, pid) = exec_node(&["-c", "1", "--time-limit", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
     let tree = ExecTree::of_node(pid);
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(4))
-        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 4);
     assert_eq!(exc_type(&meta), "TimeLimitExceeded", "{meta}");
     tree.assert_gone();
 }
@@ -499,28 +472,23 @@ fn hard_time_limit_kills_the_whole_exec_task_tree() {
 /// process, the pool's subreaper, which kills it as a stray.
 #[test]
 fn sigkill_of_a_child_running_an_exec_task_leaves_no_orphan() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app_tasks("proj", "", SLOW_EXEC);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = exec_node(&["-c", "1"]);
     let child = only_child(pid);
 
     let id = publish_task(&redis, "celery", "proj.tasks.slow", "[]");
     let tree = ExecTree::of_node(pid);
     signal(child, libc::SIGKILL);
-    let meta = redis
-        .wait_result(&id, Duration::from_secs(3))
-        .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+    let meta = result_within(&redis, &dir, &id, 3);
     assert_eq!(exc_type(&meta), "WorkerLostError", "{meta}");
     tree.assert_gone();
 }
 
 #[test]
 fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
-    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, mut guard, pid) = started_node(
+        "task_acks_late = true\ntask_track_started = true",
+        &["-c", "1"],
+    );
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -549,10 +517,7 @@ fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
 
 #[test]
 fn a_lost_task_is_recorded_after_redis_restarted() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (mut redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "1"]);
     assert_serves(&redis, &dir, 1, 2);
 
     // Redis restarts: every connection the node had is dead.
@@ -573,19 +538,14 @@ fn a_lost_task_is_recorded_after_redis_restarted() {
 
 #[test]
 fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, _pid) = start_detached(&dir, &["-c", "1", "--max-tasks-per-child", "1"]);
+    let (redis, dir, _guard, _pid) = started_node("", &["-c", "1", "--max-tasks-per-child", "1"]);
 
     let begun = Instant::now();
     let ids: Vec<String> = (0..6)
         .map(|i| publish_task(&redis, "celery", "proj.tasks.add", &format!("[{i}, 1]")))
         .collect();
     for id in &ids {
-        redis
-            .wait_result(id, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no result for {id}\n{}", node_logs(&dir)));
+        result_within(&redis, &dir, id, 10);
     }
     // Six children in a row, each one task: a healthy child that did its
     // work is replaced at once, not after the crash-loop back-off.
@@ -595,10 +555,7 @@ fn max_tasks_per_child_1_replaces_children_without_a_start_up_penalty() {
 
 #[test]
 fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (mut guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, mut guard, pid) = started_node(TRACK_STARTED, &["-c", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -635,10 +592,7 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
 /// panic the main process (Duration overflow) and take the node down.
 #[test]
 fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let mut ids = Vec::new();
     for limits in [json!([-1, null]), json!([1e300, 1e300]), json!([0, -5])] {
         let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([2, 2]), &json!({}));
@@ -647,9 +601,7 @@ fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
         ids.push(id);
     }
     for id in &ids {
-        let meta = redis
-            .wait_result(id, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no result\n{}", node_logs(&dir)));
+        let meta = result_within(&redis, &dir, id, 10);
         assert_eq!(meta["result"], 4, "{meta}");
     }
     assert!(alive(pid), "the main process died\n{}", node_logs(&dir));
@@ -660,10 +612,7 @@ fn absurd_time_limits_in_a_message_do_not_kill_the_node() {
 /// TTOU retired stayed there, unseen, until the node stopped.
 #[test]
 fn ttou_under_load_leaves_no_message_in_a_retired_slot() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "3"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "3"]);
     let mut ids = Vec::new();
     for round in 0..200 {
         ids.push(publish_task(&redis, "celery", "proj.tasks.add", "[1, 1]"));

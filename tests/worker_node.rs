@@ -14,13 +14,8 @@ const NODE: &str = TEST_NODE;
 
 #[test]
 fn detach_returns_once_ready_with_pidfile_and_log_files() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (run, _guard) = start_worker(&dir, &["-c", "2"]);
-    run.success();
+    let (_redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     // Ready means: pidfile written, children consuming — no waiting needed.
-    let pid = read_pidfile(dir.join("w1.pid")).expect("pidfile holds a pid");
     assert_eq!(dir.read("w1.pid"), format!("{pid}\n"));
     assert!(alive(pid));
     assert_eq!(descendants(pid).len(), 2, "two pool children");
@@ -45,11 +40,7 @@ fn detach_returns_once_ready_with_pidfile_and_log_files() {
 
 #[test]
 fn task_result_and_log_lines_match_celery() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "result_expires = 600");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (redis, dir, _guard, _pid) = started_node("result_expires = 600", &["-c", "1"]);
     let id = publish_task(&redis, "celery", "proj.tasks.add", "[4, 4]");
     let meta = redis
         .wait_result(&id, Duration::from_secs(10))
@@ -93,9 +84,7 @@ fn task_result_and_log_lines_match_celery() {
 
 #[test]
 fn priority_zero_is_served_before_nine_and_queues_are_declared() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let (low_id, mut low) = task_envelope("celery", "proj.tasks.add", &json!([9, 9]), &json!({}));
     low["properties"]["priority"] = json!(9);
     publish_raw(&redis, "celery\x06\x169", low.to_string().as_bytes());
@@ -121,12 +110,7 @@ fn priority_zero_is_served_before_nine_and_queues_are_declared() {
 
 #[test]
 fn already_running_fails_with_73_and_leaves_the_node_alone() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
-    let pid = read_pidfile(dir.join("w1.pid")).unwrap();
+    let (_redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
     let (second, _g2) = start_worker(&dir, &["-c", "1"]);
     let second = second.code_is(73);
     assert!(
@@ -147,9 +131,7 @@ fn already_running_fails_with_73_and_leaves_the_node_alone() {
 
 #[test]
 fn stale_broken_and_foreign_pidfiles_are_replaced_with_a_warning() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     // A live process that is not an rmulti worker: ours (the test runner).
     let foreign = std::process::id().to_string();
     for (content, warning) in [
@@ -205,9 +187,7 @@ fn missing_or_invalid_app_fails_before_detaching() {
 
 #[test]
 fn unknown_flag_is_a_usage_error_naming_it() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     let run = Rmulti::new(&dir)
         .args(["worker", "-A", "proj", "--frobnicate"])
         .run()
@@ -222,9 +202,7 @@ fn unknown_flag_is_a_usage_error_naming_it() {
 
 #[test]
 fn unwritable_pidfile_directory_fails_the_start_with_the_reason() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     let mut guard = NodeGuard::new(dir.path(), &["missing/w1.pid"]);
     let run = Rmulti::new(&dir)
         .args([
@@ -258,18 +236,7 @@ fn env_and_flags_override_the_app_broker() {
     Rmulti::new(&dir)
         .env("CELERY_BROKER_URL", redis.url(0))
         .env("CELERY_RESULT_BACKEND", &dead)
-        .args([
-            "worker",
-            "-A",
-            "proj",
-            "-n",
-            NODE,
-            "-c",
-            "1",
-            "--detach",
-            "--pidfile=%n.pid",
-            "--logfile=%n%I.log",
-        ])
+        .args(worker_args(&["-c", "1", "--detach"]))
         .args(["--result-backend", &redis.url(1)])
         .run()
         .success();
@@ -312,11 +279,7 @@ fn exec_tasks_get_json_on_stdin_and_fail_with_stderr() {
 
 #[test]
 fn ignore_result_stores_nothing_and_track_started_stores_started() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "task_track_started = true");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (redis, dir, _guard, _pid) = started_node("task_track_started = true", &["-c", "1"]);
     let (ignored, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 1]), &json!({}));
     env["headers"]["ignore_result"] = json!(true);
     publish_raw(&redis, "celery", env.to_string().as_bytes());
@@ -338,9 +301,7 @@ fn ignore_result_stores_nothing_and_track_started_stores_started() {
 
 #[test]
 fn expired_task_is_revoked_and_not_run() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let (id, mut env) = task_envelope("celery", "proj.tasks.add", &json!([1, 1]), &json!({}));
     env["headers"]["expires"] = json!("2020-01-01T00:00:00+00:00");
     publish_raw(&redis, "celery", env.to_string().as_bytes());
@@ -357,11 +318,7 @@ fn expired_task_is_revoked_and_not_run() {
 
 #[test]
 fn rmulti_call_sends_a_task_and_prints_its_result() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (_redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
     let run = Rmulti::new(&dir)
         .args([
             "call",
@@ -392,12 +349,7 @@ fn rmulti_call_sends_a_task_and_prints_its_result() {
 
 #[test]
 fn unacked_messages_past_the_visibility_timeout_are_restored_and_run() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app(
-        "proj",
-        "[broker_transport_options]\nvisibility_timeout = 60",
-    );
+    let (redis, dir) = redis_with_app("[broker_transport_options]\nvisibility_timeout = 60");
     // What a crashed Python worker leaves behind: kombu's unacked entry, old.
     let (id, env) = task_envelope("celery", "proj.tasks.add", &json!([2, 3]), &json!({}));
     let tag = env["properties"]["delivery_tag"]
@@ -437,20 +389,13 @@ fn umask_and_workdir_apply_to_pidfile_and_logs() {
     );
     let mut guard = NodeGuard::new(&dir.join("wd"), &["w1.pid"]);
     Rmulti::new(&dir)
-        .args([
-            "worker",
-            "-A",
-            "proj",
-            "-n",
-            NODE,
+        .args(worker_args(&[
             "-c",
             "1",
             "--detach",
             "--workdir=wd",
             "--umask=0077",
-            "--pidfile=%n.pid",
-            "--logfile=%n%I.log",
-        ])
+        ]))
         .run()
         .success();
     guard.remember();

@@ -9,9 +9,13 @@ use std::time::Duration;
 
 use common::*;
 
-/// Broker on `broker`, results on `backend`: the result store can fail
-/// while the broker keeps working.
-fn split_app(dir: &TestDir, broker: &RedisServer, backend: &RedisServer, extra: &str) {
+/// w1 with its broker and its result backend on two redis-servers, so the
+/// result store can fail while the broker keeps working; `extra` goes in
+/// the app's config. Bind all four in this order.
+fn split_node(extra: &str) -> (RedisServer, RedisServer, TestDir, NodeGuard) {
+    let broker = RedisServer::start();
+    let backend = RedisServer::start();
+    let dir = TestDir::new(&broker);
     dir.write(
         "proj.toml",
         format!(
@@ -19,6 +23,18 @@ fn split_app(dir: &TestDir, broker: &RedisServer, backend: &RedisServer, extra: 
             broker.url(0),
             backend.url(0)
         ),
+    );
+    let (guard, _pid) = start_detached(&dir, &["-c", "1"]);
+    (broker, backend, dir, guard)
+}
+
+/// The task ran to success exactly once, by the log of the only child.
+fn assert_succeeded_once(dir: &TestDir, id: &str) {
+    let log = dir.read("w1-1.log");
+    assert_eq!(
+        log.matches(&format!("[{id}] succeeded")).count(),
+        1,
+        "{log}"
     );
 }
 
@@ -31,12 +47,7 @@ fn result_in(backend: &RedisServer, id: &str) -> Option<serde_json::Value> {
 /// WorkerLostError although it never ran.
 #[test]
 fn a_task_acked_but_not_run_when_the_backend_failed_is_run_once() {
-    let broker = RedisServer::start();
-    let mut backend = RedisServer::start();
-    let dir = TestDir::new(&broker);
-    split_app(&dir, &broker, &backend, "task_track_started = true");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (broker, mut backend, dir, _guard) = split_node("task_track_started = true");
 
     backend.stop();
     let id = publish_task(&broker, "celery", "proj.tasks.add", "[2, 3]");
@@ -49,12 +60,7 @@ fn a_task_acked_but_not_run_when_the_backend_failed_is_run_once() {
         .unwrap_or_else(|| panic!("no result\n{}", dir.read("w1-1.log")));
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], 5);
-    let log = dir.read("w1-1.log");
-    assert_eq!(
-        log.matches(&format!("[{id}] succeeded")).count(),
-        1,
-        "{log}"
-    );
+    assert_succeeded_once(&dir, &id);
     wait_nothing_in_flight(&broker);
 }
 
@@ -62,12 +68,7 @@ fn a_task_acked_but_not_run_when_the_backend_failed_is_run_once() {
 /// comes back, and the task is not run again.
 #[test]
 fn a_result_stored_late_is_the_real_one_and_the_task_ran_once() {
-    let broker = RedisServer::start();
-    let mut backend = RedisServer::start();
-    let dir = TestDir::new(&broker);
-    split_app(&dir, &broker, &backend, "");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (broker, mut backend, dir, _guard) = split_node("");
 
     let id = publish_task(&broker, "celery", "proj.tasks.sleep", "[0.5]");
     // Stop the backend while the task sleeps; the child retries the store.
@@ -83,12 +84,7 @@ fn a_result_stored_late_is_the_real_one_and_the_task_ran_once() {
         .unwrap_or_else(|| panic!("no result\n{}", dir.read("w1-1.log")));
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], 0.5);
-    let log = dir.read("w1-1.log");
-    assert_eq!(
-        log.matches(&format!("[{id}] succeeded")).count(),
-        1,
-        "{log}"
-    );
+    assert_succeeded_once(&dir, &id);
     wait_nothing_in_flight(&broker);
 }
 
@@ -98,11 +94,7 @@ fn a_result_stored_late_is_the_real_one_and_the_task_ran_once() {
 /// acked without any result.
 #[test]
 fn a_result_refused_by_a_full_redis_is_stored_once_it_has_room() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (run, _guard) = start_worker(&dir, &["-c", "1"]);
-    run.success();
+    let (redis, dir, _guard, _pid) = started_node("", &["-c", "1"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[1]");
     assert!(wait_until(Duration::from_secs(10), || {
@@ -125,12 +117,7 @@ fn a_result_refused_by_a_full_redis_is_stored_once_it_has_room() {
         .unwrap_or_else(|| panic!("no result\n{}", dir.read("w1-1.log")));
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"], 1);
-    let log = dir.read("w1-1.log");
-    assert_eq!(
-        log.matches(&format!("[{id}] succeeded")).count(),
-        1,
-        "{log}"
-    );
+    assert_succeeded_once(&dir, &id);
     // Stored in the end, so not dead-lettered either.
     assert_eq!(redis.cmd(&["LLEN", "rmulti.deadletter"]).int(), 0);
     wait_nothing_in_flight(&redis);

@@ -101,9 +101,7 @@ fn root_without_uid_runs_with_celerys_superuser_warning_and_gid_alone_drops_grou
         eprintln!("skipped: needs root");
         return;
     }
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let (run, guard) = start_as_root_with_groups(&dir, &[]);
     run.success();
     let log = dir.read("w1.log");
@@ -135,9 +133,7 @@ fn root_without_uid_runs_with_celerys_superuser_warning_and_gid_alone_drops_grou
 
 #[test]
 fn log_and_pid_files_are_never_followed_through_symlinks() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     let victim = dir.write("victim.txt", "precious\n");
 
     // The main log, then a child's log: the start fails and says why.

@@ -10,26 +10,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const NODE: &str = TEST_NODE;
 const PIDFILE: &str = "w1.pid";
 const MAIN_LOG: &str = "w1.log";
 /// Settings that let a test see when a task has really started (STARTED result).
 const TRACK_STARTED: &str = "task_track_started = true";
-
-/// Starts w1 in the foreground (so its exit status can be seen) and waits
-/// for `ready.` in its log.
-fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard) {
-    let mut guard = NodeGuard::new(dir.path(), &[PIDFILE]);
-    let node = Rmulti::new(dir).args(worker_args(extra)).spawn();
-    let ready = format!("{NODE} ready.");
-    assert!(
-        wait_until(STARTUP_TIMEOUT, || dir.read(MAIN_LOG).contains(&ready)),
-        "foreground node not ready; main log:\n{}",
-        dir.read(MAIN_LOG)
-    );
-    guard.remember();
-    (node, guard)
-}
 
 /// True once the node is gone: the main process dead (or a zombie) and its pidfile removed.
 fn node_gone(dir: &TestDir, pid: i32) -> bool {
@@ -45,10 +29,7 @@ fn assert_worker_lost(meta: &Value) {
 
 #[test]
 fn term_lets_the_running_task_finish_then_exits_and_removes_the_pidfile() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "2"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[2]");
     wait_started(&redis, &id);
@@ -81,10 +62,7 @@ fn term_lets_the_running_task_finish_then_exits_and_removes_the_pidfile() {
 
 #[test]
 fn term_on_an_idle_node_removes_the_pidfile_within_a_second() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (_redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2, "children of {pid}: {children:?}");
 
@@ -105,10 +83,7 @@ fn term_on_an_idle_node_removes_the_pidfile_within_a_second() {
 
 #[test]
 fn quit_kills_a_running_task_and_records_worker_lost() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "2"]);
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -136,10 +111,8 @@ fn quit_kills_a_running_task_and_records_worker_lost() {
 
 #[test]
 fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (mut node, _guard) = start_foreground(&dir, &["-c", "1"]);
+    let (redis, dir) = redis_with_app(TRACK_STARTED);
+    let (mut node, _guard, _) = start_foreground(&dir, &["-c", "1"]);
     let pid = node.pid();
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
@@ -184,10 +157,8 @@ fn int_is_warm_and_a_second_int_is_cold_with_exit_status_1() {
 
 #[test]
 fn term_in_the_foreground_exits_0() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (mut node, _guard) = start_foreground(&dir, &["-c", "1"]);
+    let (_redis, dir) = redis_with_app("");
+    let (mut node, _guard, _) = start_foreground(&dir, &["-c", "1"]);
     node.signal(libc::SIGTERM);
     let status = node
         .wait_timeout(Duration::from_secs(3))
@@ -198,10 +169,7 @@ fn term_in_the_foreground_exits_0() {
 
 #[test]
 fn hup_replaces_every_child_keeps_the_pid_and_serves_the_reread_app() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     let old_children = descendants(pid);
     assert_eq!(old_children.len(), 2, "{old_children:?}");
 
@@ -249,10 +217,7 @@ fn hup_replaces_every_child_keeps_the_pid_and_serves_the_reread_app() {
 
 #[test]
 fn usr1_logs_each_child_and_what_it_runs() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", TRACK_STARTED);
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node(TRACK_STARTED, &["-c", "2"]);
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
 
@@ -284,10 +249,7 @@ fn usr1_logs_each_child_and_what_it_runs() {
 
 #[test]
 fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "2"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
     assert_eq!(descendants(pid).len(), 2);
 
     signal(pid, libc::SIGTTIN);
@@ -324,10 +286,10 @@ fn ttin_grows_and_ttou_shrinks_the_pool_by_one() {
 
 #[test]
 fn quit_requeues_a_running_acks_late_task() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "task_acks_late = true\ntask_track_started = true");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node(
+        "task_acks_late = true\ntask_track_started = true",
+        &["-c", "1"],
+    );
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
@@ -352,10 +314,7 @@ fn quit_requeues_a_running_acks_late_task() {
 
 #[test]
 fn a_parked_eta_message_survives_a_warm_shutdown() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
-    let (_guard, pid) = start_detached(&dir, &["-c", "1"]);
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "1"]);
 
     let eta = chrono::Utc::now() + chrono::Duration::seconds(60);
     let (_id, mut envelope) = task_envelope(
@@ -386,9 +345,7 @@ fn a_parked_eta_message_survives_a_warm_shutdown() {
 /// never run was recorded as WorkerLostError.
 #[test]
 fn term_under_load_fails_no_task_and_loses_no_message() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (redis, dir) = redis_with_app("");
     let total = 3000;
     let ids: Vec<String> = (0..total)
         .map(|i| publish_task(&redis, "celery", "proj.tasks.add", &format!("[{i}, 1]")))

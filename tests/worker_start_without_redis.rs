@@ -18,9 +18,7 @@ fn connection_errors(dir: &TestDir) -> usize {
 
 #[test]
 fn a_node_started_before_redis_runs_retries_and_serves_once_redis_is_up() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (mut redis, dir) = redis_with_app("");
     redis.stop();
 
     let started = Instant::now();
@@ -70,9 +68,7 @@ fn a_node_started_before_redis_runs_retries_and_serves_once_redis_is_up() {
 
 #[test]
 fn term_while_waiting_for_redis_exits_0_and_removes_the_pidfile() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (mut redis, dir) = redis_with_app("");
     redis.stop();
 
     let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
@@ -93,9 +89,7 @@ fn term_while_waiting_for_redis_exits_0_and_removes_the_pidfile() {
 /// under its line, and `stopwait` stops it as any node.
 #[test]
 fn multi_start_says_ok_with_the_warning_and_stopwait_stops_the_node() {
-    let mut redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (mut redis, dir) = redis_with_app("");
     redis.stop();
     let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
     let run = Rmulti::new(&dir)
@@ -119,9 +113,7 @@ fn multi_start_says_ok_with_the_warning_and_stopwait_stops_the_node() {
 
 #[test]
 fn a_server_that_accepts_but_never_answers_is_retried_and_term_still_stops_the_node() {
-    let redis = RedisServer::start();
-    let dir = TestDir::new(&redis);
-    dir.write_app("proj", "");
+    let (_redis, dir) = redis_with_app("");
     // Accepts connections and holds them, never answering (a wedged proxy).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("local addr").port();

@@ -998,6 +998,41 @@ pub fn start_detached(dir: &TestDir, extra: &[&str]) -> (NodeGuard, i32) {
     (guard, pid)
 }
 
+/// Starts w1 in the foreground (so its exit status can be seen) and waits
+/// for `ready.` in its log. Returns the process, its guard and the pid its
+/// pidfile holds.
+pub fn start_foreground(dir: &TestDir, extra: &[&str]) -> (Spawned, NodeGuard, i32) {
+    let mut guard = NodeGuard::new(dir.path(), &["w1.pid"]);
+    let node = Rmulti::new(dir).args(worker_args(extra)).spawn();
+    let ready = format!("{TEST_NODE} ready.");
+    assert!(
+        wait_until(STARTUP_TIMEOUT, || dir.read("w1.log").contains(&ready)),
+        "foreground node not ready:\n{}",
+        node_logs(dir)
+    );
+    guard.remember();
+    let pid = read_pidfile(dir.join("w1.pid")).expect("pidfile of a ready node");
+    (node, guard, pid)
+}
+
+/// A fresh redis-server and a test dir holding the builtin app `proj`, with
+/// `extra_toml` in its config.
+pub fn redis_with_app(extra_toml: &str) -> (RedisServer, TestDir) {
+    let redis = RedisServer::start();
+    let dir = TestDir::new(&redis);
+    dir.write_app("proj", extra_toml);
+    (redis, dir)
+}
+
+/// [`redis_with_app`] with w1 started on it as [`start_detached`] does.
+/// Bind all four in this order: the guard then drops before the dir and
+/// the redis-server it uses.
+pub fn started_node(extra_toml: &str, extra: &[&str]) -> (RedisServer, TestDir, NodeGuard, i32) {
+    let (redis, dir) = redis_with_app(extra_toml);
+    let (guard, pid) = start_detached(&dir, extra);
+    (redis, dir, guard, pid)
+}
+
 /// Every `*.log` file of the test dir, sorted by name, each after a
 /// `--- <name>` line: for failure messages, and for asserting that a line
 /// is (or is not) in any of a node's logs.
