@@ -10,6 +10,7 @@ pub mod broker;
 pub mod child;
 pub mod cli;
 pub mod client;
+pub mod control;
 pub mod exit;
 pub mod logging;
 pub mod multi;
