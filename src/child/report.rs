@@ -18,6 +18,15 @@ pub struct Started {
     pub ignore_result: bool,
     pub group: Option<String>,
     pub parent_id: Option<String>,
+    /// What `inspect active` shows of the request: its args and kwargs
+    /// (JSON) and `delivery_info` (`{exchange, routing_key, priority,
+    /// redelivered}`). Null when unknown.
+    #[serde(default)]
+    pub args: serde_json::Value,
+    #[serde(default)]
+    pub kwargs: serde_json::Value,
+    #[serde(default)]
+    pub delivery_info: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +129,9 @@ mod tests {
             ignore_result: false,
             group: None,
             parent_id: None,
+            args: serde_json::json!([1, 2]),
+            kwargs: serde_json::json!({}),
+            delivery_info: serde_json::Value::Null,
         });
         let mut buf = format!("{}{}", r.to_line(), Report::Ready.to_line()).into_bytes();
         buf.extend_from_slice(b"{\"report\":\"do");

@@ -5,6 +5,7 @@
 pub mod banner;
 pub mod config;
 pub mod connecting;
+pub mod control;
 pub mod detach;
 pub mod identity;
 pub mod names;
