@@ -15,6 +15,7 @@ pub mod exit;
 pub mod logging;
 pub mod multi;
 pub mod node;
+pub mod plumbing;
 pub mod protocol;
 pub mod signals;
 pub mod tasks;
