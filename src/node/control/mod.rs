@@ -107,6 +107,7 @@ pub struct Control {
     heartbeats: bool,
     next_heartbeat: Instant,
     online: bool,
+    born: Instant,
 }
 
 impl Control {
@@ -133,6 +134,7 @@ impl Control {
             heartbeats,
             next_heartbeat: Instant::now(),
             online: false,
+            born: Instant::now(),
         }
     }
 
@@ -233,6 +235,7 @@ impl Control {
     /// The parts of the view that are the control plane's own.
     fn fill(&mut self, v: &mut NodeView, method: &str) {
         v.totals = self.totals.clone();
+        v.uptime = self.born.elapsed().as_secs();
         v.clock = self.clock;
         v.task_events = self.task_events;
         if matches!(method, "revoked" | "dump_revoked" | "hello") {

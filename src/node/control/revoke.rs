@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 /// outcome), then `signal` goes to its process group (its Python host) and
 /// to the group of each process it started (an exec task's command).
 pub fn terminate(pid: i32, signal: Signal) {
-    let kids = crate::node::identity::children_of(pid);
+    let kids = crate::plumbing::process::children_of(pid);
     let pool_child = Pid::from_raw(pid);
     let _ = kill(pool_child, Signal::SIGKILL);
     let _ = killpg(pool_child, signal);

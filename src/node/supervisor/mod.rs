@@ -12,6 +12,7 @@
 
 mod children;
 mod connect;
+mod control;
 mod exit_kind;
 mod signals;
 
@@ -72,6 +73,8 @@ pub struct Supervisor {
     connected: bool,
     /// Children that died before they were ready, since one last was.
     boot_failures: u32,
+    /// Remote control, worker events, revokes (`node::control`).
+    control: crate::node::control::Control,
 }
 
 impl Supervisor {
@@ -82,6 +85,7 @@ impl Supervisor {
         recovery: Recovery,
     ) -> Supervisor {
         let target = cfg.concurrency;
+        let control = Self::new_control(&cfg);
         // Orphans of a dead child's task come to us instead of init, so
         // `kill_strays` can find them.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
@@ -106,6 +110,7 @@ impl Supervisor {
             connecting: Connecting::from_now(),
             connected: false,
             boot_failures: 0,
+            control,
         }
     }
 
@@ -124,6 +129,7 @@ impl Supervisor {
             self.wait_for_events();
             self.handle_signals();
             self.read_reports();
+            self.control_turn();
             self.reap();
             self.kill_strays();
             self.enforce_time_limits();
@@ -135,6 +141,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
+        self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {
             restored += self.recovery.release_held(&Slot::new(&self.cfg.node, slot));
@@ -162,6 +169,7 @@ impl Supervisor {
             .min(Duration::from_secs(1));
         let mut fds = vec![self.pipe.as_fd()];
         fds.extend(self.children.values().map(|c| c.status.as_fd()));
+        fds.extend(self.control.fd());
         if let Err(e) = wait_readable(&fds, Some(timeout)) {
             tracing::error!("poll failed: {e}");
         }
@@ -172,7 +180,8 @@ impl Supervisor {
         let limits = self.children.values().filter_map(Child::deadline);
         let respawns = self.respawn_after.values().copied();
         let connect = (self.phase == Phase::Connecting).then(|| self.connecting.deadline());
-        limits.chain(respawns).chain(connect).min()
+        let control = self.control.next_deadline();
+        limits.chain(respawns).chain(connect).chain(control).min()
     }
 
     fn check_ready(&mut self) {
@@ -184,6 +193,7 @@ impl Supervisor {
         if ready {
             self.phase = Phase::Running;
             tracing::info!("{} ready.", self.cfg.node);
+            self.control_online();
             self.notifier.ready();
         }
     }
