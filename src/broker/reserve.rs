@@ -425,24 +425,26 @@ impl Scripts {
         // Bytes, not String: a message that is not UTF-8 must reach the
         // dead-letter path, not fail the reply and wedge the slot.
         let reply: Option<(Vec<u8>, String, i64, i64, i64, i64)> = inv.invoke(con)?;
-        Ok(reply.map(|(raw, source, promoted, started, acked, revoked)| {
-            let (raw, invalid_utf8) = match String::from_utf8(raw) {
-                Ok(text) => (text, None),
-                Err(e) => (
-                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    Some(e.into_bytes()),
-                ),
-            };
-            Reserved {
-                raw,
-                invalid_utf8,
-                source,
-                from_eta_park: promoted == 1,
-                started: started == 1,
-                acked: acked == 1,
-                revoked: revoked == 1,
-            }
-        }))
+        Ok(
+            reply.map(|(raw, source, promoted, started, acked, revoked)| {
+                let (raw, invalid_utf8) = match String::from_utf8(raw) {
+                    Ok(text) => (text, None),
+                    Err(e) => (
+                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                        Some(e.into_bytes()),
+                    ),
+                };
+                Reserved {
+                    raw,
+                    invalid_utf8,
+                    source,
+                    from_eta_park: promoted == 1,
+                    started: started == 1,
+                    acked: acked == 1,
+                    revoked: revoked == 1,
+                }
+            }),
+        )
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it

@@ -31,6 +31,9 @@ pub struct Started {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
+// A handful of reports per task, built and parsed once each: boxing
+// `Started` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Report {
     /// Connected and consuming.
     Ready,

@@ -248,10 +248,7 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
     let signal = signal_arg(args.get("signal"));
     for (id, pid) in &running {
         actions.push(Action::Log(format!("Terminating {id} ({})", signal as i32)));
-        actions.push(Action::Node(NodeAction::Terminate {
-            pid: *pid,
-            signal,
-        }));
+        actions.push(Action::Node(NodeAction::Terminate { pid: *pid, signal }));
     }
     let text = if running.is_empty() {
         "terminate: tasks unknown".to_string()
@@ -327,7 +324,12 @@ fn valid_rate(rate: &Value) -> bool {
 }
 
 /// Celery's `Request.info()` of a running task.
-fn request_info(v: &NodeView, pid: i32, s: &crate::child::report::Started, time_start: f64) -> Value {
+fn request_info(
+    v: &NodeView,
+    pid: i32,
+    s: &crate::child::report::Started,
+    time_start: f64,
+) -> Value {
     json!({
         "id": s.id,
         "name": s.task,
@@ -352,7 +354,10 @@ fn query_task(args: &Map<String, Value>, v: &NodeView) -> Value {
     for c in &v.children {
         if let Some((s, t)) = &c.current {
             if ids.contains(&s.id.as_str()) {
-                out.insert(s.id.clone(), json!(["active", request_info(v, c.pid, s, *t)]));
+                out.insert(
+                    s.id.clone(),
+                    json!(["active", request_info(v, c.pid, s, *t)]),
+                );
             }
         }
     }
@@ -423,9 +428,17 @@ fn broker_info(url: &str) -> Value {
             let (host, port) = match &t.info.addr {
                 redis::ConnectionAddr::Tcp(h, p) => (json!(h), json!(p)),
                 redis::ConnectionAddr::TcpTls { host, port, .. } => (json!(host), json!(port)),
-                redis::ConnectionAddr::Unix(path) => (json!(path.display().to_string()), Value::Null),
+                redis::ConnectionAddr::Unix(path) => {
+                    (json!(path.display().to_string()), Value::Null)
+                }
             };
-            (host, port, json!(t.info.redis.username), json!(t.db().to_string()), t.tls.is_some())
+            (
+                host,
+                port,
+                json!(t.info.redis.username),
+                json!(t.db().to_string()),
+                t.tls.is_some(),
+            )
         }
         Err(_) => (Value::Null, Value::Null, Value::Null, Value::Null, false),
     };
@@ -482,4 +495,192 @@ pub fn rusage() -> Value {
         "msgrcv": r.ru_msgrcv, "nsignals": r.ru_nsignals, "nvcsw": r.ru_nvcsw,
         "nivcsw": r.ru_nivcsw,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::report::Started;
+    use crate::node::control::ChildView;
+    use std::sync::Arc;
+
+    fn view(running: Option<&str>) -> NodeView {
+        let app = crate::app::AppConfig::from_str(
+            "proj",
+            std::path::Path::new("proj.toml"),
+            "[tasks]\n\"proj.add\" = { builtin = \"add\" }\n",
+            &|_| None,
+            &Default::default(),
+        )
+        .expect("test app");
+        NodeView {
+            node: "w1@h".into(),
+            pid: 42,
+            uptime: 3,
+            target: 1,
+            children: vec![ChildView {
+                pid: 7,
+                number: 1,
+                slot: 1,
+                current: running.map(|id| {
+                    (
+                        Started {
+                            id: id.into(),
+                            task: "proj.add".into(),
+                            time_limit: None,
+                            acks_late: false,
+                            reject_on_worker_lost: false,
+                            ignore_result: false,
+                            group: None,
+                            parent_id: None,
+                            args: json!([1, 2]),
+                            kwargs: json!({}),
+                            delivery_info: json!({"routing_key": "celery"}),
+                        },
+                        1.5,
+                    )
+                }),
+            }],
+            queues: vec!["celery".into()],
+            app: Arc::new(app),
+            max_tasks_per_child: None,
+            totals: Default::default(),
+            clock: 9,
+            task_events: false,
+            revoked: vec!["r1".into()],
+            rusage: Value::Null,
+        }
+    }
+
+    fn req(method: &str, arguments: Value) -> Request {
+        Request {
+            method: method.into(),
+            arguments: arguments.as_object().cloned().unwrap_or_default(),
+            destination: None,
+            pattern: None,
+            matcher: None,
+            reply_to: None,
+            ticket: None,
+            clock: 0,
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn ping_and_unknown_method() {
+        assert_eq!(
+            handle(&req("ping", json!({})), &view(None)).reply,
+            Some(json!({"ok": "pong"}))
+        );
+        assert_eq!(
+            handle(&req("nope", json!({})), &view(None)).reply,
+            Some(json!({"error": "KeyError('nope')"}))
+        );
+    }
+
+    #[test]
+    fn revoke_takes_a_string_or_a_list() {
+        let one = handle(&req("revoke", json!({"task_id": "a"})), &view(None));
+        assert_eq!(
+            one.reply,
+            Some(json!({"ok": "tasks {'a'} flagged as revoked"}))
+        );
+        assert_eq!(
+            one.actions,
+            vec![Action::Revoke {
+                ids: vec!["a".into()],
+                running: vec![]
+            }]
+        );
+        let many = handle(
+            &req("revoke", json!({"task_id": ["a", "b", "a"]})),
+            &view(None),
+        );
+        assert_eq!(
+            many.reply,
+            Some(json!({"ok": "tasks {'a', 'b'} flagged as revoked"}))
+        );
+    }
+
+    #[test]
+    fn terminate_signals_the_child_running_it() {
+        let out = handle(
+            &req(
+                "revoke",
+                json!({"task_id": ["t"], "terminate": true, "signal": "KILL"}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(out.reply, Some(json!({"ok": "terminate: t"})));
+        assert!(out.actions.contains(&Action::Node(NodeAction::Terminate {
+            pid: 7,
+            signal: Signal::SIGKILL
+        })));
+        let none = handle(&req("terminate", json!({"task_id": "x"})), &view(Some("t")));
+        assert_eq!(none.reply, Some(json!({"ok": "terminate: tasks unknown"})));
+    }
+
+    #[test]
+    fn active_lists_the_running_request() {
+        let out = handle(&req("active", json!({})), &view(Some("t")))
+            .reply
+            .unwrap();
+        assert_eq!(out[0]["id"], json!("t"));
+        assert_eq!(out[0]["worker_pid"], json!(7));
+        assert_eq!(out[0]["args"], json!([1, 2]));
+        assert_eq!(out[0]["acknowledged"], json!(true));
+    }
+
+    #[test]
+    fn shutdown_and_heartbeat_do_not_reply() {
+        let out = handle(&req("shutdown", json!({})), &view(None));
+        assert_eq!(out.reply, None);
+        assert!(out.actions.contains(&Action::Node(NodeAction::Shutdown)));
+        assert_eq!(
+            handle(&req("heartbeat", json!({})), &view(None)).reply,
+            None
+        );
+    }
+
+    #[test]
+    fn queues_events_limits() {
+        let add = handle(&req("add_consumer", json!({"queue": "q2"})), &view(None));
+        assert_eq!(add.reply, Some(json!({"ok": "add consumer q2"})));
+        assert_eq!(
+            add.actions,
+            vec![Action::Node(NodeAction::SetQueues(vec![
+                "celery".into(),
+                "q2".into()
+            ]))]
+        );
+        let on = handle(&req("enable_events", json!({})), &view(None));
+        assert_eq!(on.reply, Some(json!({"ok": "task events enabled"})));
+        let tl = handle(
+            &req("time_limit", json!({"task_name": "nope"})),
+            &view(None),
+        );
+        assert_eq!(tl.reply, Some(json!({"error": "unknown task"})));
+        let rl = handle(
+            &req(
+                "rate_limit",
+                json!({"task_name": "proj.add", "rate_limit": "10/m"}),
+            ),
+            &view(None),
+        );
+        assert_eq!(
+            rl.reply,
+            Some(json!({"ok": "new rate limit set successfully"}))
+        );
+        let hello = handle(&req("hello", json!({"from_node": "other@h"})), &view(None));
+        assert_eq!(hello.reply, Some(json!({"revoked": ["r1"], "clock": 9})));
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(signal_arg(Some(&json!("SIGKILL"))), Signal::SIGKILL);
+        assert_eq!(signal_arg(Some(&json!("kill"))), Signal::SIGKILL);
+        assert_eq!(signal_arg(Some(&json!(9))), Signal::SIGKILL);
+        assert_eq!(signal_arg(Some(&json!([1]))), Signal::SIGTERM);
+        assert_eq!(signal_arg(None), Signal::SIGTERM);
+    }
 }

@@ -105,6 +105,9 @@ impl Listener {
                         Err(e) => tracing::warn!("Ignored a remote-control message: {e}"),
                     },
                     Err(e) if e.is_timeout() => break,
+                    // A signal (SIGCHLD) interrupted the read: nothing is
+                    // lost, the loop comes back for the rest.
+                    Err(e) if e.to_string().contains("os error 4") => break,
                     Err(e) => {
                         lost = Some(e);
                         break;

@@ -77,7 +77,10 @@ pub enum NodeAction {
     Shrink(usize),
     /// Signal the child running this task (`pid`); its death is recorded as
     /// REVOKED `terminated`.
-    Terminate { pid: i32, signal: Signal },
+    Terminate {
+        pid: i32,
+        signal: Signal,
+    },
     /// Consume from these queues from now on (children are replaced, as HUP does).
     SetQueues(Vec<String>),
     /// New children use these limits for `task`.
@@ -168,11 +171,13 @@ impl Control {
         self.listener.ensure();
         let flag = if self.task_events { "1" } else { "0" };
         let key = keys::task_events(&self.node);
-        if let Err(e) = self
-            .conns
-            .broker()
-            .and_then(|c| redis::cmd("SET").arg(&key).arg(flag).query::<()>(c).map_err(Into::into))
-        {
+        if let Err(e) = self.conns.broker().and_then(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(flag)
+                .query::<()>(c)
+                .map_err(Into::into)
+        }) {
             tracing::error!("Cannot record whether task events are on ({key}): {e}");
             self.conns.reset();
         }
@@ -287,7 +292,9 @@ impl Control {
                 Action::Log(line) => tracing::warn!("{line}"),
             }
         }
-        if let (Some(value), Some(reply_to), true) = (outcome.reply, &req.reply_to, req.wants_reply()) {
+        if let (Some(value), Some(reply_to), true) =
+            (outcome.reply, &req.reply_to, req.wants_reply())
+        {
             self.clock += 1;
             let tag = uuid::Uuid::new_v4().to_string();
             let ticket = req.ticket.clone().unwrap_or_default();
@@ -307,13 +314,20 @@ impl Control {
         out
     }
 
-    fn send_reply(&mut self, envelope: &str, reply_to: &pidbox::ReplyTo) -> Result<(), BrokerError> {
+    fn send_reply(
+        &mut self,
+        envelope: &str,
+        reply_to: &pidbox::ReplyTo,
+    ) -> Result<(), BrokerError> {
         let con = self.conns.broker()?;
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(keys::binding(&reply_to.exchange))
             .query(con)?;
         for queue in pidbox::reply_queues(&members, &reply_to.routing_key) {
-            redis::cmd("LPUSH").arg(queue).arg(envelope).query::<()>(con)?;
+            redis::cmd("LPUSH")
+                .arg(queue)
+                .arg(envelope)
+                .query::<()>(con)?;
         }
         Ok(())
     }
@@ -322,7 +336,10 @@ impl Control {
     /// not running here (`running`), unless a worker got further (§5.4).
     fn revoke(&mut self, ids: &[String], running: &[String]) {
         let now = broker::reserve::now_secs();
-        let added = self.conns.broker().and_then(|c| self.revoked.add(c, ids, now));
+        let added = self
+            .conns
+            .broker()
+            .and_then(|c| self.revoked.add(c, ids, now));
         if let Err(e) = added {
             tracing::error!("Cannot record revoked tasks {ids:?}: {e}");
             self.conns.reset();

@@ -43,9 +43,7 @@ impl Supervisor {
             return;
         }
         let (cfg, children, target) = (&self.cfg, &self.children, self.target);
-        let actions = self
-            .control
-            .turn(&mut || node_view(cfg, children, target));
+        let actions = self.control.turn(&mut || node_view(cfg, children, target));
         for action in actions {
             self.apply_control(action);
         }
