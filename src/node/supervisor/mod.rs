@@ -169,7 +169,11 @@ impl Supervisor {
             .min(Duration::from_secs(1));
         let mut fds = vec![self.pipe.as_fd()];
         fds.extend(self.children.values().map(|c| c.status.as_fd()));
-        fds.extend(self.control.fd());
+        // Requests are only read while running: out of that phase a
+        // readable subscription must not keep waking the loop.
+        if self.phase == Phase::Running {
+            fds.extend(self.control.fd());
+        }
         if let Err(e) = wait_readable(&fds, Some(timeout)) {
             tracing::error!("poll failed: {e}");
         }
