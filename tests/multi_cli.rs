@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{hostname as host, Rmulti};
+use common::{hostname as host, is_root, Rmulti};
 
 fn rmulti(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -414,15 +414,13 @@ fn colour_on_a_terminal_unless_no_color() {
 }
 
 #[test]
+#[ignore = "needs root: run by bin/test as root"]
 fn as_root_created_directories_belong_to_the_uid() {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
-        return;
-    };
+    assert!(is_root(), "needs root");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a user nobody");
     let dir = tempfile::tempdir().unwrap();
     rmulti_in(
         dir.path(),
