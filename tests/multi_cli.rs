@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{hostname as host, is_root, Rmulti};
+use common::{hostname as host, is_root, nobody, Rmulti};
 
 fn rmulti(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -418,9 +418,7 @@ fn colour_on_a_terminal_unless_no_color() {
 fn as_root_created_directories_belong_to_the_uid() {
     use std::os::unix::fs::MetadataExt;
     assert!(is_root(), "needs root");
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("a user nobody");
+    let nobody = nobody();
     let dir = tempfile::tempdir().unwrap();
     rmulti_in(
         dir.path(),

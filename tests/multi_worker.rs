@@ -341,9 +341,7 @@ fn workdir_relative_pidfile_is_found_by_stop() {
 fn as_root_uid_works_under_multi() {
     use std::os::unix::fs::PermissionsExt;
     assert!(is_root(), "needs root");
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("a user nobody");
+    let nobody = nobody();
     let mut env = setup(&[]);
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     env.guard.watch(env.dir.join("run/w1.pid"));

@@ -79,3 +79,11 @@ pub fn signal(pid: i32, sig: i32) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The user `nobody`, whom the root-only tests switch to.
+pub fn nobody() -> nix::unistd::User {
+    nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("a user nobody in /etc/passwd")
+}
