@@ -387,10 +387,11 @@ fn start_creates_expanded_parent_directories() {
 
 #[test]
 fn colour_on_a_terminal_unless_no_color() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` to provide a terminal");
-        return;
-    }
+    // `script` (util-linux; Debian's essential bsdutils) provides the terminal.
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs `script` (util-linux) to provide a terminal"
+    );
     let dir = tempfile::tempdir().unwrap();
     let line = format!("{} stop w1", env!("CARGO_BIN_EXE_rmulti"));
     let on_tty = |no_color: bool| {
