@@ -59,6 +59,11 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
     let root = match toml::from_str::<Node>(text) {
         Ok(Node::Table(entries)) => entries,
         Ok(Node::Value(_)) => Vec::new(),
+        // A date arrives as a map under toml's private key, which has no
+        // place to keep: say what it is (no setting takes a date).
+        Err(err) if err.message().contains("$__toml_private_datetime") => {
+            return Err(src.error(err.span(), "invalid type: date, expected no date"))
+        }
         Err(err) => return Err(src.error(err.span(), err.message().trim_end())),
     };
     let mut file = AppFile::default();
@@ -73,9 +78,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
                 });
             }
             TASKS => {
-                let toml::Value::Table(table) = node.into_value() else {
-                    return Err(src.error(Some(key.span()), "`tasks` must be a table"));
-                };
+                let table = src.table(&key, node.into_value())?;
                 for (task, entry) in table {
                     add_tasks(&mut file.tasks, task, entry).map_err(|(task, m)| {
                         src.error(locate_task(text, &task), format!("task {task:?}: {m}"))
@@ -84,7 +87,8 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
             }
             name if is_section(name) => {
                 let Node::Table(entries) = node else {
-                    return Err(src.error(Some(key.span()), format!("`{name}` must be a table")));
+                    src.table(&key, node.into_value())?;
+                    continue;
                 };
                 for (inner, node) in entries {
                     let row = SETTINGS
@@ -150,13 +154,13 @@ impl Source<'_> {
         known: impl IntoIterator<Item = &'k str>,
     ) -> AppError {
         let known: Vec<String> = known.into_iter().map(|k| format!("`{k}`")).collect();
+        let expected = match known.as_slice() {
+            [one] => one.clone(),
+            many => format!("one of {}", many.join(", ")),
+        };
         self.error(
             Some(key.span()),
-            format!(
-                "unknown field `{}`, expected one of {}",
-                key.get_ref(),
-                known.join(", ")
-            ),
+            format!("unknown field `{}`, expected {expected}", key.get_ref()),
         )
     }
 
@@ -171,6 +175,12 @@ impl Source<'_> {
             .map(|r| r.trim_start_matches([' ', '\t']));
         let start = after_eq.map_or(end, |r| self.text.len() - r.len());
         start..start
+    }
+
+    /// A value that must be a table, refused as serde words it.
+    fn table(&self, key: &Spanned<String>, value: toml::Value) -> Result<toml::Table, AppError> {
+        toml::Table::deserialize(value)
+            .map_err(|e| self.error(Some(self.value_at(key)), e.message().trim_end()))
     }
 
     /// One setting's value through its kind; a refusal points at the value.
