@@ -230,6 +230,12 @@ pub fn find(name: &str) -> Option<&'static Setting> {
         .find(|s| s.name == name || (s.section.is_some() && s.path() == name))
 }
 
+/// The names a Celery app's description reports (`tasks::python::describe`):
+/// every setting, dotted inside its table.
+pub fn host_names() -> Vec<String> {
+    SETTINGS.iter().map(Setting::path).collect()
+}
+
 impl Kind {
     /// A value written as text: after `--`, in the environment, a flag, or
     /// the table's own start values.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing_subscriber::filter::LevelFilter;
 
 use super::names;
-use crate::app::{AppConfig, Overrides};
+use crate::app::{settings, AppConfig, Overrides};
 use crate::cli::WorkerArgs;
 use crate::exit;
 use crate::tasks::python;
@@ -169,7 +169,7 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
             AppConfig::load(name, &cwd, &env, &overrides)
                 .map_err(|e| config_error(e.exit_code(), &e))?;
         if let Some(py) = app.python.clone() {
-            let desc = python::describe(&python, &py.module, &cwd)
+            let desc = python::describe(&python, &py.module, &cwd, &settings::host_names())
                 .map_err(|e| config_error(e.exit_code(), &e))?;
             app.merge_python(&desc, false);
             if let Some(p) = app.python.as_mut() {
@@ -179,7 +179,7 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         }
         app
     } else {
-        let desc = python::describe(&python, name, &cwd).map_err(|e| {
+        let desc = python::describe(&python, name, &cwd, &settings::host_names()).map_err(|e| {
             // Neither kind of app: say so about both, the file first.
             let not_found = |why: String| {
                 config_error(

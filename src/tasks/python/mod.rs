@@ -161,8 +161,18 @@ fn script_header() -> Vec<u8> {
 }
 
 /// Runs `describe` and waits for it (see the module docs).
-pub fn describe(python: &Path, app: &str, cwd: &Path) -> Result<Description, PythonError> {
+/// `settings` are the Celery names (dotted inside a table:
+/// `broker_transport_options.visibility_timeout`) whose values it reports.
+pub fn describe(
+    python: &Path,
+    app: &str,
+    cwd: &Path,
+    settings: &[String],
+) -> Result<Description, PythonError> {
+    let names = serde_json::to_string(settings)
+        .map_err(|e| PythonError::Protocol(format!("setting names: {e}")))?;
     let mut child = boot_command(python, "describe", app)
+        .arg(names)
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
