@@ -307,8 +307,14 @@ impl Kind {
             Kind::Limit => Some(value.as_f64().and_then(|v| positive(v).ok()).into()),
             // Celery's `result_expires = None` keeps results for ever.
             Kind::Expires if value.is_null() => Some(Value::Null),
-            Kind::Expires => value.as_f64().and_then(|v| expires(v).ok()).map(Value::from),
-            Kind::Seconds => value.as_f64().and_then(|v| seconds(v).ok()).map(Value::from),
+            Kind::Expires => value
+                .as_f64()
+                .and_then(|v| expires(v).ok())
+                .map(Value::from),
+            Kind::Seconds => value
+                .as_f64()
+                .and_then(|v| seconds(v).ok())
+                .map(Value::from),
             Kind::Count => Some(value.as_u64().filter(|n| *n > 0).into()),
         }
     }
@@ -433,7 +439,13 @@ mod tests {
                 s.set(&mut app, value.clone());
                 assert_eq!(s.get(&app), value, "{} = {text}", s.name);
                 for other in SETTINGS.iter().filter(|o| o.name != s.name) {
-                    assert_eq!(other.get(&app), other.get(&blank()), "{} moved {}", s.name, other.name);
+                    assert_eq!(
+                        other.get(&app),
+                        other.get(&blank()),
+                        "{} moved {}",
+                        s.name,
+                        other.name
+                    );
                 }
             }
         }

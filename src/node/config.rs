@@ -165,9 +165,8 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
     // so what they change can be handed to its hosts (`python_conf`).
     let mut described: Option<(AppConfig, python::Description)> = None;
     let mut app = if name.ends_with(".toml") || file.exists() {
-        let mut app =
-            AppConfig::load(name, &cwd, &env, &overrides)
-                .map_err(|e| config_error(e.exit_code(), &e))?;
+        let mut app = AppConfig::load(name, &cwd, &env, &overrides)
+            .map_err(|e| config_error(e.exit_code(), &e))?;
         if let Some(py) = app.python.clone() {
             let desc = python::describe(&python, &py.module, &cwd, &settings::host_names())
                 .map_err(|e| config_error(e.exit_code(), &e))?;
@@ -185,7 +184,7 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
                 config_error(
                     e.exit_code(),
                     &format!(
-                    "{} not found (-A {name}, relative to {}), and {why}",
+                        "{} not found (-A {name}, relative to {}), and {why}",
                         file.display(),
                         cwd.display(),
                     ),
@@ -215,7 +214,12 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         // The hosts publish (retries, subtasks) and store results: always
         // to the broker and backend this node uses.
         conf.insert("broker_url".into(), app.broker_url.clone().into());
-        if desc.settings.get("result_backend").is_some_and(|v| !v.is_null()) || app.python.as_ref().is_some_and(|p| p.module != name) {
+        if desc
+            .settings
+            .get("result_backend")
+            .is_some_and(|v| !v.is_null())
+            || app.python.as_ref().is_some_and(|p| p.module != name)
+        {
             conf.insert("result_backend".into(), app.result_backend.clone().into());
         }
         if let Some(p) = app.python.as_mut() {
