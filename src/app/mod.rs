@@ -18,7 +18,7 @@ use crate::tasks::Registry;
 
 /// The app a node runs. Each setting's field is named after it and listed in
 /// `settings::SETTINGS`, which says how every source sets it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AppConfig {
     /// The `-A` value as given (`proj`), shown in the banner.
     pub name: String,
@@ -63,22 +63,11 @@ impl AppError {
 impl AppConfig {
     /// Every setting at the table's start value, no tasks.
     pub fn with_defaults(name: &str, path: &Path) -> AppConfig {
+        // Fields start at their type's default; the table then sets them.
         let mut app = AppConfig {
             name: name.to_string(),
             path: path.to_path_buf(),
-            broker_url: String::new(),
-            result_backend: String::new(),
-            result_expires: None,
-            task_default_queue: String::new(),
-            task_acks_late: false,
-            task_reject_on_worker_lost: false,
-            task_track_started: false,
-            task_time_limit: None,
-            task_soft_time_limit: None,
-            worker_concurrency: None,
-            visibility_timeout: 0,
-            tasks: Registry::default(),
-            python: None,
+            ..AppConfig::default()
         };
         for s in settings::SETTINGS {
             let value = s.initial(&app);
@@ -492,6 +481,34 @@ visibility_timeout = 60
             (Some(false), Some(9.0), true)
         );
         assert_eq!(app.python.as_ref().unwrap().module, "pyproj");
+    }
+
+    #[test]
+    fn python_settings_by_their_dotted_name_and_unusable_values_keep_the_start() {
+        let mut desc = description();
+        desc.settings.insert(
+            "broker_transport_options.visibility_timeout".into(),
+            45.into(),
+        );
+        desc.settings
+            .insert("task_default_queue".into(), serde_json::Value::Null);
+        desc.settings.insert("result_expires".into(), (-3).into());
+        let app = AppConfig::from_python("pyproj", Path::new("/w"), &desc, Path::new("py"));
+        assert_eq!(app.visibility_timeout, 45);
+        assert_eq!(app.task_default_queue, "celery");
+        assert_eq!(app.result_expires, Some(86400));
+    }
+
+    #[test]
+    fn banner_lines_mask_urls() {
+        let app = parse("broker_url = \"redis://:secret@h:1/0\"\n").unwrap();
+        assert_eq!(
+            app.banner_lines(),
+            [
+                ("transport", "redis://:**@h:1/0".to_string()),
+                ("results", "redis://:**@h:1/0".to_string())
+            ]
+        );
     }
 
     #[test]
