@@ -41,6 +41,12 @@ pub enum Command {
     Worker(Box<WorkerArgs>),
     /// Send one task the way a Celery client does, and optionally wait for its result.
     Call(Box<CallArgs>),
+    /// Ask the workers (celery inspect's grammar): ping, stats, active, registered, ...
+    Inspect(Box<ControlArgs>),
+    /// Tell the workers (celery control's grammar): revoke, shutdown, pool_grow, ...
+    Control(Box<ControlArgs>),
+    /// List the workers that are online (celery status).
+    Status(Box<ControlArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -186,4 +192,34 @@ pub struct CallArgs {
     /// Wait this many seconds for the result and print it.
     #[arg(long = "wait")]
     pub wait: Option<f64>,
+}
+
+/// `rmulti inspect|control|status`: celery's remote-control options.
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    /// The remote command (`ping`, `revoke`, ...); none for `status`.
+    pub command: Option<String>,
+    /// The command's arguments, as celery's CLI takes them.
+    pub args: Vec<String>,
+    /// The app, for its broker URL.
+    #[arg(short = 'A', long = "app")]
+    pub app: Option<String>,
+    /// Broker URL (default: CELERY_BROKER_URL, the app's, else redis://localhost:6379/0).
+    #[arg(short = 'b', long = "broker")]
+    pub broker: Option<String>,
+    /// Comma separated list of destination node names.
+    #[arg(short = 'd', long = "destination")]
+    pub destination: Option<String>,
+    /// Timeout in seconds waiting for (each) reply.
+    #[arg(short = 't', long = "timeout", default_value_t = 1.0)]
+    pub timeout: f64,
+    /// Use json as output format.
+    #[arg(short = 'j', long = "json")]
+    pub json: bool,
+    /// No colours (also NO_COLOR; there are none unless stdout is a terminal).
+    #[arg(short = 'C', long = "no-color")]
+    pub no_color: bool,
+    /// Leave out the `->` marks and the node count.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
 }

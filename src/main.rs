@@ -19,6 +19,9 @@ fn main() {
     let code = match cli.command {
         Command::Worker(args) => rmulti::node::run_worker(*args),
         Command::Call(args) => rmulti::client::run_call(*args),
+        Command::Inspect(args) => rmulti::control::run(rmulti::control::Kind::Inspect, *args),
+        Command::Control(args) => rmulti::control::run(rmulti::control::Kind::Control, *args),
+        Command::Status(args) => rmulti::control::run_status(*args),
     };
     std::process::exit(code);
 }

@@ -112,6 +112,19 @@ fn a_bad_redis_url_is_a_config_error_from_worker_and_call() {
 }
 
 #[test]
+fn inspect_meets_the_same_app_and_url_errors() {
+    let dir = app_dir(GOOD_APP);
+    for args in [
+        &["inspect", "ping", "-A", "other.toml"][..],
+        &["inspect", "ping", "-b", "amqp://h//"],
+        &["control", "shutdown", "-b", "redis://127.0.0.1:1/zero"],
+    ] {
+        let (code, text) = rmulti(dir.path(), args);
+        assert_eq!(code, CONFIG, "{args:?}: {text}");
+    }
+}
+
+#[test]
 fn a_bad_setting_after_double_dash_is_a_config_error() {
     let dir = app_dir(GOOD_APP);
     for setting in [

@@ -91,20 +91,6 @@ impl Reporter {
     }
 }
 
-/// Splits complete lines off a read buffer (the main process's side).
-pub fn take_lines(buf: &mut Vec<u8>) -> Vec<Report> {
-    let mut out = Vec::new();
-    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = buf.drain(..=pos).collect();
-        if let Ok(text) = std::str::from_utf8(&line) {
-            if let Some(r) = Report::parse(text.trim_end()) {
-                out.push(r);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,9 +107,12 @@ mod tests {
             group: None,
             parent_id: None,
         });
-        let mut buf = format!("{}{}", r.to_line(), Report::Ready.to_line()).into_bytes();
-        buf.extend_from_slice(b"{\"report\":\"do");
-        assert_eq!(take_lines(&mut buf), vec![r, Report::Ready]);
-        assert_eq!(buf, b"{\"report\":\"do");
+        for report in [r, Report::Ready, Report::Done] {
+            let line = report.to_line();
+            assert_eq!(line.matches('\n').count(), 1);
+            assert!(line.ends_with('\n'));
+            assert_eq!(Report::parse(line.trim_end()), Some(report));
+        }
+        assert_eq!(Report::parse("{\"report\":\"do"), None);
     }
 }

@@ -17,6 +17,7 @@ use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Lost {
     /// Killed by the main process at the hard time limit (seconds).
     TimeLimit(f64),

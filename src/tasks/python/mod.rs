@@ -40,22 +40,21 @@
 //! child's process group, so a hard time limit kills both.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::exec::{die_with_parent, drain, set_nonblocking};
+use crate::plumbing::deathsig::die_with_parent;
+use crate::plumbing::lines::LineReader;
+use crate::plumbing::pipe::{cloexec_pipe, wait_readable};
 
 /// The host script (see the module docs).
 pub const HOST_SCRIPT: &str = include_str!("host.py");
@@ -268,43 +267,6 @@ pub struct HostConfig {
     pub conf: Map<String, Value>,
 }
 
-/// Lines from one non-blocking pipe.
-struct LineReader {
-    file: File,
-    buf: Vec<u8>,
-    eof: bool,
-}
-
-impl LineReader {
-    fn new(fd: OwnedFd) -> std::io::Result<LineReader> {
-        set_nonblocking(&fd)?;
-        Ok(LineReader {
-            file: File::from(fd),
-            buf: Vec::new(),
-            eof: false,
-        })
-    }
-
-    /// Reads what is available; returns complete lines.
-    fn read_lines(&mut self) -> Vec<String> {
-        // A read error other than "nothing more yet" is taken as nothing
-        // more: the host's exit is noticed by the caller.
-        if let Ok(true) = drain(&mut self.file, &mut self.buf) {
-            self.eof = true;
-        }
-        let mut lines = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-        }
-        if self.eof && !self.buf.is_empty() {
-            lines.push(String::from_utf8_lossy(&self.buf).into_owned());
-            self.buf.clear();
-        }
-        lines
-    }
-}
-
 /// A running host.
 pub struct Host {
     child: Child,
@@ -379,9 +341,8 @@ impl Host {
     /// Starts a host and waits for its hello. A host that cannot load the
     /// app gives `PythonError::Load` with the traceback's last lines.
     pub fn start(cfg: &HostConfig, hostname: &str) -> Result<Host, PythonError> {
-        let (proto_r, proto_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let (proto_r, proto_w) = cloexec_pipe()?;
+        let (out_r, out_w) = cloexec_pipe()?;
         let err_w = out_w.try_clone()?;
         let options = serde_json::json!({
             "conf": cfg.conf,
@@ -394,7 +355,7 @@ impl Host {
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
         let proto_fd = proto_w.as_raw_fd();
-        let parent = std::process::id();
+        let parent = std::process::id() as i32;
         // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid,
         // signal) between fork and exec.
         unsafe {
@@ -488,7 +449,7 @@ impl Host {
                     }
                 }
             }
-            if self.proto.eof {
+            if self.proto.is_eof() {
                 let status = self.child.wait()?;
                 return Err(PythonError::Load(format!(
                     "Python host exited during start-up ({}):\n{}",
@@ -511,27 +472,14 @@ impl Host {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<(Vec<String>, Vec<String>), PythonError> {
-        let timeout = match deadline {
-            Some(d) => {
-                let ms = d.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        {
-            let mut fds = Vec::with_capacity(2);
-            if !self.proto.eof {
-                fds.push(PollFd::new(self.proto.file.as_fd(), PollFlags::POLLIN));
-            }
-            if !self.output.eof {
-                fds.push(PollFd::new(self.output.file.as_fd(), PollFlags::POLLIN));
-            }
-            if !fds.is_empty() {
-                match nix::poll::poll(&mut fds, timeout) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(std::io::Error::from(e).into()),
-                }
-            }
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let fds: Vec<_> = [&self.proto, &self.output]
+            .into_iter()
+            .filter(|r| !r.is_eof())
+            .map(|r| r.as_fd())
+            .collect();
+        if !fds.is_empty() {
+            wait_readable(&fds, timeout)?;
         }
         let output = self.output.read_lines();
         let proto = self.proto.read_lines();
@@ -596,7 +544,7 @@ impl Host {
                     }
                 }
             }
-            let exited = if self.proto.eof {
+            let exited = if self.proto.is_eof() {
                 Some(self.child.wait())
             } else {
                 self.child.try_wait().transpose()
