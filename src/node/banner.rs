@@ -2,7 +2,6 @@
 //! also written to the main log, where an operator will look for it.
 
 use super::config::NodeConfig;
-use crate::broker::url::masked;
 
 pub fn banner(cfg: &NodeConfig) -> String {
     let app = &cfg.app;
@@ -26,14 +25,10 @@ pub fn banner(cfg: &NodeConfig) -> String {
         app.name,
         app.path.display()
     ));
-    out.push_str(&format!(
-        "- ** ---------- .> transport:   {}\n",
-        masked(&app.broker_url)
-    ));
-    out.push_str(&format!(
-        "- ** ---------- .> results:     {}\n",
-        masked(&app.result_backend)
-    ));
+    for (label, value) in app.banner_lines() {
+        let label = format!("{label}:");
+        out.push_str(&format!("- ** ---------- .> {label:<12} {value}\n"));
+    }
     out.push_str(&format!(
         "- *** --- * --- .> concurrency: {} (prefork)\n",
         cfg.concurrency

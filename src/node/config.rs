@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing_subscriber::filter::LevelFilter;
 
 use super::names;
-use crate::app::{AppConfig, Overrides};
+use crate::app::{settings, AppConfig, Overrides};
 use crate::cli::WorkerArgs;
 use crate::exit;
 use crate::tasks::python;
@@ -157,21 +157,19 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
     };
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     let python = python::interpreter(args.python.as_deref(), &env);
-    let config_error = |e: &dyn std::fmt::Display| {
-        StartError::new(
-            exit::CONFIG,
-            format!("Error: Unable to load app {name}: {e}"),
-        )
+    let config_error = |code: i32, e: &dyn std::fmt::Display| {
+        StartError::new(code, format!("Error: Unable to load app {name}: {e}"))
     };
     let file = AppConfig::resolve(name, &cwd);
     // A Python app is described before the command line's settings apply,
     // so what they change can be handed to its hosts (`python_conf`).
     let mut described: Option<(AppConfig, python::Description)> = None;
     let mut app = if name.ends_with(".toml") || file.exists() {
-        let mut app =
-            AppConfig::load(name, &cwd, &env, &overrides).map_err(|e| config_error(&e))?;
+        let mut app = AppConfig::load(name, &cwd, &env, &overrides)
+            .map_err(|e| config_error(e.exit_code(), &e))?;
         if let Some(py) = app.python.clone() {
-            let desc = python::describe(&python, &py.module, &cwd).map_err(|e| config_error(&e))?;
+            let desc = python::describe(&python, &py.module, &cwd, &settings::host_names())
+                .map_err(|e| config_error(e.exit_code(), &e))?;
             app.merge_python(&desc, false);
             if let Some(p) = app.python.as_mut() {
                 p.python = python.clone();
@@ -180,36 +178,35 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         }
         app
     } else {
-        let desc = python::describe(&python, name, &cwd).map_err(|e| {
+        let desc = python::describe(&python, name, &cwd, &settings::host_names()).map_err(|e| {
             // Neither kind of app: say so about both, the file first.
             let not_found = |why: String| {
-                config_error(&format!(
-                    "{} not found (-A {name}, relative to {}), and {why}",
-                    file.display(),
-                    cwd.display(),
-                ))
+                config_error(
+                    e.exit_code(),
+                    &format!(
+                        "{} not found (-A {name}, relative to {}), and {why}",
+                        file.display(),
+                        cwd.display(),
+                    ),
+                )
             };
             match e {
                 python::PythonError::NoModule(..) => not_found(e.to_string()),
                 python::PythonError::Spawn(..) => {
                     not_found(format!("it cannot be a Python app: {e}"))
                 }
-                other => config_error(&other),
+                other => config_error(other.exit_code(), &other),
             }
         })?;
         let mut app = AppConfig::from_python(name, &cwd, &desc, &python);
         described = Some((app.clone(), desc));
-        if let Some(b) = &overrides.broker {
-            app.broker_url = b.clone();
-        }
-        if let Some(b) = &overrides.result_backend {
-            app.result_backend = b.clone();
-        }
+        app.apply_flags(&overrides)
+            .map_err(|e| config_error(e.exit_code(), &e))?;
         app
     };
     for setting in &args.config {
         app.apply_override(setting).map_err(|e| {
-            StartError::new(exit::CONFIG, format!("Error: bad setting after `--`: {e}"))
+            StartError::new(e.exit_code(), format!("Error: bad setting after `--`: {e}"))
         })?;
     }
     if let Some((before, desc)) = described {
@@ -217,16 +214,21 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         // The hosts publish (retries, subtasks) and store results: always
         // to the broker and backend this node uses.
         conf.insert("broker_url".into(), app.broker_url.clone().into());
-        if desc.result_backend.is_some() || app.python.as_ref().is_some_and(|p| p.module != name) {
+        if desc
+            .settings
+            .get("result_backend")
+            .is_some_and(|v| !v.is_null())
+            || app.python.as_ref().is_some_and(|p| p.module != name)
+        {
             conf.insert("result_backend".into(), app.result_backend.clone().into());
         }
         if let Some(p) = app.python.as_mut() {
             p.conf = conf;
         }
     }
-    crate::broker::connection::validate_url(&app.broker_url)
-        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
-    crate::broker::connection::validate_url(&app.result_backend)
-        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    for url in [&app.broker_url, &app.result_backend] {
+        crate::broker::connection::validate_url(url)
+            .map_err(|e| StartError::new(e.exit_code(), e.to_string()))?;
+    }
     Ok(app)
 }
