@@ -6,6 +6,9 @@
 //!
 //! It is single-threaded on purpose: `fork()` is only safe that way.
 
+// ---- service hooks (systemd notify, autoscale, purge, log rotation): see supervisor/service.rs
+mod service;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -134,6 +137,8 @@ pub struct Supervisor {
     connected: bool,
     /// Children that died before they were ready, since one last was.
     boot_failures: u32,
+    /// Service hooks (supervisor/service.rs).
+    hooks: service::Hooks,
 }
 
 impl Supervisor {
@@ -151,6 +156,7 @@ impl Supervisor {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
         }
         Supervisor {
+            hooks: service::Hooks::new(&cfg),
             cfg,
             pipe,
             children: HashMap::new(),
@@ -191,6 +197,7 @@ impl Supervisor {
             self.enforce_time_limits();
             self.check_ready();
             self.sweep_when_due();
+            self.service_tick(); // service hooks
         }
         self.finish();
         self.exit_code
@@ -238,7 +245,8 @@ impl Supervisor {
         let limits = self.children.values().filter_map(Child::deadline);
         let respawns = self.respawn_after.values().copied();
         let connect = (self.phase == Phase::Connecting).then(|| self.connecting.deadline());
-        limits.chain(respawns).chain(connect).min()
+        let service = self.hooks.deadline(); // service hooks
+        limits.chain(respawns).chain(connect).chain(service).min()
     }
 
     // ---- Redis at start-up -------------------------------------------------
@@ -298,6 +306,7 @@ impl Supervisor {
             ),
             Err(e) => tracing::error!("Cannot look for messages held by an earlier run: {e}"),
         }
+        self.purge_if_asked(); // service hooks
         Ok(())
     }
 
@@ -824,6 +833,7 @@ fn child_main(spec: &ChildSpec, status: OwnedFd, main_pid: Pid) -> i32 {
         Signal::SIGTTIN,
         Signal::SIGTTOU,
         Signal::SIGPIPE,
+        Signal::SIGUSR2, // log reopen is the main process's (logging.rs)
     ] {
         signals::ignore(sig);
     }
