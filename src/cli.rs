@@ -126,12 +126,22 @@ pub struct WorkerArgs {
     pub autoscale: Option<AutoscaleArg>,
 
     /// Queues to consume, comma-separated (default: task_default_queue).
-    #[arg(short = 'Q', long = "queues", value_delimiter = ',', value_name = "QUEUE,...")]
+    #[arg(
+        short = 'Q',
+        long = "queues",
+        value_delimiter = ',',
+        value_name = "QUEUE,..."
+    )]
     pub queues: Vec<String>,
 
     /// Queues not to consume, comma-separated: removed from -Q (or from the
     /// default queue).
-    #[arg(short = 'X', long = "exclude-queues", value_delimiter = ',', value_name = "QUEUE,...")]
+    #[arg(
+        short = 'X',
+        long = "exclude-queues",
+        value_delimiter = ',',
+        value_name = "QUEUE,..."
+    )]
     pub exclude_queues: Vec<String>,
 
     /// Erase every message waiting in this node's queues before consuming
@@ -141,7 +151,12 @@ pub struct WorkerArgs {
 
     /// Python apps only: more task modules for the pool to import,
     /// comma-separated (added to the app's `include`, as Celery's -I).
-    #[arg(short = 'I', long = "include", value_delimiter = ',', value_name = "MODULE,...")]
+    #[arg(
+        short = 'I',
+        long = "include",
+        value_delimiter = ',',
+        value_name = "MODULE,..."
+    )]
     pub include: Vec<String>,
 
     /// Log level: DEBUG, INFO, WARNING, ERROR, CRITICAL, FATAL (default WARNING).
@@ -224,7 +239,12 @@ pub struct WorkerArgs {
     pub beat: bool,
 
     /// Beat's schedule file: means nothing here (only with -B, which is refused).
-    #[arg(short = 's', long = "schedule-filename", visible_alias = "schedule", value_name = "FILE")]
+    #[arg(
+        short = 's',
+        long = "schedule-filename",
+        visible_alias = "schedule",
+        value_name = "FILE"
+    )]
     pub schedule_filename: Option<String>,
 
     /// Beat's scheduler class: means nothing here (only with -B, which is refused).

@@ -150,9 +150,18 @@ mod tests {
     fn shrinks_only_after_the_keepalive_and_not_below_min() {
         let t = Instant::now();
         let p = policy(10, 2);
-        assert_eq!(decide(&p, 8, load(1, 0), Some(t), t + Duration::from_secs(5)), 8);
-        assert_eq!(decide(&p, 8, load(1, 0), Some(t), t + Duration::from_secs(31)), 2);
-        assert_eq!(decide(&p, 8, load(4, 0), Some(t), t + Duration::from_secs(31)), 4);
+        assert_eq!(
+            decide(&p, 8, load(1, 0), Some(t), t + Duration::from_secs(5)),
+            8
+        );
+        assert_eq!(
+            decide(&p, 8, load(1, 0), Some(t), t + Duration::from_secs(31)),
+            2
+        );
+        assert_eq!(
+            decide(&p, 8, load(4, 0), Some(t), t + Duration::from_secs(31)),
+            4
+        );
     }
 
     #[test]
@@ -186,6 +195,9 @@ mod tests {
         let p = Policy::from_arg(arg, Some("2.5"));
         assert_eq!(p.keepalive, Duration::from_millis(2500));
         assert_eq!((p.max, p.min), (3, 1));
-        assert_eq!(Policy::from_arg(arg, Some("x")).keepalive, DEFAULT_KEEPALIVE);
+        assert_eq!(
+            Policy::from_arg(arg, Some("x")).keepalive,
+            DEFAULT_KEEPALIVE
+        );
     }
 }

@@ -141,7 +141,10 @@ mod tests {
         let mut buf = [0u8; 256];
         let len = server.recv(&mut buf).unwrap();
         let first = String::from_utf8_lossy(&buf[..len]).to_string();
-        assert!(first.starts_with("READY=1\nSTATUS=Ready\nMAINPID="), "{first}");
+        assert!(
+            first.starts_with("READY=1\nSTATUS=Ready\nMAINPID="),
+            "{first}"
+        );
         let len = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"STOPPING=1\nSTATUS=Stopping");
     }

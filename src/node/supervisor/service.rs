@@ -72,9 +72,10 @@ impl Supervisor {
                 self.target,
                 self.cfg.queues.join(",")
             )),
-            Phase::Warm => self.hooks.notify.stopping(&format!(
-                "{node}: warm shutdown, waiting for running tasks"
-            )),
+            Phase::Warm => self
+                .hooks
+                .notify
+                .stopping(&format!("{node}: warm shutdown, waiting for running tasks")),
             Phase::Cold => self
                 .hooks
                 .notify
@@ -126,7 +127,10 @@ impl Supervisor {
         }
         self.hooks.notify.status(&format!(
             "{}: {} pool children (autoscale {}..{})",
-            self.cfg.node, self.target, scaler_min(self), scaler_max(self)
+            self.cfg.node,
+            self.target,
+            scaler_min(self),
+            scaler_max(self)
         ));
     }
 
