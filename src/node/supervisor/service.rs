@@ -25,8 +25,14 @@ pub(super) struct Hooks {
 impl Hooks {
     pub(super) fn new(cfg: &NodeConfig) -> Hooks {
         let keepalive = std::env::var("AUTOSCALE_KEEPALIVE").ok();
+        let notify = Notify::from_env();
+        notify.status(&format!(
+            "{}: connecting to {}",
+            cfg.node,
+            broker::url::masked(&cfg.app.broker_url)
+        ));
         Hooks {
-            notify: Notify::from_env(),
+            notify,
             autoscaler: cfg.autoscale.map(|a| {
                 Autoscaler::new(Policy::from_arg(a, keepalive.as_deref()), Instant::now())
             }),
@@ -56,9 +62,12 @@ impl Supervisor {
         if self.hooks.shown == Some(self.phase) {
             return;
         }
+        let first = self.hooks.shown.is_none();
         self.hooks.shown = Some(self.phase);
         let node = self.cfg.node.clone();
         match self.phase {
+            // Said by `Hooks::new` already.
+            Phase::Connecting if first => {}
             Phase::Connecting => self.hooks.notify.status(&format!(
                 "{node}: connecting to {}",
                 broker::url::masked(&self.cfg.app.broker_url)
