@@ -329,3 +329,80 @@ pub struct CallArgs {
     #[arg(long = "wait")]
     pub wait: Option<f64>,
 }
+
+/// The whole command line as one clap definition, multi commands included,
+/// for the man pages and shell completions (`examples/package_assets.rs`).
+/// The multi commands are still parsed by `multi` (their argv grammar,
+/// `-c:w2 4` and `-SIG`, is not clap's); this only describes them.
+pub fn full_command() -> clap::Command {
+    use clap::{Arg, ArgAction, CommandFactory};
+
+    let nodes = || {
+        Arg::new("nodes")
+            .value_name("NODES")
+            .num_args(1..)
+            .help("Node names (w1 w2), or a count (3: celery1..celery3)")
+    };
+    let common = |cmd: clap::Command| {
+        cmd.arg(
+            Arg::new("pidfile")
+                .long("pidfile")
+                .value_name("TEMPLATE")
+                .help("Pidfile of each node (default %n.pid)"),
+        )
+        .arg(
+            Arg::new("workdir")
+                .long("workdir")
+                .value_name("DIR")
+                .help("Directory relative pid and log files are in"),
+        )
+        .arg(Arg::new("nosplash").long("nosplash").action(ArgAction::SetTrue).help("Don't display program info"))
+        .arg(Arg::new("quiet").long("quiet").action(ArgAction::SetTrue).help("Don't show as much output"))
+        .arg(Arg::new("verbose").long("verbose").action(ArgAction::SetTrue).help("Show more output"))
+        .arg(Arg::new("no-color").long("no-color").action(ArgAction::SetTrue).help("Don't display colors"))
+    };
+    let timeout = || {
+        Arg::new("timeout")
+            .long("timeout")
+            .value_name("SECONDS")
+            .help("SIGKILL nodes (and their pools) still running after this long")
+    };
+    let with_worker = |cmd: clap::Command| {
+        // The worker's options, as `start` passes them on (`-c:w2 4` sets one node's).
+        WorkerArgs::augment_args(cmd.arg(nodes()))
+    };
+    let multi: Vec<clap::Command> = vec![
+        with_worker(clap::Command::new("start"))
+            .about("Start nodes in the background; returns once each is ready (celery multi start)"),
+        common(clap::Command::new("stop").arg(nodes()))
+            .about("Send TERM (or -SIG) to each node's main process and return (celery multi stop)"),
+        common(clap::Command::new("stopwait").arg(nodes()).arg(timeout()))
+            .about("Stop nodes and wait until each is gone (celery multi stopwait)"),
+        common(clap::Command::new("stop_verify").arg(nodes()).arg(timeout()))
+            .about("The same as stopwait (Celery's old name)"),
+        with_worker(clap::Command::new("restart").arg(timeout()))
+            .about("Stop nodes, wait, and start them again (celery multi restart)"),
+        common(clap::Command::new("kill").arg(nodes()))
+            .about("SIGKILL each node and its pool; remove the pidfiles (celery multi kill)"),
+        with_worker(clap::Command::new("show"))
+            .about("Print each node's worker command line; run nothing"),
+        common(clap::Command::new("names").arg(nodes())).about("Print the node names"),
+        with_worker(clap::Command::new("get").arg(Arg::new("hostname").required(true)))
+            .about("Print one node's worker command line"),
+        clap::Command::new("expand")
+            .arg(Arg::new("template").required(true).help("A template with %n, %h, %d, %i"))
+            .arg(nodes())
+            .about("Expand a template for each node"),
+        clap::Command::new("multi")
+            .about("The multi commands under `celery multi`'s name: rmulti multi start ...")
+            .arg(Arg::new("args").num_args(0..).trailing_var_arg(true).allow_hyphen_values(true)),
+        clap::Command::new("help")
+            .about("Print the multi commands' usage; `rmulti help worker|call` for those")
+            .arg(Arg::new("command").value_parser(["worker", "call"])),
+    ];
+    let mut cmd = Cli::command();
+    for sub in multi {
+        cmd = cmd.subcommand(sub);
+    }
+    cmd
+}
