@@ -356,10 +356,30 @@ pub fn full_command() -> clap::Command {
                 .value_name("DIR")
                 .help("Directory relative pid and log files are in"),
         )
-        .arg(Arg::new("nosplash").long("nosplash").action(ArgAction::SetTrue).help("Don't display program info"))
-        .arg(Arg::new("quiet").long("quiet").action(ArgAction::SetTrue).help("Don't show as much output"))
-        .arg(Arg::new("verbose").long("verbose").action(ArgAction::SetTrue).help("Show more output"))
-        .arg(Arg::new("no-color").long("no-color").action(ArgAction::SetTrue).help("Don't display colors"))
+        .arg(
+            Arg::new("nosplash")
+                .long("nosplash")
+                .action(ArgAction::SetTrue)
+                .help("Don't display program info"),
+        )
+        .arg(
+            Arg::new("quiet")
+                .long("quiet")
+                .action(ArgAction::SetTrue)
+                .help("Don't show as much output"),
+        )
+        .arg(
+            Arg::new("verbose")
+                .long("verbose")
+                .action(ArgAction::SetTrue)
+                .help("Show more output"),
+        )
+        .arg(
+            Arg::new("no-color")
+                .long("no-color")
+                .action(ArgAction::SetTrue)
+                .help("Don't display colors"),
+        )
     };
     let timeout = || {
         Arg::new("timeout")
@@ -372,14 +392,20 @@ pub fn full_command() -> clap::Command {
         WorkerArgs::augment_args(cmd.arg(nodes()))
     };
     let multi: Vec<clap::Command> = vec![
-        with_worker(clap::Command::new("start"))
-            .about("Start nodes in the background; returns once each is ready (celery multi start)"),
-        common(clap::Command::new("stop").arg(nodes()))
-            .about("Send TERM (or -SIG) to each node's main process and return (celery multi stop)"),
+        with_worker(clap::Command::new("start")).about(
+            "Start nodes in the background; returns once each is ready (celery multi start)",
+        ),
+        common(clap::Command::new("stop").arg(nodes())).about(
+            "Send TERM (or -SIG) to each node's main process and return (celery multi stop)",
+        ),
         common(clap::Command::new("stopwait").arg(nodes()).arg(timeout()))
             .about("Stop nodes and wait until each is gone (celery multi stopwait)"),
-        common(clap::Command::new("stop_verify").arg(nodes()).arg(timeout()))
-            .about("The same as stopwait (Celery's old name)"),
+        common(
+            clap::Command::new("stop_verify")
+                .arg(nodes())
+                .arg(timeout()),
+        )
+        .about("The same as stopwait (Celery's old name)"),
         with_worker(clap::Command::new("restart").arg(timeout()))
             .about("Stop nodes, wait, and start them again (celery multi restart)"),
         common(clap::Command::new("kill").arg(nodes()))
@@ -390,12 +416,21 @@ pub fn full_command() -> clap::Command {
         with_worker(clap::Command::new("get").arg(Arg::new("hostname").required(true)))
             .about("Print one node's worker command line"),
         clap::Command::new("expand")
-            .arg(Arg::new("template").required(true).help("A template with %n, %h, %d, %i"))
+            .arg(
+                Arg::new("template")
+                    .required(true)
+                    .help("A template with %n, %h, %d, %i"),
+            )
             .arg(nodes())
             .about("Expand a template for each node"),
         clap::Command::new("multi")
             .about("The multi commands under `celery multi`'s name: rmulti multi start ...")
-            .arg(Arg::new("args").num_args(0..).trailing_var_arg(true).allow_hyphen_values(true)),
+            .arg(
+                Arg::new("args")
+                    .num_args(0..)
+                    .trailing_var_arg(true)
+                    .allow_hyphen_values(true),
+            ),
         clap::Command::new("help")
             .about("Print the multi commands' usage; `rmulti help worker|call` for those")
             .arg(Arg::new("command").value_parser(["worker", "call"])),

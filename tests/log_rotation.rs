@@ -72,9 +72,15 @@ fn renaming_the_logs_under_load_loses_no_line() {
     assert!(done && missing.is_empty(), "lines lost for {missing:?}");
     // The rotation was followed: each process writes to the new files.
     let new_main = dir.read("w1.log");
-    assert!(new_main.contains("received"), "main log not reopened: {new_main:?}");
+    assert!(
+        new_main.contains("received"),
+        "main log not reopened: {new_main:?}"
+    );
     let new_children = dir.read("w1-1.log") + &dir.read("w1-2.log");
-    assert!(new_children.contains("succeeded"), "child logs not reopened");
+    assert!(
+        new_children.contains("succeeded"),
+        "child logs not reopened"
+    );
     // No line was written twice (a reopen that duplicated a buffer).
     let mut seen = HashSet::new();
     for line in children.lines().filter(|l| l.contains("succeeded in")) {

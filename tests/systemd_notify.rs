@@ -86,17 +86,33 @@ fn ready_comes_after_the_pool_consumes_and_stopping_on_term() {
             false
         }
     });
-    assert!(got_ready, "no READY=1: {:?}\n{}", sock.seen, node_logs(&dir));
+    assert!(
+        got_ready,
+        "no READY=1: {:?}\n{}",
+        sock.seen,
+        node_logs(&dir)
+    );
     guard.remember();
     // READY=1 may arrive in the same poll as the ready line: check it is in the log now.
     let log = log_when_ready.unwrap_or_default() + &dir.read("w1.log");
     assert!(log.contains(&ready_line), "{log}");
     // A status before ready (connecting/starting) and in the READY message.
-    assert!(sock.seen.iter().any(|m| m.starts_with("STATUS=")), "{:?}", sock.seen);
+    assert!(
+        sock.seen.iter().any(|m| m.starts_with("STATUS=")),
+        "{:?}",
+        sock.seen
+    );
     let ready = sock.seen.iter().find(|m| m.contains("READY=1")).unwrap();
-    assert!(ready.contains("STATUS=") && ready.contains("MAINPID="), "{ready}");
+    assert!(
+        ready.contains("STATUS=") && ready.contains("MAINPID="),
+        "{ready}"
+    );
     assert_eq!(sock.count("STOPPING=1"), 0);
-    assert_eq!(sock.count("WATCHDOG=1"), 0, "no watchdog without WATCHDOG_USEC");
+    assert_eq!(
+        sock.count("WATCHDOG=1"),
+        0,
+        "no watchdog without WATCHDOG_USEC"
+    );
 
     // The pool really consumes.
     let id = publish_task(&redis, "celery", "proj.tasks.add", "[2, 3]");
@@ -137,7 +153,15 @@ fn watchdog_repeats_at_half_the_interval() {
         sock.seen
     );
     // Five pings at 200 ms take about a second, not five main-loop wake-ups.
-    assert!(start.elapsed() < Duration::from_millis(2500), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
     node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_timeout(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        node.wait_timeout(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
 }
