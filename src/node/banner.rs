@@ -34,9 +34,13 @@ pub fn banner(cfg: &NodeConfig) -> String {
         "- ** ---------- .> results:     {}\n",
         masked(&app.result_backend)
     ));
+    // Celery's wording for an autoscaled pool.
+    let concurrency = match cfg.autoscale {
+        Some(a) => format!("{{min={}, max={}}}", a.min, a.max),
+        None => cfg.concurrency.to_string(),
+    };
     out.push_str(&format!(
-        "- *** --- * --- .> concurrency: {} (prefork)\n",
-        cfg.concurrency
+        "- *** --- * --- .> concurrency: {concurrency} (prefork)\n"
     ));
     out.push_str("-- ******* ---- .> task events: OFF (rmulti sends no events yet)\n");
     out.push_str("--- ***** -----\n");

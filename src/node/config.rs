@@ -177,16 +177,17 @@ pub fn node_queues(
             .map(str::to_string)
             .collect()
     };
+    let given = !include.is_empty();
     let (include, exclude) = (clean(include), clean(exclude));
-    let mut queues: Vec<String> = if include.is_empty() {
-        vec![default_queue.to_string()]
-    } else {
+    let mut queues: Vec<String> = if given {
         include
+    } else {
+        vec![default_queue.to_string()]
     };
     let mut seen = std::collections::HashSet::new();
     queues.retain(|q| !exclude.contains(q) && seen.insert(q.clone()));
     if queues.is_empty() {
-        let why = if exclude.is_empty() {
+        let why = if given && exclude.is_empty() {
             "-Q/--queues names no queue".to_string()
         } else {
             format!(
@@ -302,4 +303,33 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
     crate::broker::connection::validate_url(&app.result_backend)
         .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
     Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn queues_are_q_minus_x_in_order_without_repeats() {
+        let q = node_queues(&v(&["a", "b", "a", " c "]), &v(&["b"]), "celery").unwrap();
+        assert_eq!(q, v(&["a", "c"]));
+        assert_eq!(node_queues(&[], &[], "celery").unwrap(), v(&["celery"]));
+        assert_eq!(
+            node_queues(&[], &v(&["x"]), "celery").unwrap(),
+            v(&["celery"])
+        );
+    }
+
+    #[test]
+    fn no_queue_left_is_a_usage_error() {
+        let e = node_queues(&[], &v(&["celery"]), "celery").unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+        assert!(e.message.contains("-X/--exclude-queues"), "{e}");
+        let e = node_queues(&v(&[""]), &[], "celery").unwrap_err();
+        assert!(e.message.contains("names no queue"), "{e}");
+    }
 }
