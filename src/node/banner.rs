@@ -29,9 +29,13 @@ pub fn banner(cfg: &NodeConfig) -> String {
         let label = format!("{label}:");
         out.push_str(&format!("- ** ---------- .> {label:<12} {value}\n"));
     }
+    // Celery's wording for an autoscaled pool.
+    let concurrency = match cfg.autoscale {
+        Some(a) => format!("{{min={}, max={}}}", a.min, a.max),
+        None => cfg.concurrency.to_string(),
+    };
     out.push_str(&format!(
-        "- *** --- * --- .> concurrency: {} (prefork)\n",
-        cfg.concurrency
+        "- *** --- * --- .> concurrency: {concurrency} (prefork)\n"
     ));
     out.push_str("-- ******* ---- .> task events: OFF (rmulti sends no events yet)\n");
     out.push_str("--- ***** -----\n");

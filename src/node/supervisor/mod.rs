@@ -13,6 +13,7 @@
 mod children;
 mod connect;
 mod exit_kind;
+mod service;
 mod signals;
 
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub struct Supervisor {
     connected: bool,
     /// Children that died before they were ready, since one last was.
     boot_failures: u32,
+    /// Service hooks: systemd notify, autoscale, purge, log rotation.
+    hooks: service::Hooks,
 }
 
 impl Supervisor {
@@ -89,6 +92,7 @@ impl Supervisor {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
         }
         Supervisor {
+            hooks: service::Hooks::new(&cfg),
             cfg,
             pipe,
             children: HashMap::new(),
@@ -129,6 +133,7 @@ impl Supervisor {
             self.enforce_time_limits();
             self.check_ready();
             self.sweep_when_due();
+            self.service_tick();
         }
         self.finish();
         self.exit_code
@@ -172,7 +177,8 @@ impl Supervisor {
         let limits = self.children.values().filter_map(Child::deadline);
         let respawns = self.respawn_after.values().copied();
         let connect = (self.phase == Phase::Connecting).then(|| self.connecting.deadline());
-        limits.chain(respawns).chain(connect).min()
+        let service = self.hooks.deadline();
+        limits.chain(respawns).chain(connect).chain(service).min()
     }
 
     fn check_ready(&mut self) {

@@ -74,6 +74,11 @@ def load(name, conf, hostname, worker_signals=True):
     if conf:
         # rmulti's -b/--result-backend/`-- key=value` win over the app's own settings.
         app.conf.update(conf)
+    # `rmulti worker -I a,b` (the node sets RMULTI_INCLUDE): added to the
+    # app's own include, as WorkController.setup_includes does.
+    include = [m for m in os.environ.get("RMULTI_INCLUDE", "").split(",") if m]
+    if include:
+        app.conf.include = tuple(app.conf.include or ()) + tuple(include)
     worker = _Worker(app, hostname)
     # As WorkController.__init__: loader init (imports, Django setup through
     # the fixup, autodiscovery), then finalize, celeryd_init, worker_init.
