@@ -47,6 +47,8 @@ fn boot(spec: &ChildSpec, status: OwnedFd, main_pid: Pid, inherited: &[Signal]) 
         Signal::SIGTTIN,
         Signal::SIGTTOU,
         Signal::SIGPIPE,
+        // Log reopen is the main process's (logging.rs).
+        Signal::SIGUSR2,
     ] {
         signals::ignore(sig);
     }

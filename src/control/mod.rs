@@ -404,20 +404,34 @@ fn broker_url(args: &ControlArgs) -> anyhow::Result<String> {
         result_backend: None,
     };
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    let url = broker_url_of(args, &overrides, &env)?;
+    // A URL that cannot be used is a configuration error, as from `worker`
+    // and `call`, not an unreachable broker.
+    crate::broker::connection::validate_url(&url)?;
+    Ok(url)
+}
+
+fn broker_url_of(
+    args: &ControlArgs,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    let without_app = || Ok(AppConfig::without_file(env, overrides)?.broker_url);
     if args.broker.is_some() || env("CELERY_BROKER_URL").is_some() {
-        return Ok(overrides.urls(&env, None, None).0);
+        return without_app();
     }
     let Some(app) = &args.app else {
-        return Ok(overrides.urls(&env, None, None).0);
+        return without_app();
     };
     let cwd = std::env::current_dir().context("reading the working directory")?;
     if app.ends_with(".toml") || AppConfig::resolve(app, &cwd).exists() {
-        let cfg = AppConfig::load(app, &cwd, &env, &overrides)
+        let cfg = AppConfig::load(app, &cwd, env, overrides)
             .with_context(|| format!("Unable to load app {app}"))?;
         return Ok(cfg.broker_url);
     }
-    let python = crate::tasks::python::interpreter(None, &env);
-    let desc = crate::tasks::python::describe(&python, app, &cwd)
+    let python = crate::tasks::python::interpreter(None, env);
+    let names = crate::app::settings::host_names();
+    let desc = crate::tasks::python::describe(&python, app, &cwd, &names)
         .with_context(|| format!("Unable to load app {app}"))?;
     Ok(AppConfig::from_python(app, &cwd, &desc, &python).broker_url)
 }

@@ -63,6 +63,7 @@ impl Supervisor {
             ),
             Err(e) => tracing::error!("Cannot look for messages held by an earlier run: {e}"),
         }
+        self.purge_if_asked();
         Ok(())
     }
 }

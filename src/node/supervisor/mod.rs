@@ -14,6 +14,7 @@ mod children;
 mod connect;
 mod control;
 mod exit_kind;
+mod service;
 mod signals;
 
 use std::collections::HashMap;
@@ -73,6 +74,8 @@ pub struct Supervisor {
     connected: bool,
     /// Children that died before they were ready, since one last was.
     boot_failures: u32,
+    /// Service hooks: systemd notify, autoscale, purge, log rotation.
+    hooks: service::Hooks,
     /// Remote control, worker events, revokes (`node::control`).
     control: crate::node::control::Control,
 }
@@ -93,6 +96,7 @@ impl Supervisor {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
         }
         Supervisor {
+            hooks: service::Hooks::new(&cfg),
             cfg,
             pipe,
             children: HashMap::new(),
@@ -135,6 +139,7 @@ impl Supervisor {
             self.enforce_time_limits();
             self.check_ready();
             self.sweep_when_due();
+            self.service_tick();
         }
         self.finish();
         self.exit_code
@@ -184,8 +189,14 @@ impl Supervisor {
         let limits = self.children.values().filter_map(Child::deadline);
         let respawns = self.respawn_after.values().copied();
         let connect = (self.phase == Phase::Connecting).then(|| self.connecting.deadline());
+        let service = self.hooks.deadline();
         let control = self.control.next_deadline();
-        limits.chain(respawns).chain(connect).chain(control).min()
+        limits
+            .chain(respawns)
+            .chain(connect)
+            .chain(service)
+            .chain(control)
+            .min()
     }
 
     fn check_ready(&mut self) {

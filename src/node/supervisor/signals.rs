@@ -206,7 +206,7 @@ impl Supervisor {
         self.retire_where(sig, |_| true);
     }
 
-    fn retire_where(&mut self, sig: Signal, which: impl Fn(&Child) -> bool) {
+    pub(super) fn retire_where(&mut self, sig: Signal, which: impl Fn(&Child) -> bool) {
         for c in self.children.values_mut().filter(|c| which(c)) {
             c.retiring = true;
             let _ = kill(c.pid, sig);

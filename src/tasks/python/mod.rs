@@ -92,6 +92,14 @@ pub enum PythonError {
     Io(#[from] std::io::Error),
 }
 
+impl PythonError {
+    /// A Celery app that cannot be described is a configuration error,
+    /// whichever command loads it.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG
+    }
+}
+
 /// The interpreter: `--python`, else `$VIRTUAL_ENV/bin/python`, else `python3`.
 pub fn interpreter(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     if let Some(p) = flag {
@@ -119,20 +127,10 @@ pub struct TaskInfo {
 pub struct Description {
     pub hello: u64,
     pub main: Option<String>,
-    pub broker_url: Option<String>,
-    pub result_backend: Option<String>,
-    pub result_expires: Option<f64>,
-    pub task_default_queue: Option<String>,
-    #[serde(default)]
-    pub task_acks_late: bool,
-    #[serde(default)]
-    pub task_reject_on_worker_lost: bool,
-    #[serde(default)]
-    pub task_track_started: bool,
-    pub task_time_limit: Option<f64>,
-    pub task_soft_time_limit: Option<f64>,
-    pub worker_concurrency: Option<usize>,
-    pub visibility_timeout: Option<f64>,
+    /// The app's settings by Celery's name (`app::settings::SETTINGS` reads
+    /// the ones rmulti uses); `null` where Celery's is `None`.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
     /// Celery's `broker_use_ssl` / `redis_backend_use_ssl` dicts, as the
     /// `ssl_*` query options of a `rediss://` URL (`broker::url::with_ssl_options`).
     #[serde(default)]
@@ -162,8 +160,18 @@ fn script_header() -> Vec<u8> {
 }
 
 /// Runs `describe` and waits for it (see the module docs).
-pub fn describe(python: &Path, app: &str, cwd: &Path) -> Result<Description, PythonError> {
+/// `settings` are the Celery names (dotted inside a table:
+/// `broker_transport_options.visibility_timeout`) whose values it reports.
+pub fn describe(
+    python: &Path,
+    app: &str,
+    cwd: &Path,
+    settings: &[String],
+) -> Result<Description, PythonError> {
+    let names = serde_json::to_string(settings)
+        .map_err(|e| PythonError::Protocol(format!("setting names: {e}")))?;
     let mut child = boot_command(python, "describe", app)
+        .arg(names)
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
