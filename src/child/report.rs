@@ -18,10 +18,22 @@ pub struct Started {
     pub ignore_result: bool,
     pub group: Option<String>,
     pub parent_id: Option<String>,
+    /// What `inspect active` shows of the request: its args and kwargs
+    /// (JSON) and `delivery_info` (`{exchange, routing_key, priority,
+    /// redelivered}`). Null when unknown.
+    #[serde(default)]
+    pub args: serde_json::Value,
+    #[serde(default)]
+    pub kwargs: serde_json::Value,
+    #[serde(default)]
+    pub delivery_info: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
+// A handful of reports per task, built and parsed once each: boxing
+// `Started` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Report {
     /// Connected and consuming.
     Ready,
@@ -106,6 +118,9 @@ mod tests {
             ignore_result: false,
             group: None,
             parent_id: None,
+            args: serde_json::json!([1, 2]),
+            kwargs: serde_json::json!({}),
+            delivery_info: serde_json::Value::Null,
         });
         for report in [r, Report::Ready, Report::Done] {
             let line = report.to_line();

@@ -6,6 +6,7 @@ pub mod autoscale;
 pub mod banner;
 pub mod config;
 pub mod connecting;
+pub mod control;
 pub mod detach;
 pub mod identity;
 pub mod names;

@@ -16,6 +16,8 @@ use crate::broker::keys::Slot;
 use crate::child::report::{Report, Started};
 use crate::child::{self, ChildSpec};
 use crate::exit;
+use crate::node::control::Control;
+use crate::node::recovery::Lost;
 use crate::plumbing::lines::LineReader;
 use crate::plumbing::pipe::cloexec_pipe;
 use crate::plumbing::process::children_of;
@@ -67,13 +69,16 @@ impl Child {
     }
 
     /// Reads and applies the reports that arrived; returns lines to log.
-    fn read_reports(&mut self) -> Vec<String> {
+    fn read_reports(&mut self, control: &mut Control) -> Vec<String> {
         let reports: Vec<Report> = self
             .status
             .read_lines()
             .iter()
             .filter_map(|line| Report::parse(line.trim_end()))
             .collect();
+        for r in &reports {
+            control.observe(r);
+        }
         reports.into_iter().filter_map(|r| self.apply(r)).collect()
     }
 
@@ -189,7 +194,7 @@ impl Supervisor {
         let mut became_ready = false;
         for c in self.children.values_mut() {
             let was_ready = c.ready;
-            received.extend(c.read_reports());
+            received.extend(c.read_reports(&mut self.control));
             became_ready |= c.ready && !was_ready;
         }
         if became_ready {
@@ -243,7 +248,7 @@ impl Supervisor {
             self.strays_until = Some(Instant::now() + STRAY_WINDOW);
         }
         // Reports written just before death still count (e.g. "started").
-        for line in c.read_reports() {
+        for line in c.read_reports(&mut self.control) {
             tracing::info!("{line}");
         }
         let name = c.name();
@@ -253,8 +258,13 @@ impl Supervisor {
             tracing::error!("Process '{name}' pid:{pid} exited with '{exit}'");
         }
         let kind = classify(&c.facts(), self.phase, exit, self.boot_failures);
+        let terminated = self.control.was_terminated(pid.as_raw());
         if let Some((task, _)) = c.current.take() {
-            let why = kind.lost(self.phase, exit, task.time_limit.unwrap_or_default());
+            let why = if terminated {
+                Lost::Terminated
+            } else {
+                kind.lost(self.phase, exit, task.time_limit.unwrap_or_default())
+            };
             let jobs_before = c.jobs.saturating_sub(1);
             self.recovery
                 .task_lost(&self.cfg.node, c.slot, &task, &why, jobs_before);

@@ -12,6 +12,7 @@
 
 mod children;
 mod connect;
+mod control;
 mod exit_kind;
 mod service;
 mod signals;
@@ -75,6 +76,8 @@ pub struct Supervisor {
     boot_failures: u32,
     /// Service hooks: systemd notify, autoscale, purge, log rotation.
     hooks: service::Hooks,
+    /// Remote control, worker events, revokes (`node::control`).
+    control: crate::node::control::Control,
 }
 
 impl Supervisor {
@@ -85,6 +88,7 @@ impl Supervisor {
         recovery: Recovery,
     ) -> Supervisor {
         let target = cfg.concurrency;
+        let control = Self::new_control(&cfg);
         // Orphans of a dead child's task come to us instead of init, so
         // `kill_strays` can find them.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
@@ -110,6 +114,7 @@ impl Supervisor {
             connecting: Connecting::from_now(),
             connected: false,
             boot_failures: 0,
+            control,
         }
     }
 
@@ -128,6 +133,7 @@ impl Supervisor {
             self.wait_for_events();
             self.handle_signals();
             self.read_reports();
+            self.control_turn();
             self.reap();
             self.kill_strays();
             self.enforce_time_limits();
@@ -140,6 +146,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
+        self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {
             restored += self.recovery.release_held(&Slot::new(&self.cfg.node, slot));
@@ -167,6 +174,11 @@ impl Supervisor {
             .min(Duration::from_secs(1));
         let mut fds = vec![self.pipe.as_fd()];
         fds.extend(self.children.values().map(|c| c.status.as_fd()));
+        // Requests are only read while running: out of that phase a
+        // readable subscription must not keep waking the loop.
+        if self.phase == Phase::Running {
+            fds.extend(self.control.fd());
+        }
         if let Err(e) = wait_readable(&fds, Some(timeout)) {
             tracing::error!("poll failed: {e}");
         }
@@ -178,7 +190,13 @@ impl Supervisor {
         let respawns = self.respawn_after.values().copied();
         let connect = (self.phase == Phase::Connecting).then(|| self.connecting.deadline());
         let service = self.hooks.deadline();
-        limits.chain(respawns).chain(connect).chain(service).min()
+        let control = self.control.next_deadline();
+        limits
+            .chain(respawns)
+            .chain(connect)
+            .chain(service)
+            .chain(control)
+            .min()
     }
 
     fn check_ready(&mut self) {
@@ -190,6 +208,7 @@ impl Supervisor {
         if ready {
             self.phase = Phase::Running;
             tracing::info!("{} ready.", self.cfg.node);
+            self.control_online();
             self.notifier.ready();
         }
     }

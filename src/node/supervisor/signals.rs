@@ -86,7 +86,7 @@ impl Supervisor {
     }
 
     /// Warm shutdown: stop reserving, let running tasks finish, exit 0.
-    fn handle_term(&mut self) {
+    pub(super) fn handle_term(&mut self) {
         self.say("worker: Warm shutdown (MainProcess)");
         if matches!(
             self.phase,
@@ -183,7 +183,7 @@ impl Supervisor {
     }
 
     /// One more child.
-    fn handle_ttin(&mut self) {
+    pub(super) fn handle_ttin(&mut self) {
         self.target += 1;
         self.highest_slot = self.highest_slot.max(self.target);
         tracing::info!("Pool grown to {} (SIGTTIN)", self.target);
@@ -191,7 +191,7 @@ impl Supervisor {
 
     /// One child fewer (not below 1): the highest slot's child retires after
     /// its task.
-    fn handle_ttou(&mut self) {
+    pub(super) fn handle_ttou(&mut self) {
         if self.target <= 1 {
             tracing::warn!("Pool not shrunk below 1 (SIGTTOU)");
             return;
