@@ -226,3 +226,277 @@ fn plan(
         in_host,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::app::{AppConfig, Overrides};
+    use crate::protocol::{NewTask, State};
+    use crate::tasks::Executor;
+
+    const APP: &str = r#"
+task_track_started = true
+task_time_limit = 30
+[tasks]
+"t.add" = { builtin = "add" }
+"t.late" = { builtin = "add", acks_late = true, soft_time_limit = 5 }
+"t.quiet" = { builtin = "add", ignore_result = true }
+"#;
+
+    fn child() -> ChildSpec {
+        let none = |_: &str| None;
+        let mut app = AppConfig::from_str(
+            "proj",
+            Path::new("proj.toml"),
+            APP,
+            &none,
+            &Overrides::default(),
+        )
+        .expect("app");
+        app.tasks
+            .insert("t.py", crate::tasks::TaskSpec::new(Executor::Python));
+        ChildSpec {
+            node: "w1@host".into(),
+            slot: 1,
+            process_number: 1,
+            app: Arc::new(app),
+            queues: vec!["celery".into()],
+            log_file: None,
+            max_tasks: None,
+            max_memory_kib: None,
+            time_limit: None,
+            soft_time_limit: Some(7.0),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    fn reserved(raw: String) -> Reserved {
+        Reserved {
+            raw,
+            invalid_utf8: None,
+            source: "celery".into(),
+            from_eta_park: false,
+            started: false,
+            acked: false,
+        }
+    }
+
+    fn message(task: &str, edit: impl FnOnce(&mut NewTask)) -> Reserved {
+        let mut new = NewTask {
+            task: task.into(),
+            id: "id-1".into(),
+            args: vec![json!(1), json!(2)],
+            ..NewTask::default()
+        };
+        edit(&mut new);
+        reserved(new.encode_with(now(), "gen1@h", "reply", "tag-1"))
+    }
+
+    fn verdict<'a>(msg: &Reserved, child: &'a ChildSpec, in_hand: &InHand) -> Verdict<'a> {
+        triage(msg, msg.decode(), child, in_hand, now())
+    }
+
+    #[test]
+    fn bad_json_is_dead_lettered_without_a_result() {
+        let child = child();
+        let msg = reserved("{not json".into());
+        match verdict(&msg, &child, &InHand::Free) {
+            Verdict::DeadLetter {
+                refusal: Refusal::Invalid { .. },
+                failure: None,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_content_type_with_an_id_stores_content_disallowed() {
+        let child = child();
+        let good = message("t.add", |_| {});
+        let raw = good
+            .raw
+            .replace("\"application/json\"", "\"application/x-python-serialize\"");
+        let msg = reserved(raw);
+        match verdict(&msg, &child, &InHand::Free) {
+            Verdict::DeadLetter {
+                refusal: Refusal::Invalid { content_type, .. },
+                failure: Some(meta),
+                ..
+            } => {
+                assert_eq!(content_type, "application/x-python-serialize");
+                assert_eq!(meta.task_id, "id-1");
+                assert!(meta.to_json().contains("ContentDisallowed"), "{meta:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unregistered_task_is_dead_lettered_with_not_registered() {
+        let child = child();
+        let msg = message("t.nope", |_| {});
+        let v = verdict(&msg, &child, &InHand::Free);
+        assert!(v.received().is_some());
+        match v {
+            Verdict::DeadLetter {
+                refusal: Refusal::Unregistered(task),
+                reason,
+                failure: Some(meta),
+            } => {
+                assert_eq!(task.task, "t.nope");
+                assert_eq!(reason, "unregistered task \"t.nope\"");
+                assert_eq!(meta.status, State::Failure);
+                assert!(meta.to_json().contains("NotRegistered"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn started_under_a_dead_child_is_recorded_lost() {
+        let child = child();
+        let mut msg = message("t.add", |_| {});
+        msg.started = true;
+        let v = verdict(&msg, &child, &InHand::Free);
+        assert!(v.received().is_none());
+        match v {
+            Verdict::RecordLost {
+                exc, meta: Some(m), ..
+            } => {
+                assert_eq!(exc, worker_lost(NODE_KILLED));
+                assert_eq!(m.status, State::Failure);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Its result ignored: recorded lost, nothing stored.
+        let mut quiet = message("t.quiet", |_| {});
+        quiet.started = true;
+        assert!(matches!(
+            verdict(&quiet, &child, &InHand::Free),
+            Verdict::RecordLost { meta: None, .. }
+        ));
+    }
+
+    #[test]
+    fn started_by_this_child_and_not_run_runs() {
+        let child = child();
+        let mut msg = message("t.add", |_| {});
+        msg.started = true;
+        let hand = InHand::Started {
+            id: "id-1".into(),
+            acked_here: true,
+        };
+        assert!(matches!(verdict(&msg, &child, &hand), Verdict::Run { .. }));
+    }
+
+    #[test]
+    fn run_here_already_is_only_finished() {
+        let child = child();
+        let mut msg = message("t.add", |_| {});
+        msg.started = true;
+        let hand = InHand::Ran {
+            id: "id-1".into(),
+            acked_here: true,
+            finish: None,
+        };
+        assert!(matches!(
+            verdict(&msg, &child, &hand),
+            Verdict::FinishOnly(t) if t.id == "id-1"
+        ));
+        // Another task in hand says nothing about this one.
+        let other = InHand::Ran {
+            id: "id-2".into(),
+            acked_here: true,
+            finish: None,
+        };
+        assert!(matches!(
+            verdict(&msg, &child, &other),
+            Verdict::RecordLost { .. }
+        ));
+    }
+
+    #[test]
+    fn expired_is_revoked_unless_ignored() {
+        let child = child();
+        let past = Some(now() - chrono::Duration::seconds(1));
+        let msg = message("t.add", |t| t.expires = past);
+        match verdict(&msg, &child, &InHand::Free) {
+            Verdict::Expired { meta: Some(m), .. } => assert_eq!(m.status, State::Revoked),
+            other => panic!("{other:?}"),
+        }
+        let quiet = message("t.quiet", |t| t.expires = past);
+        assert!(matches!(
+            verdict(&quiet, &child, &InHand::Free),
+            Verdict::Expired { meta: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_future_eta_is_parked_a_due_one_runs() {
+        let child = child();
+        let later = now() + chrono::Duration::seconds(10);
+        let msg = message("t.add", |t| t.eta = Some(later));
+        match verdict(&msg, &child, &InHand::Free) {
+            Verdict::Park { eta, .. } => assert_eq!(eta, later),
+            other => panic!("{other:?}"),
+        }
+        // Within the slack: run now.
+        let soon = now() + chrono::Duration::milliseconds(2);
+        let msg = message("t.add", |t| t.eta = Some(soon));
+        assert!(matches!(
+            verdict(&msg, &child, &InHand::Free),
+            Verdict::Run { .. }
+        ));
+    }
+
+    #[test]
+    fn run_plans_limits_and_acks() {
+        let child = child();
+        let msg = message("t.add", |_| {});
+        let Verdict::Run { plan, .. } = verdict(&msg, &child, &InHand::Free) else {
+            panic!("not run");
+        };
+        assert_eq!(plan.started.time_limit, Some(30.0));
+        assert_eq!(plan.soft_limit, Some(7.0));
+        assert!(plan.ack_at_start && plan.track_started && !plan.in_host);
+        assert!(!plan.started.acks_late);
+
+        // Acked by the reserving step: no early ack at start.
+        let mut acked = message("t.add", |_| {});
+        acked.acked = true;
+        let Verdict::Run { plan, .. } = verdict(&acked, &child, &InHand::Free) else {
+            panic!("not run");
+        };
+        assert!(!plan.ack_at_start);
+
+        // The task's own settings, then the message's.
+        let late = message("t.late", |t| t.time_limit = Some(3.0));
+        let Verdict::Run { plan, .. } = verdict(&late, &child, &InHand::Free) else {
+            panic!("not run");
+        };
+        assert!(plan.started.acks_late && !plan.ack_at_start);
+        assert_eq!(plan.started.time_limit, Some(3.0));
+        assert_eq!(plan.soft_limit, Some(5.0));
+
+        // An ignored result is not tracked; a Python task's host tracks it.
+        let quiet = message("t.quiet", |_| {});
+        let Verdict::Run { plan, .. } = verdict(&quiet, &child, &InHand::Free) else {
+            panic!("not run");
+        };
+        assert!(plan.started.ignore_result && !plan.track_started);
+        let py = message("t.py", |_| {});
+        let Verdict::Run { plan, .. } = verdict(&py, &child, &InHand::Free) else {
+            panic!("not run");
+        };
+        assert!(plan.in_host && !plan.track_started);
+    }
+}
