@@ -14,12 +14,13 @@ use super::in_hand::InHand;
 use super::report::{Report, Reporter};
 use super::run::{Outcome, Runner};
 use super::slot::Slot;
-use super::triage::{triage, Refusal, Verdict};
+use super::triage::{triage, Plan, Refusal, Verdict};
 use super::{ChildSpec, Leave};
 use crate::broker::keys;
 use crate::broker::{BrokerError, Reserved};
-use crate::protocol::ResultMeta;
+use crate::protocol::{ResultMeta, TaskMessage};
 use crate::signals;
+use crate::tasks::TaskSpec;
 
 /// Broker and backend connections, re-opened after a failure.
 pub use crate::broker::Connections as Conns;
@@ -234,35 +235,7 @@ impl Child<'_> {
                 refusal,
                 reason,
                 failure,
-            } => {
-                let (task_id, task) = match &refusal {
-                    Refusal::Invalid {
-                        content_type,
-                        error,
-                    } => {
-                        tracing::error!(
-                            "Received invalid task message ({}): {}; kept in {}",
-                            content_type,
-                            error.reason,
-                            keys::DEAD_LETTER
-                        );
-                        (error.task_id.as_deref(), error.task.as_deref())
-                    }
-                    Refusal::Unregistered(task) => {
-                        tracing::error!(
-                            "Received unregistered task of type '{}'.\nThe message has been ignored and discarded.\n\nDid you remember to import the module containing this task?\nOr maybe you're using relative imports?\n\nThe full contents of the message body was:\n{} (kept in {})",
-                            task.task,
-                            msg.raw,
-                            keys::DEAD_LETTER
-                        );
-                        (Some(task.id.as_str()), Some(task.task.as_str()))
-                    }
-                };
-                if let Some(meta) = &failure {
-                    slot.store(conns, meta)?;
-                }
-                slot.dead_letter(msg, conns, &reason, task_id, task)?;
-            }
+            } => refuse(slot, conns, msg, &refusal, &reason, failure.as_ref())?,
             Verdict::RecordLost { task, exc, meta } => {
                 tracing::error!(
                     "Task {}[{}] raised unexpected: {}",
@@ -292,52 +265,102 @@ impl Child<'_> {
                 );
             }
             Verdict::Run { task, spec, plan } => {
-                // Reported before the ack (unless the reserving step acked
-                // it): if this child dies from here on, the main process
-                // knows the task had started and records its outcome.
-                if reporter
-                    .send(&Report::Started(plan.started.clone()))
-                    .is_err()
-                {
-                    return Err(Trouble::Leave(Leave::Code(1)));
-                }
-                slot.in_hand = InHand::Started {
-                    id: task.id.clone(),
-                    acked_here: false,
-                };
-                if plan.ack_at_start {
-                    slot.start(conns, &task)?;
-                }
-                if plan.track_started {
-                    let pid = std::process::id();
-                    let meta = ResultMeta::started(&task.id, pid, &self.spec.node);
-                    slot.store(conns, &meta.with_request(&task))?;
-                }
-                // From here on the task runs: coming back, it is to be finished.
-                slot.in_hand.to_ran();
-                match self.runner.run(&task, spec, &plan, &msg.raw) {
-                    Err(how) => return Err(Trouble::Leave(how)),
-                    Ok(Outcome::Requeue) => {
-                        slot.requeue(conns, msg, &task)?;
-                        reporter.queue(&Report::Done);
-                    }
-                    Ok(Outcome::Finish { result, keep }) => {
-                        if let Some(reason) = keep {
-                            if let Err(e) = slot.keep(conns, msg, &reason, &task.id, &task.task) {
-                                // The task ran; its outcome still goes to the backend.
-                                tracing::error!(
-                                    "Cannot keep the message in {}: {e}",
-                                    keys::DEAD_LETTER
-                                );
-                            }
-                        }
-                        slot.finish_with(msg, &task, result);
-                    }
-                }
+                self.run(msg, &task, spec, &plan, conns, reporter)?
             }
         }
         Ok(())
     }
+
+    /// Runs a task as `plan` says: reported started, early-acked, STARTED
+    /// stored, run, then its finish set (or its message requeued).
+    fn run(
+        &mut self,
+        msg: &Reserved,
+        task: &TaskMessage,
+        spec: &TaskSpec,
+        plan: &Plan,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), Trouble> {
+        let slot = &mut self.slot;
+        // Reported before the ack (unless the reserving step acked it): if
+        // this child dies from here on, the main process knows the task had
+        // started and records its outcome.
+        if reporter
+            .send(&Report::Started(plan.started.clone()))
+            .is_err()
+        {
+            return Err(Trouble::Leave(Leave::Code(1)));
+        }
+        slot.in_hand = InHand::Started {
+            id: task.id.clone(),
+            acked_here: false,
+        };
+        if plan.ack_at_start {
+            slot.start(conns, task)?;
+        }
+        if plan.track_started {
+            let meta = ResultMeta::started(&task.id, std::process::id(), &self.spec.node);
+            slot.store(conns, &meta.with_request(task))?;
+        }
+        // From here on the task runs: coming back, it is to be finished.
+        slot.in_hand.to_ran();
+        match self.runner.run(task, spec, plan, &msg.raw) {
+            Err(how) => return Err(Trouble::Leave(how)),
+            Ok(Outcome::Requeue) => {
+                slot.requeue(conns, msg, task)?;
+                reporter.queue(&Report::Done);
+            }
+            Ok(Outcome::Finish { result, keep }) => {
+                if let Some(reason) = keep {
+                    if let Err(e) = slot.keep(conns, msg, &reason, &task.id, &task.task) {
+                        // The task ran; its outcome still goes to the backend.
+                        tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                    }
+                }
+                slot.finish_with(msg, task, result);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Dead-letters a message that cannot run, storing `failure` first.
+fn refuse(
+    slot: &mut Slot,
+    conns: &mut Conns,
+    msg: &Reserved,
+    refusal: &Refusal,
+    reason: &str,
+    failure: Option<&ResultMeta>,
+) -> Result<(), BrokerError> {
+    let (task_id, task) = match refusal {
+        Refusal::Invalid {
+            content_type,
+            error,
+        } => {
+            tracing::error!(
+                "Received invalid task message ({}): {}; kept in {}",
+                content_type,
+                error.reason,
+                keys::DEAD_LETTER
+            );
+            (error.task_id.as_deref(), error.task.as_deref())
+        }
+        Refusal::Unregistered(task) => {
+            tracing::error!(
+                "Received unregistered task of type '{}'.\nThe message has been ignored and discarded.\n\nDid you remember to import the module containing this task?\nOr maybe you're using relative imports?\n\nThe full contents of the message body was:\n{} (kept in {})",
+                task.task,
+                msg.raw,
+                keys::DEAD_LETTER
+            );
+            (Some(task.id.as_str()), Some(task.task.as_str()))
+        }
+    };
+    if let Some(meta) = failure {
+        slot.store(conns, meta)?;
+    }
+    slot.dead_letter(msg, conns, reason, task_id, task)
 }
 
 /// Leaves this pool child at once, as `how` says. It is a forked process: no
