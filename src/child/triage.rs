@@ -38,7 +38,7 @@ pub enum Refusal {
         error: DecodeError,
     },
     /// A task this app does not know.
-    Unregistered(TaskMessage),
+    Unregistered(Box<TaskMessage>),
 }
 
 #[derive(Debug)]
@@ -86,8 +86,8 @@ impl Verdict<'_> {
             Verdict::DeadLetter {
                 refusal: Refusal::Unregistered(task),
                 ..
-            }
-            | Verdict::Expired { task, .. }
+            } => Some(task),
+            Verdict::Expired { task, .. }
             | Verdict::Park { task, .. }
             | Verdict::Run { task, .. } => Some(task),
             _ => None,
@@ -138,7 +138,7 @@ pub fn triage<'a>(
         let exc = ExceptionInfo::not_registered(&task.task);
         let failure = Some(ResultMeta::failure(&task, exc, None, now));
         return Verdict::DeadLetter {
-            refusal: Refusal::Unregistered(task),
+            refusal: Refusal::Unregistered(Box::new(task)),
             reason,
             failure,
         };
