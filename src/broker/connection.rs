@@ -38,6 +38,16 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// A URL that cannot be used, or a TLS file named by one that cannot be
+    /// read, is a configuration error; anything Redis said is a runtime
+    /// failure. The same from every command.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BrokerError::BadUrl(_) | BrokerError::TlsFile { .. } => crate::exit::CONFIG,
+            _ => crate::exit::FAILURE,
+        }
+    }
+
     /// True when retrying on a new connection may help (server gone, timeout,
     /// credentials not accepted yet, restarted and still loading its data:
     /// `LOADING`).

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod keys;
 pub mod lua;
 pub mod reserve;
+pub mod revoked;
 pub mod sweep;
 pub mod url;
 

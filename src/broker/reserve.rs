@@ -33,6 +33,8 @@ pub struct Reserved {
     pub started: bool,
     /// Early-acked in the reserving step itself: its task runs now.
     pub acked: bool,
+    /// Its task id is revoked: it is not to be run.
+    pub revoked: bool,
 }
 
 impl Reserved {
@@ -179,25 +181,28 @@ impl Scripts {
         };
         // Bytes, not String: a message that is not UTF-8 must reach the
         // dead-letter path, not fail the reply and wedge the slot.
-        let reply: Option<(Vec<u8>, String, i64, i64, i64)> =
+        let reply: Option<(Vec<u8>, String, i64, i64, i64, i64)> =
             args.invocation(&self.next).invoke(con)?;
-        Ok(reply.map(|(raw, source, promoted, started, acked)| {
-            let (raw, invalid_utf8) = match String::from_utf8(raw) {
-                Ok(text) => (text, None),
-                Err(e) => (
-                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    Some(e.into_bytes()),
-                ),
-            };
-            Reserved {
-                raw,
-                invalid_utf8,
-                source,
-                from_eta_park: promoted == 1,
-                started: started == 1,
-                acked: acked == 1,
-            }
-        }))
+        Ok(
+            reply.map(|(raw, source, promoted, started, acked, revoked)| {
+                let (raw, invalid_utf8) = match String::from_utf8(raw) {
+                    Ok(text) => (text, None),
+                    Err(e) => (
+                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                        Some(e.into_bytes()),
+                    ),
+                };
+                Reserved {
+                    raw,
+                    invalid_utf8,
+                    source,
+                    from_eta_park: promoted == 1,
+                    started: started == 1,
+                    acked: acked == 1,
+                    revoked: revoked == 1,
+                }
+            }),
+        )
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it

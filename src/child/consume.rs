@@ -246,14 +246,8 @@ impl Child<'_> {
                 slot.finish_with(msg, &task, meta.as_ref().map(ResultMeta::to_json));
             }
             Verdict::FinishOnly(task) => slot.finish_with(msg, &task, None),
-            Verdict::Expired { task, meta } => {
-                tracing::info!(
-                    "Discarding expired task: {}[{}]",
-                    task.display_name(),
-                    task.id
-                );
-                slot.finish_with(msg, &task, meta.as_ref().map(ResultMeta::to_json));
-            }
+            Verdict::Expired { task, meta } => discard(slot, msg, "expired", &task, meta),
+            Verdict::Revoked { task, meta } => discard(slot, msg, "revoked", &task, meta),
             Verdict::Park { task, eta } => {
                 slot.park(conns, msg, &task, eta)?;
                 tracing::info!(
@@ -323,6 +317,22 @@ impl Child<'_> {
         }
         Ok(())
     }
+}
+
+/// Not run (expired or revoked): its REVOKED meta, if any, stored with the ack.
+fn discard(
+    slot: &mut Slot,
+    msg: &Reserved,
+    why: &str,
+    task: &TaskMessage,
+    meta: Option<ResultMeta>,
+) {
+    tracing::info!(
+        "Discarding {why} task: {}[{}]",
+        task.display_name(),
+        task.id
+    );
+    slot.finish_with(msg, task, meta.as_ref().map(ResultMeta::to_json));
 }
 
 /// Dead-letters a message that cannot run, storing `failure` first.
@@ -449,9 +459,5 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Resident set size of this process in KiB, from /proc.
 pub fn resident_kib() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * (page.max(4096) as u64) / 1024)
+    crate::plumbing::process::resident_kib()
 }

@@ -146,6 +146,7 @@ mod tests {
                 from_eta_park: false,
                 started: false,
                 acked: false,
+                revoked: false,
             },
             result: None,
             in_unacked: false,

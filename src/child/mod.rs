@@ -12,6 +12,7 @@
 //! Dependencies point one way: `consume` → (`triage`, `slot`, `run`) →
 //! (`in_hand`, `report`).
 
+pub mod boot;
 pub mod consume;
 pub mod in_hand;
 pub mod report;

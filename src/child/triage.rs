@@ -4,13 +4,10 @@
 //!
 //! The checks run in Celery's order: a message that is not a task, one this
 //! child already ran or that a dead child had started, then (the message is
-//! "received" from here on) an unregistered task, an expired one, an ETA still
-//! in the future, and finally a task to run.
-//!
-//! Room for revoke: the control plane's revoked ids become one more input
-//! (a set of ids), checked right after the "received" point as Celery's
-//! request does, giving a `Revoked` verdict that stores REVOKED (unless the
-//! result is ignored) and finishes the message as `Expired` does.
+//! "received" from here on) an unregistered task, an expired one, a revoked
+//! one (the reserving script looked its id up in `rmulti.revoked`: before the
+//! ETA, so a parked or redelivered revoked task is never run either), an ETA
+//! still in the future, and finally a task to run.
 
 use std::time::Duration;
 
@@ -65,6 +62,12 @@ pub enum Verdict<'a> {
         task: TaskMessage,
         meta: Option<ResultMeta>,
     },
+    /// Its id is revoked (`Reserved::revoked`): REVOKED (unless ignored),
+    /// then finished, never run.
+    Revoked {
+        task: TaskMessage,
+        meta: Option<ResultMeta>,
+    },
     /// Its ETA is still ahead: park it until due.
     Park {
         task: TaskMessage,
@@ -88,6 +91,7 @@ impl Verdict<'_> {
                 ..
             } => Some(task),
             Verdict::Expired { task, .. }
+            | Verdict::Revoked { task, .. }
             | Verdict::Park { task, .. }
             | Verdict::Run { task, .. } => Some(task),
             _ => None,
@@ -147,6 +151,11 @@ pub fn triage<'a>(
         let meta = (!ignore_result)
             .then(|| ResultMeta::revoked(&task.id, "expired", now).with_request(&task));
         return Verdict::Expired { task, meta };
+    }
+    if msg.revoked {
+        let meta = (!ignore_result)
+            .then(|| ResultMeta::revoked(&task.id, "revoked", now).with_request(&task));
+        return Verdict::Revoked { task, meta };
     }
     if let Some(eta) = task.eta {
         if eta > now + chrono::Duration::from_std(ETA_SLACK).unwrap_or_default() {
@@ -219,6 +228,14 @@ fn plan(
             ignore_result,
             group: task.group.clone(),
             parent_id: task.parent_id.clone(),
+            args: json!(task.args),
+            kwargs: json!(task.kwargs),
+            delivery_info: json!({
+                "exchange": task.delivery_info.exchange,
+                "routing_key": task.delivery_info.routing_key,
+                "priority": task.delivery_info.priority,
+                "redelivered": task.delivery_info.redelivered,
+            }),
         },
         soft_limit,
         ack_at_start: !acks_late && !msg.acked,
@@ -286,6 +303,7 @@ task_time_limit = 30
             from_eta_park: false,
             started: false,
             acked: false,
+            revoked: false,
         }
     }
 
@@ -437,6 +455,67 @@ task_time_limit = 30
         assert!(matches!(
             verdict(&quiet, &child, &InHand::Free),
             Verdict::Expired { meta: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_revoked_id_is_never_run() {
+        let child = child();
+        let revoked = |mut msg: Reserved| {
+            msg.revoked = true;
+            msg
+        };
+        let msg = revoked(message("t.add", |_| {}));
+        let v = verdict(&msg, &child, &InHand::Free);
+        assert!(v.received().is_some());
+        match v {
+            Verdict::Revoked {
+                task,
+                meta: Some(m),
+            } => {
+                assert_eq!(task.id, "id-1");
+                assert_eq!(m.status, State::Revoked);
+                assert!(m.to_json().contains("revoked"), "{m:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not parked for a future ETA (it would come back to be run), not
+        // run when due from the park, nor when redelivered.
+        let later = now() + chrono::Duration::seconds(10);
+        let eta = revoked(message("t.add", |t| t.eta = Some(later)));
+        assert!(matches!(
+            verdict(&eta, &child, &InHand::Free),
+            Verdict::Revoked { .. }
+        ));
+        let mut due = revoked(message("t.add", |t| t.eta = Some(now())));
+        due.from_eta_park = true;
+        assert!(matches!(
+            verdict(&due, &child, &InHand::Free),
+            Verdict::Revoked { .. }
+        ));
+        let envelope = serde_json::from_str(&message("t.add", |_| {}).raw).expect("json");
+        let redelivered = revoked(reserved(crate::protocol::envelope::redelivered(envelope)));
+        let v = verdict(&redelivered, &child, &InHand::Free);
+        let Verdict::Revoked { task, .. } = v else {
+            panic!("{v:?}");
+        };
+        assert!(task.delivery_info.redelivered);
+        // Acked by the reserving step, started here: still not run.
+        let mut acked = revoked(message("t.add", |_| {}));
+        acked.acked = true;
+        let hand = InHand::Started {
+            id: "id-1".into(),
+            acked_here: true,
+        };
+        assert!(matches!(
+            verdict(&acked, &child, &hand),
+            Verdict::Revoked { .. }
+        ));
+        // Its result ignored: nothing stored.
+        let quiet = revoked(message("t.quiet", |_| {}));
+        assert!(matches!(
+            verdict(&quiet, &child, &InHand::Free),
+            Verdict::Revoked { meta: None, .. }
         ));
     }
 

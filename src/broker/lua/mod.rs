@@ -30,6 +30,18 @@ pub fn next() -> Script {
     ))
 }
 
+/// The revoked set's scripts (`broker::revoked`).
+pub fn revoke_add() -> Script {
+    Script::new(include_str!("revoke_add.lua"))
+}
+
+pub fn revoke_mark() -> Script {
+    Script::new(&format!(
+        "{STORE_RESULT_FN}{}",
+        include_str!("revoke_mark.lua")
+    ))
+}
+
 pub fn ack() -> Script {
     slot_script(&[include_str!("ack.lua")])
 }
@@ -119,7 +131,8 @@ impl NextArgs<'_> {
         inv.key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
             .key(keys::ETA_PROMOTED)
-            .key(self.result_key.as_deref().unwrap_or(""));
+            .key(self.result_key.as_deref().unwrap_or(""))
+            .key(keys::REVOKED);
         for k in self.queue_keys {
             inv.key(k);
         }
@@ -231,6 +244,50 @@ impl RestoreArgs<'_> {
             .arg(self.queue_key)
             .arg(self.raw)
             .arg(if self.tail { "tail" } else { "head" });
+        inv
+    }
+}
+
+/// `revoke_add.lua`.
+pub struct RevokeAddArgs<'a> {
+    /// When the new entries expire, Unix seconds.
+    pub until: f64,
+    /// Unix seconds.
+    pub now: f64,
+    /// Entries kept at most.
+    pub max_size: usize,
+    pub ids: &'a [String],
+}
+
+impl RevokeAddArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::REVOKED)
+            .arg(format!("{:.6}", self.until))
+            .arg(format!("{:.6}", self.now))
+            .arg(self.max_size);
+        for id in self.ids {
+            inv.arg(id);
+        }
+        inv
+    }
+}
+
+/// `revoke_mark.lua`.
+pub struct RevokeMarkArgs<'a> {
+    pub task_id: &'a str,
+    /// The REVOKED meta, JSON.
+    pub meta: &'a str,
+    /// Seconds; 0 for none.
+    pub expires: u64,
+}
+
+impl RevokeMarkArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::result_key(self.task_id))
+            .arg(self.meta)
+            .arg(self.expires);
         inv
     }
 }

@@ -6,7 +6,8 @@
 -- KEYS[6] eta_messages_key  rmulti.eta.messages
 -- KEYS[7] eta_promoted_key  rmulti.eta.promoted
 -- KEYS[8] result_key        the finished task's result key ('' none)
--- KEYS[9..] the queue keys, in consume order
+-- KEYS[9] revoked_key       rmulti.revoked (task id -> expiry)
+-- KEYS[10..] the queue keys, in consume order
 -- ARGV[1] now               Unix seconds
 -- ARGV[2] promote_batch     due ETA messages to promote at most ('0' skips
 --                           the promotion: a child promotes a few times a
@@ -33,13 +34,16 @@
 -- an ETA whose task acks early is acked right there (state `started:<id>
 -- <token>`); any other message with a delivery tag is registered in kombu's
 -- unacked structures (state `registered`).
+-- Last, it looks the message's task id up in the revoked set (one ZSCORE):
+-- the child then stores REVOKED and acks it instead of running it.
 -- Reply: {message, source list, was promoted from the ETA park, had started
--- under another child, acked now}, or false.
+-- under another child, acked now, its id is revoked}, or false.
 local eta_index_key = KEYS[5]
 local eta_messages_key = KEYS[6]
 local eta_promoted_key = KEYS[7]
 local result_key = KEYS[8]
-local first_queue = 9
+local revoked_key = KEYS[9]
+local first_queue = 10
 local now = ARGV[1]
 local promote_batch = ARGV[2]
 local token = ARGV[3]
@@ -172,4 +176,11 @@ if fresh and ok and type(env) == 'table' and type(env['properties']) == 'table' 
     redis.call('SET', state_key, 'registered')
   end
 end
-return {msg, src, promoted, started, acked}
+local revoked = 0
+if ok and type(env) == 'table' and type(env['headers']) == 'table' and type(env['headers']['id']) == 'string' then
+  local until_ = redis.call('ZSCORE', revoked_key, env['headers']['id'])
+  if until_ and tonumber(until_) > tonumber(now) then
+    revoked = 1
+  end
+end
+return {msg, src, promoted, started, acked, revoked}
