@@ -9,6 +9,7 @@ pub mod backend;
 pub mod connection;
 pub mod keys;
 pub mod lua;
+pub mod piggyback;
 pub mod reserve;
 pub mod revoked;
 pub mod sweep;
