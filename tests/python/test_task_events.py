@@ -145,3 +145,28 @@ def test_celery_events_dump_prints_task_events(ev_node, app, workdir):
     text = "\n".join(lines)
     assert f"{name} [{r.id}] received" in text or "task received" in text, out[-3000:]
     assert "succeeded" in text, out[-3000:]
+
+
+def test_inspect_scheduled_lists_the_nodes_parked_eta_messages(ev_node, app, workdir):
+    """Not an event, but the same node: `celery inspect scheduled` lists a
+    countdown task this node parked in Redis, and no longer once it ran."""
+    import json
+    name = hostname(ev_node)
+    env = _clean_env()
+    env["PYTHONPATH"] = str(REFERENCE)
+
+    def scheduled():
+        run = subprocess.run([str(PYTHON), "-m", "celery", "-A", "proj", "inspect", "scheduled", "-d", name, "-j"],
+                             cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return json.loads(run.stdout)[name]
+
+    r = app.send_task("proj.tasks.add", (4, 4), queue="evq", countdown=4)
+    assert wait_until(3, lambda: "parked in" in ev_node.all_logs() and r.id in ev_node.all_logs())
+    entries = scheduled()
+    mine = [e for e in entries if e["request"]["id"] == r.id]
+    assert mine, entries
+    assert mine[0]["eta"] and mine[0]["request"]["args"] == [4, 4]
+    assert mine[0]["request"]["hostname"] == name
+    assert r.get(timeout=20) == 8
+    assert all(e["request"]["id"] != r.id for e in scheduled())

@@ -66,6 +66,8 @@ pub struct NodeView {
     pub revoked: Vec<String>,
     /// `getrusage(RUSAGE_SELF)` as Celery's `stats` shows it.
     pub rusage: Value,
+    /// `inspect scheduled`: the ETA messages this node parked (filled on demand).
+    pub scheduled: Vec<Value>,
 }
 
 /// What the supervisor must do for a request.
@@ -262,6 +264,24 @@ impl Control {
                 Ok(ids) => v.revoked = ids,
                 Err(e) => {
                     tracing::error!("Cannot read the revoked ids: {e}");
+                    self.conns.reset();
+                }
+            }
+        }
+        if matches!(method, "scheduled" | "dump_schedule") {
+            match self
+                .conns
+                .broker()
+                .and_then(|c| broker::parked::parked_by(c, &self.node))
+            {
+                Ok(parked) => {
+                    v.scheduled = parked
+                        .iter()
+                        .filter_map(|p| handlers::scheduled_entry(&self.node, &p.raw))
+                        .collect()
+                }
+                Err(e) => {
+                    tracing::error!("Cannot read the parked ETA messages: {e}");
                     self.conns.reset();
                 }
             }
