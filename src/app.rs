@@ -93,6 +93,7 @@ struct RawApp {
     task_soft_time_limit: Option<Spanned<f64>>,
     worker_concurrency: Option<Spanned<i64>>,
     broker_transport_options: Option<RawTransport>,
+    result_backend_transport_options: Option<RawBackendTransport>,
     /// A Celery app whose tasks are added to the file's (`python = "proj"`).
     python: Option<Spanned<String>>,
     // Not `Spanned`: toml 0.8 cannot put a span on a dotted key's implicit
@@ -104,6 +105,26 @@ struct RawApp {
 #[serde(deny_unknown_fields)]
 struct RawTransport {
     visibility_timeout: Option<Spanned<f64>>,
+    master_name: Option<String>,
+    sentinel_kwargs: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `result_backend_transport_options`: Celery's Sentinel options only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendTransport {
+    master_name: Option<String>,
+    sentinel_kwargs: Option<std::collections::BTreeMap<String, String>>,
+}
+
+fn sentinel_options(
+    master_name: Option<String>,
+    sentinel_kwargs: Option<std::collections::BTreeMap<String, String>>,
+) -> crate::broker::sentinel::Options {
+    crate::broker::sentinel::Options {
+        master_name,
+        sentinel_kwargs: sentinel_kwargs.unwrap_or_default(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +238,12 @@ impl AppConfig {
         let file_broker = checked(&src, "broker_url", raw.broker_url, non_empty)?;
         let file_backend = checked(&src, "result_backend", raw.result_backend, non_empty)?;
         let (broker_url, result_backend) = overrides.urls(env, file_broker, file_backend);
+        let (broker_url, result_backend, broker_transport) = sentinel_urls(
+            broker_url,
+            result_backend,
+            raw.broker_transport_options,
+            raw.result_backend_transport_options,
+        );
 
         let result_expires = checked(&src, "result_expires", raw.result_expires, expires)?
             .unwrap_or(Some(DEFAULT_RESULT_EXPIRES));
@@ -243,8 +270,7 @@ impl AppConfig {
         let visibility_timeout = checked(
             &src,
             "visibility_timeout",
-            raw.broker_transport_options
-                .and_then(|t| t.visibility_timeout),
+            broker_transport.and_then(|t| t.visibility_timeout),
             seconds,
         )?
         .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT);
@@ -334,6 +360,7 @@ impl AppConfig {
                 self.result_backend =
                     crate::broker::url::with_ssl_options(&self.result_backend, opts);
             }
+            self.fold_sentinel_options(desc);
             self.result_expires = match desc.result_expires {
                 None => None,
                 Some(v) => expires(v).unwrap_or(Some(DEFAULT_RESULT_EXPIRES)),
@@ -366,6 +393,24 @@ impl AppConfig {
                 },
             );
         }
+    }
+
+    /// Folds the described Sentinel transport options into the URLs (the
+    /// backend's own, else the broker's; see `sentinel_urls`).
+    pub fn fold_sentinel_options(&mut self, desc: &Description) {
+        use crate::broker::sentinel::with_options;
+        let broker = desc
+            .broker_sentinel
+            .as_ref()
+            .map(|s| s.options())
+            .unwrap_or_default();
+        let backend = desc
+            .backend_sentinel
+            .as_ref()
+            .map(|s| s.options())
+            .unwrap_or_default();
+        self.broker_url = with_options(&self.broker_url, &broker);
+        self.result_backend = with_options(&with_options(&self.result_backend, &backend), &broker);
     }
 
     /// The settings of `self` that differ from `before` (the app as Python
@@ -481,6 +526,32 @@ impl AppConfig {
 }
 
 /// The spellings Celery's command line accepts for booleans.
+/// The URLs with the Sentinel transport options folded in (the backend's
+/// own, else the broker's, as a backend that defaults to the broker's URL
+/// needs them); the broker's other transport options are handed back.
+fn sentinel_urls(
+    broker_url: String,
+    result_backend: String,
+    broker_transport: Option<RawTransport>,
+    backend: Option<RawBackendTransport>,
+) -> (String, String, Option<RawTransport>) {
+    use crate::broker::sentinel::with_options;
+    let broker_opts = broker_transport
+        .as_ref()
+        .map(|t| sentinel_options(t.master_name.clone(), t.sentinel_kwargs.clone()))
+        .unwrap_or_default();
+    let rest = broker_transport;
+    let backend_opts = backend
+        .map(|t| sentinel_options(t.master_name, t.sentinel_kwargs))
+        .unwrap_or_default();
+    let result_backend = with_options(&with_options(&result_backend, &backend_opts), &broker_opts);
+    (
+        with_options(&broker_url, &broker_opts),
+        result_backend,
+        rest,
+    )
+}
+
 fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Some(true),
@@ -722,6 +793,29 @@ visibility_timeout = 60
         assert_eq!(sh.time_limit, Some(5.0));
         assert_eq!(sh.soft_time_limit, Some(1.0));
         assert!(sh.ignore_result);
+    }
+
+    #[test]
+    fn sentinel_transport_options_reach_the_urls() {
+        let app = parse(
+            "broker_url = \"sentinel://:pw@h1:1/0;sentinel://h2:2/0\"\n\
+             [broker_transport_options]\nmaster_name = \"m\"\nvisibility_timeout = 60\n\
+             sentinel_kwargs = { password = \"sp\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            app.broker_url,
+            "sentinel://:pw@h1:1/0;sentinel://h2:2/0?master_name=m&sentinel_password=sp"
+        );
+        assert_eq!(app.result_backend, app.broker_url);
+        assert_eq!(app.visibility_timeout, 60);
+        let app = parse(
+            "broker_url = \"redis://h/0\"\nresult_backend = \"sentinel://h/1\"\n\
+             [result_backend_transport_options]\nmaster_name = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(app.broker_url, "redis://h/0");
+        assert_eq!(app.result_backend, "sentinel://h/1?master_name=b");
     }
 
     #[test]

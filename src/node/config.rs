@@ -198,13 +198,15 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
             }
         })?;
         let mut app = AppConfig::from_python(name, &cwd, &desc, &python);
-        described = Some((app.clone(), desc));
+        let before = app.clone();
         if let Some(b) = &overrides.broker {
             app.broker_url = b.clone();
         }
         if let Some(b) = &overrides.result_backend {
             app.result_backend = b.clone();
         }
+        app.fold_sentinel_options(&desc);
+        described = Some((before, desc));
         app
     };
     for setting in &args.config {
@@ -219,6 +221,12 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         conf.insert("broker_url".into(), app.broker_url.clone().into());
         if desc.result_backend.is_some() || app.python.as_ref().is_some_and(|p| p.module != name) {
             conf.insert("result_backend".into(), app.result_backend.clone().into());
+        }
+        // Celery takes the Sentinel options from its own transport options.
+        for key in ["broker_url", "result_backend"] {
+            if let Some(serde_json::Value::String(url)) = conf.get_mut(key) {
+                *url = crate::broker::sentinel::for_celery(url);
+            }
         }
         if let Some(p) = app.python.as_mut() {
             p.conf = conf;

@@ -127,11 +127,28 @@ def describe(name):
         "worker_concurrency": concurrency,
         "visibility_timeout": opts.get("visibility_timeout"),
         "broker_use_ssl": _ssl_options(conf.broker_use_ssl),
+        "broker_sentinel": _sentinel_options(opts),
+        "backend_sentinel": _sentinel_options(conf.result_backend_transport_options or {}),
         "redis_backend_use_ssl": _ssl_options(conf.redis_backend_use_ssl),
         "tasks": tasks,
     }
     os.write(real_stdout, (json.dumps(out) + "\n").encode())
     os.close(real_stdout)
+
+
+def _sentinel_options(opts):
+    """master_name and sentinel_kwargs (as strings) of transport options, or None."""
+    if not isinstance(opts, dict):
+        return None
+    kwargs = opts.get("sentinel_kwargs") or {}
+    out = {
+        "master_name": opts.get("master_name"),
+        "sentinel_kwargs": {str(k): str(v) for k, v in kwargs.items() if v is not None}
+        if isinstance(kwargs, dict) else {},
+    }
+    if out["master_name"] is None and not out["sentinel_kwargs"]:
+        return None
+    return out
 
 
 def _ssl_options(value):

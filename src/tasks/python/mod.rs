@@ -140,7 +140,30 @@ pub struct Description {
     pub broker_use_ssl: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub redis_backend_use_ssl: Option<BTreeMap<String, String>>,
+    /// `master_name` / `sentinel_kwargs` of `broker_transport_options` and
+    /// `result_backend_transport_options` (`broker::sentinel::with_options`).
+    #[serde(default)]
+    pub broker_sentinel: Option<SentinelInfo>,
+    #[serde(default)]
+    pub backend_sentinel: Option<SentinelInfo>,
     pub tasks: BTreeMap<String, TaskInfo>,
+}
+
+/// Celery's Sentinel transport options, as the host describes them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct SentinelInfo {
+    pub master_name: Option<String>,
+    #[serde(default)]
+    pub sentinel_kwargs: BTreeMap<String, String>,
+}
+
+impl SentinelInfo {
+    pub fn options(&self) -> crate::broker::sentinel::Options {
+        crate::broker::sentinel::Options {
+            master_name: self.master_name.clone(),
+            sentinel_kwargs: self.sentinel_kwargs.clone(),
+        }
+    }
 }
 
 /// The last `TAIL_LINES` non-empty lines of `text` (a traceback's end says what went wrong).
