@@ -7,6 +7,7 @@ pub mod config;
 pub mod connecting;
 pub mod detach;
 pub mod identity;
+pub mod lease;
 pub mod names;
 pub mod pidfile;
 pub mod privileges;

@@ -134,6 +134,8 @@ pub struct Supervisor {
     connected: bool,
     /// Children that died before they were ready, since one last was.
     boot_failures: u32,
+    /// The lease on this node's name (`lease`).
+    lease: super::lease::Lease,
 }
 
 impl Supervisor {
@@ -144,6 +146,7 @@ impl Supervisor {
         recovery: Recovery,
     ) -> Supervisor {
         let target = cfg.concurrency;
+        let cfg_node = cfg.node.clone();
         // Orphans of a dead child's task come to us instead of init, so
         // `kill_strays` can find them.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
@@ -168,6 +171,7 @@ impl Supervisor {
             connecting: Connecting::from_now(),
             connected: false,
             boot_failures: 0,
+            lease: super::lease::Lease::new(&cfg_node),
         }
     }
 
@@ -206,6 +210,7 @@ impl Supervisor {
                 "Restored {restored} message(s) held by this node's children to their queues"
             );
         }
+        self.lease.release(|| self.recovery.broker());
         // The launcher still waits: it was neither told ready nor failed.
         if self.notifier.is_detached() {
             self.notifier
@@ -249,6 +254,8 @@ impl Supervisor {
         let shown = broker::url::masked(&self.cfg.app.broker_url);
         if self.connecting.due() {
             match self.connect() {
+                // The name is taken: the start was refused.
+                Ok(()) if self.phase == Phase::Cold => return,
                 Ok(()) => {
                     tracing::info!("Connected to {shown}");
                     self.connected = true;
@@ -289,6 +296,14 @@ impl Supervisor {
         if let Err(e) = declared {
             self.recovery.reset();
             return Err(e);
+        }
+        // The name first: another live node's held lists are not ours.
+        if let Some(why) = self.lease.acquire(self.recovery.broker()?)? {
+            tracing::error!("{why}");
+            self.notifier.fail(exit::CANTCREAT, &why);
+            self.exit_code = exit::CANTCREAT;
+            self.phase = Phase::Cold;
+            return Ok(());
         }
         match self.recovery.recover_node(&self.cfg.node) {
             Ok(0) => {}
@@ -752,6 +767,9 @@ impl Supervisor {
     }
 
     fn sweep_when_due(&mut self) {
+        if self.phase != Phase::Connecting {
+            self.lease.renew_when_due(|| self.recovery.broker());
+        }
         if self.phase == Phase::Running && Instant::now() >= self.next_sweep {
             self.next_sweep = Instant::now() + SWEEP_INTERVAL;
             self.recovery.sweep(self.cfg.app.visibility_timeout);
