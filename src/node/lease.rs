@@ -64,7 +64,7 @@ impl Lease {
         })
         .to_string();
         Lease {
-            key: format!("rmulti.node.{node}"),
+            key: crate::broker::keys::node_lease(node),
             node: node.to_string(),
             value,
             host,
