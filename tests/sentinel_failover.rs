@@ -16,7 +16,7 @@ const TASKS: usize = 1500;
 
 /// Task `i`: its name, its arguments and the result it computes.
 fn task(i: usize) -> (&'static str, serde_json::Value, serde_json::Value) {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         ("proj.tasks.sleep", json!([0.02]), json!(0.02))
     } else {
         ("proj.tasks.add", json!([i, i]), json!(2 * i))
