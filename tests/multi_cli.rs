@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{hostname as host, Rmulti};
+use common::{hostname as host, is_root, nobody, Rmulti};
 
 fn rmulti(args: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();
@@ -387,10 +387,11 @@ fn start_creates_expanded_parent_directories() {
 
 #[test]
 fn colour_on_a_terminal_unless_no_color() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` to provide a terminal");
-        return;
-    }
+    // `script` (util-linux; Debian's essential bsdutils) provides the terminal.
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "this test needs `script` (util-linux) to provide a terminal"
+    );
     let dir = tempfile::tempdir().unwrap();
     let line = format!("{} stop w1", env!("CARGO_BIN_EXE_rmulti"));
     let on_tty = |no_color: bool| {
@@ -414,15 +415,11 @@ fn colour_on_a_terminal_unless_no_color() {
 }
 
 #[test]
+#[ignore = "needs root: run by bin/test as root"]
 fn as_root_created_directories_belong_to_the_uid() {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
-        return;
-    };
+    assert!(is_root(), "needs root");
+    let nobody = nobody();
     let dir = tempfile::tempdir().unwrap();
     rmulti_in(
         dir.path(),

@@ -337,15 +337,11 @@ fn workdir_relative_pidfile_is_found_by_stop() {
 }
 
 #[test]
-fn uid_works_under_multi() {
+#[ignore = "needs root: run by bin/test as root"]
+fn as_root_uid_works_under_multi() {
     use std::os::unix::fs::PermissionsExt;
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
-    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
-        return;
-    };
+    assert!(is_root(), "needs root");
+    let nobody = nobody();
     let mut env = setup(&[]);
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     env.guard.watch(env.dir.join("run/w1.pid"));

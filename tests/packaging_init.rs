@@ -26,10 +26,6 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/init.d/rmulti")
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 struct Env {
     // Field order is drop order: nodes die before Redis and the dir go.
     guard: NodeGuard,

@@ -17,11 +17,6 @@ const ROOT_WARNING: &str = "SecurityWarning: You're running the worker with supe
 const EXTRA_GROUPS: [libc::gid_t; 3] = [0, 4, 27];
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// `Uid:`, `Gid:` and `Groups:` of /proc/<pid>/status, as written there.
 fn credentials(pid: i32) -> (String, String, String) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -56,11 +51,9 @@ fn start_as_root_with_groups(dir: &TestDir, extra: &[&str]) -> (Run, NodeGuard) 
 }
 
 #[test]
-fn uid_and_gid_drop_user_group_and_supplementary_groups_before_any_child_runs() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch users");
-        return;
-    }
+#[ignore = "needs root: run by bin/test as root"]
+fn as_root_uid_and_gid_drop_user_group_and_supplementary_groups_before_any_child_runs() {
+    assert!(is_root(), "needs root to switch users");
     let redis = RedisServer::start();
     let dir = TestDir::new(&redis);
     dir.write_app_tasks(
@@ -96,11 +89,9 @@ fn uid_and_gid_drop_user_group_and_supplementary_groups_before_any_child_runs() 
 }
 
 #[test]
-fn root_without_uid_runs_with_celerys_superuser_warning_and_gid_alone_drops_groups() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+#[ignore = "needs root: run by bin/test as root"]
+fn as_root_without_uid_runs_with_celerys_superuser_warning_and_gid_alone_drops_groups() {
+    assert!(is_root(), "needs root");
     let (redis, dir) = redis_with_app("");
     let (run, guard) = start_as_root_with_groups(&dir, &[]);
     run.success();

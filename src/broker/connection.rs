@@ -41,6 +41,20 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// A URL that cannot be used, or a TLS file named by one that cannot be
+    /// read, is a configuration error; anything Redis said is a runtime
+    /// failure. The same from every command.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            // A sentinel URL without `master_name` is a `BadUrl` too.
+            BrokerError::BadUrl(_) | BrokerError::TlsFile { .. } => crate::exit::CONFIG,
+            // No sentinel answered, or none named a master: Redis is
+            // unreachable, as for any failed connect.
+            BrokerError::Sentinel(_) => crate::exit::FAILURE,
+            _ => crate::exit::FAILURE,
+        }
+    }
+
     /// True when retrying on a new connection may help (server gone, timeout,
     /// credentials not accepted yet, restarted and still loading its data:
     /// `LOADING`), and when the server became a replica (`READONLY`: a

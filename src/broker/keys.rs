@@ -18,6 +18,14 @@ pub const ETA_MESSAGES: &str = "rmulti.eta.messages";
 pub const ETA_PROMOTED: &str = "rmulti.eta.promoted";
 /// List of JSON records of messages that could not be run (documented in the README).
 pub const DEAD_LETTER: &str = "rmulti.deadletter";
+/// Sorted set: revoked task id → when its revocation expires (POSIX seconds).
+pub const REVOKED: &str = "rmulti.revoked";
+
+/// String `0`/`1`: whether node `node`'s children send task events
+/// (`-E`, `enable_events`, `disable_events`).
+pub fn task_events(node: &str) -> String {
+    format!("rmulti.events.{node}")
+}
 
 /// The list key of `queue` for a message priority (largest step ≤ priority).
 pub fn priority_key(queue: &str, priority: u8) -> String {

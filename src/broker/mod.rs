@@ -9,6 +9,7 @@ pub mod backend;
 pub mod connection;
 pub mod keys;
 pub mod reserve;
+pub mod revoked;
 pub mod sentinel;
 pub mod sweep;
 pub mod url;

@@ -33,6 +33,8 @@ pub struct Reserved {
     pub started: bool,
     /// Early-acked in the reserving step itself: its task runs now.
     pub acked: bool,
+    /// Its task id is revoked: it is not to be run.
+    pub revoked: bool,
 }
 
 impl Reserved {
@@ -107,7 +109,7 @@ pub struct Finish {
 // <token>`); any other message with a delivery tag is registered in kombu's
 // unacked structures (state `registered`).
 // Reply: {message, source list, was promoted from the ETA park, had started
-// under another child, acked now}.
+// under another child, acked now, its id is revoked (`broker::revoked`)}.
 const NEXT: &str = r#"
 if ARGV[8] ~= '' then
   if ARGV[10] ~= '' then redis.call('SELECT', ARGV[10]) end
@@ -227,7 +229,12 @@ if fresh and ok and type(env) == 'table' and type(env['properties']) == 'table' 
     redis.call('SET', KEYS[4], 'registered')
   end
 end
-return {msg, src, promoted, started, acked}
+local revoked = 0
+if ok and type(env) == 'table' and type(env['headers']) == 'table'
+    and type(env['headers']['id']) == 'string' and is_revoked(env['headers']['id'], now) then
+  revoked = 1
+end
+return {msg, src, promoted, started, acked, revoked}
 "#;
 
 // Functions every slot script may use (prepended to each): out of kombu's
@@ -303,7 +310,7 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            next: slot_script(&[STORE_RESULT_FN, NEXT]),
+            next: slot_script(&[STORE_RESULT_FN, &super::revoked::is_revoked_fn(), NEXT]),
             ack: slot_script(&[FORGET]),
             start: slot_script(&[START]),
             park: slot_script(&[PARK, FORGET]),
@@ -417,24 +424,27 @@ impl Scripts {
         }
         // Bytes, not String: a message that is not UTF-8 must reach the
         // dead-letter path, not fail the reply and wedge the slot.
-        let reply: Option<(Vec<u8>, String, i64, i64, i64)> = inv.invoke(con)?;
-        Ok(reply.map(|(raw, source, promoted, started, acked)| {
-            let (raw, invalid_utf8) = match String::from_utf8(raw) {
-                Ok(text) => (text, None),
-                Err(e) => (
-                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    Some(e.into_bytes()),
-                ),
-            };
-            Reserved {
-                raw,
-                invalid_utf8,
-                source,
-                from_eta_park: promoted == 1,
-                started: started == 1,
-                acked: acked == 1,
-            }
-        }))
+        let reply: Option<(Vec<u8>, String, i64, i64, i64, i64)> = inv.invoke(con)?;
+        Ok(
+            reply.map(|(raw, source, promoted, started, acked, revoked)| {
+                let (raw, invalid_utf8) = match String::from_utf8(raw) {
+                    Ok(text) => (text, None),
+                    Err(e) => (
+                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                        Some(e.into_bytes()),
+                    ),
+                };
+                Reserved {
+                    raw,
+                    invalid_utf8,
+                    source,
+                    from_eta_park: promoted == 1,
+                    started: started == 1,
+                    acked: acked == 1,
+                    revoked: revoked == 1,
+                }
+            }),
+        )
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it

@@ -317,6 +317,23 @@ mod tests {
     }
 
     #[test]
+    fn exit_codes() {
+        use crate::broker::connection::validate_url;
+        use crate::broker::BrokerError;
+        // No master_name: a configuration error, before any connection.
+        let bad = validate_url("sentinel://h1;sentinel://h2").unwrap_err();
+        assert_eq!(bad.exit_code(), crate::exit::CONFIG);
+        // No sentinel answered: Redis unreachable, a runtime failure.
+        let down = BrokerError::from(SentinelError::NoMaster {
+            url: "sentinel://h1".into(),
+            master: "m".into(),
+            tried: "h1:26379: refused".into(),
+        });
+        assert_eq!(down.exit_code(), crate::exit::FAILURE);
+        assert!(down.is_connection_problem());
+    }
+
+    #[test]
     fn options_fold_in_and_strip_out() {
         let opts = Options {
             master_name: Some("mymaster".into()),

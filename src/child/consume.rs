@@ -236,9 +236,5 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Resident set size of this process in KiB, from /proc.
 pub fn resident_kib() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * (page.max(4096) as u64) / 1024)
+    crate::plumbing::process::resident_kib()
 }

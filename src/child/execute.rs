@@ -377,6 +377,18 @@ impl<'a> Executor<'a> {
             self.finish_with(msg, &task, meta.as_ref());
             return Ok(());
         }
+        // Revoked (checked by the reserving script): stored, acked, never run.
+        if msg.revoked {
+            tracing::info!(
+                "Discarding revoked task: {}[{}]",
+                task.display_name(),
+                task.id
+            );
+            let meta = (!task.ignore_result && !spec.ignore_result)
+                .then(|| ResultMeta::revoked(&task.id, "revoked", now).with_request(&task));
+            self.finish_with(msg, &task, meta.as_ref());
+            return Ok(());
+        }
         if let Some(eta) = task.eta {
             if eta > now + chrono::Duration::from_std(ETA_SLACK).unwrap_or_default() {
                 let queue_key = self.queue_key(msg, &task);
@@ -428,6 +440,14 @@ impl<'a> Executor<'a> {
             ignore_result,
             group: task.group.clone(),
             parent_id: task.parent_id.clone(),
+            args: json!(task.args),
+            kwargs: json!(task.kwargs),
+            delivery_info: json!({
+                "exchange": task.delivery_info.exchange,
+                "routing_key": task.delivery_info.routing_key,
+                "priority": task.delivery_info.priority,
+                "redelivered": task.delivery_info.redelivered,
+            }),
         };
         // Reported before the ack (unless the reserving step acked it): if
         // this child dies from here on, the main process knows the task had

@@ -2,6 +2,7 @@
 //! message when idle, execute, store the result, ack), and status reports to
 //! the main process over a pipe.
 
+pub mod boot;
 pub mod consume;
 pub mod execute;
 pub mod report;

@@ -18,10 +18,22 @@ pub struct Started {
     pub ignore_result: bool,
     pub group: Option<String>,
     pub parent_id: Option<String>,
+    /// What `inspect active` shows of the request: its args and kwargs
+    /// (JSON) and `delivery_info` (`{exchange, routing_key, priority,
+    /// redelivered}`). Null when unknown.
+    #[serde(default)]
+    pub args: serde_json::Value,
+    #[serde(default)]
+    pub kwargs: serde_json::Value,
+    #[serde(default)]
+    pub delivery_info: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
+// A handful of reports per task, built and parsed once each: boxing
+// `Started` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Report {
     /// Connected and consuming.
     Ready,
@@ -91,20 +103,6 @@ impl Reporter {
     }
 }
 
-/// Splits complete lines off a read buffer (the main process's side).
-pub fn take_lines(buf: &mut Vec<u8>) -> Vec<Report> {
-    let mut out = Vec::new();
-    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = buf.drain(..=pos).collect();
-        if let Ok(text) = std::str::from_utf8(&line) {
-            if let Some(r) = Report::parse(text.trim_end()) {
-                out.push(r);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,10 +118,16 @@ mod tests {
             ignore_result: false,
             group: None,
             parent_id: None,
+            args: serde_json::json!([1, 2]),
+            kwargs: serde_json::json!({}),
+            delivery_info: serde_json::Value::Null,
         });
-        let mut buf = format!("{}{}", r.to_line(), Report::Ready.to_line()).into_bytes();
-        buf.extend_from_slice(b"{\"report\":\"do");
-        assert_eq!(take_lines(&mut buf), vec![r, Report::Ready]);
-        assert_eq!(buf, b"{\"report\":\"do");
+        for report in [r, Report::Ready, Report::Done] {
+            let line = report.to_line();
+            assert_eq!(line.matches('\n').count(), 1);
+            assert!(line.ends_with('\n'));
+            assert_eq!(Report::parse(line.trim_end()), Some(report));
+        }
+        assert_eq!(Report::parse("{\"report\":\"do"), None);
     }
 }

@@ -1,5 +1,5 @@
 //! The errors of the multi front end: bad command lines and bad templates.
-//! Each one becomes a message on stderr and a usage exit status (see `mod.rs`).
+//! Each one becomes a message on stderr and the exit status `exit_code` says.
 
 use thiserror::Error;
 
@@ -30,4 +30,15 @@ pub enum MultiError {
     SignalZero,
     #[error("cannot find the rmulti executable: {0}")]
     CurrentExe(std::io::Error),
+}
+
+impl MultiError {
+    /// Bad command lines and templates are usage errors; not finding our
+    /// own executable is a runtime failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MultiError::CurrentExe(_) => crate::exit::FAILURE,
+            _ => crate::exit::USAGE,
+        }
+    }
 }

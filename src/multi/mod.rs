@@ -78,7 +78,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         Ok(code) => code,
         Err(e) => {
             out.error(&format!("rmulti {command}: {e}"));
-            crate::exit::USAGE
+            e.exit_code()
         }
     }
 }

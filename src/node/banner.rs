@@ -2,7 +2,6 @@
 //! also written to the main log, where an operator will look for it.
 
 use super::config::NodeConfig;
-use crate::broker::url::masked;
 
 pub fn banner(cfg: &NodeConfig) -> String {
     let app = &cfg.app;
@@ -26,17 +25,17 @@ pub fn banner(cfg: &NodeConfig) -> String {
         app.name,
         app.path.display()
     ));
+    for (label, value) in app.banner_lines() {
+        let label = format!("{label}:");
+        out.push_str(&format!("- ** ---------- .> {label:<12} {value}\n"));
+    }
+    // Celery's wording for an autoscaled pool.
+    let concurrency = match cfg.autoscale {
+        Some(a) => format!("{{min={}, max={}}}", a.min, a.max),
+        None => cfg.concurrency.to_string(),
+    };
     out.push_str(&format!(
-        "- ** ---------- .> transport:   {}\n",
-        masked(&app.broker_url)
-    ));
-    out.push_str(&format!(
-        "- ** ---------- .> results:     {}\n",
-        masked(&app.result_backend)
-    ));
-    out.push_str(&format!(
-        "- *** --- * --- .> concurrency: {} (prefork)\n",
-        cfg.concurrency
+        "- *** --- * --- .> concurrency: {concurrency} (prefork)\n"
     ));
     out.push_str("-- ******* ---- .> task events: OFF (rmulti sends no events yet)\n");
     out.push_str("--- ***** -----\n");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tracing_subscriber::filter::LevelFilter;
 
 use super::names;
-use crate::app::{AppConfig, Overrides};
-use crate::cli::WorkerArgs;
+use crate::app::{settings, AppConfig, Overrides};
+use crate::cli::{AutoscaleArg, Concurrency, WorkerArgs};
 use crate::exit;
 use crate::tasks::python;
 
@@ -26,6 +26,12 @@ pub struct NodeConfig {
     pub max_memory_per_child: Option<u64>,
     pub time_limit: Option<f64>,
     pub soft_time_limit: Option<f64>,
+    /// `--autoscale`: the pool starts at `min` and moves between the two.
+    pub autoscale: Option<AutoscaleArg>,
+    /// `--purge`: empty the queues once Redis answers, before consuming.
+    pub purge: bool,
+    /// `--heartbeat-interval` in seconds (for the control plane).
+    pub heartbeat_interval: Option<u64>,
     pub args: WorkerArgs,
 }
 
@@ -55,39 +61,24 @@ impl NodeConfig {
     /// Resolves the node from its arguments; relative paths are against the
     /// current directory (the `--workdir` has already been entered).
     pub fn resolve(args: &WorkerArgs) -> Result<NodeConfig, StartError> {
-        let level = crate::logging::parse_level(&args.loglevel)
-            .map_err(|e| StartError::new(exit::USAGE, e.to_string()))?;
-        if let Some(pool) = &args.pool {
-            if pool != "prefork" {
-                return Err(StartError::new(
-                    exit::USAGE,
-                    format!("pool {pool:?} is not supported: rmulti only has the prefork pool"),
-                ));
-            }
-        }
+        let level = args.loglevel;
+        refuse_flags(args)?;
         let app = load_app(args)?;
         let host = crate::protocol::task::local_hostname();
         let node = names::node_name(args.hostname.as_deref(), &host);
-        let queues: Vec<String> = match &args.queues {
-            Some(q) => q
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            None => vec![app.task_default_queue.clone()],
+        let queues = node_queues(&args.queues, &args.exclude_queues, &app.task_default_queue)?;
+        let cpus = || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         };
-        if queues.is_empty() {
-            return Err(StartError::new(exit::USAGE, "-Q/--queues names no queue"));
-        }
-        let concurrency = args
-            .concurrency
-            .or(app.worker_concurrency)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+        let concurrency = match (args.autoscale, args.concurrency) {
+            // Celery's autoscaler starts the pool at its minimum.
+            (Some(a), _) => a.min.max(1),
+            (None, Some(Concurrency::Fixed(n))) => n,
+            (None, Some(Concurrency::Auto)) => cpus(),
+            (None, None) => app.worker_concurrency.unwrap_or_else(cpus),
+        };
         if concurrency == 0 {
             return Err(StartError::new(
                 exit::USAGE,
@@ -122,6 +113,9 @@ impl NodeConfig {
             max_memory_per_child: args.max_memory_per_child.filter(|n| *n > 0),
             time_limit: args.time_limit,
             soft_time_limit: args.soft_time_limit,
+            autoscale: args.autoscale,
+            purge: args.purge,
+            heartbeat_interval: args.heartbeat_interval,
             args: args.clone(),
         })
     }
@@ -138,6 +132,72 @@ impl NodeConfig {
             .as_deref()
             .map(|t| PathBuf::from(names::expand_file(t, &self.node, index)))
     }
+}
+
+/// The `celery worker` flags that cannot mean here what they mean there.
+fn refuse_flags(args: &WorkerArgs) -> Result<(), StartError> {
+    let usage = |m: String| Err(StartError::new(exit::USAGE, m));
+    if args.beat {
+        return usage(
+            "-B/--beat is not supported: rmulti embeds no scheduler. Run `celery beat` \
+             as a service of its own (one per cluster), next to the workers."
+                .into(),
+        );
+    }
+    if let Some(pool) = &args.pool {
+        if pool != "prefork" && pool != "processes" {
+            return usage(format!(
+                "pool {pool:?} is not supported: rmulti only has the prefork pool"
+            ));
+        }
+    }
+    if let Some(method) = &args.pool_start_method {
+        if method != "fork" {
+            return usage(format!(
+                "--pool-start-method {method:?} is not supported: pool children are always forked"
+            ));
+        }
+    }
+    if args.heartbeat_interval == Some(0) {
+        return usage("--heartbeat-interval must be at least 1 second".into());
+    }
+    Ok(())
+}
+
+/// `-Q` minus `-X`; without `-Q`, the app's default queue minus `-X`.
+pub fn node_queues(
+    include: &[String],
+    exclude: &[String],
+    default_queue: &str,
+) -> Result<Vec<String>, StartError> {
+    let clean = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|q| q.trim())
+            .filter(|q| !q.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let given = !include.is_empty();
+    let (include, exclude) = (clean(include), clean(exclude));
+    let mut queues: Vec<String> = if given {
+        include
+    } else {
+        vec![default_queue.to_string()]
+    };
+    let mut seen = std::collections::HashSet::new();
+    queues.retain(|q| !exclude.contains(q) && seen.insert(q.clone()));
+    if queues.is_empty() {
+        let why = if given && exclude.is_empty() {
+            "-Q/--queues names no queue".to_string()
+        } else {
+            format!(
+                "no queue left to consume: -X/--exclude-queues removed {}",
+                exclude.join(", ")
+            )
+        };
+        return Err(StartError::new(exit::USAGE, why));
+    }
+    Ok(queues)
 }
 
 /// Loads the app named by `-A` (re-read on HUP).
@@ -157,21 +217,24 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
     };
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     let python = python::interpreter(args.python.as_deref(), &env);
-    let config_error = |e: &dyn std::fmt::Display| {
-        StartError::new(
-            exit::CONFIG,
-            format!("Error: Unable to load app {name}: {e}"),
-        )
+    let config_error = |code: i32, e: &dyn std::fmt::Display| {
+        StartError::new(code, format!("Error: Unable to load app {name}: {e}"))
     };
+    // -I reaches describe and every host through the environment they
+    // inherit (host.py adds it to the app's include). Single-threaded here.
+    if !args.include.is_empty() {
+        std::env::set_var("RMULTI_INCLUDE", args.include.join(","));
+    }
     let file = AppConfig::resolve(name, &cwd);
     // A Python app is described before the command line's settings apply,
     // so what they change can be handed to its hosts (`python_conf`).
     let mut described: Option<(AppConfig, python::Description)> = None;
     let mut app = if name.ends_with(".toml") || file.exists() {
-        let mut app =
-            AppConfig::load(name, &cwd, &env, &overrides).map_err(|e| config_error(&e))?;
+        let mut app = AppConfig::load(name, &cwd, &env, &overrides)
+            .map_err(|e| config_error(e.exit_code(), &e))?;
         if let Some(py) = app.python.clone() {
-            let desc = python::describe(&python, &py.module, &cwd).map_err(|e| config_error(&e))?;
+            let desc = python::describe(&python, &py.module, &cwd, &settings::host_names())
+                .map_err(|e| config_error(e.exit_code(), &e))?;
             app.merge_python(&desc, false);
             if let Some(p) = app.python.as_mut() {
                 p.python = python.clone();
@@ -180,38 +243,44 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         }
         app
     } else {
-        let desc = python::describe(&python, name, &cwd).map_err(|e| {
+        let desc = python::describe(&python, name, &cwd, &settings::host_names()).map_err(|e| {
             // Neither kind of app: say so about both, the file first.
             let not_found = |why: String| {
-                config_error(&format!(
-                    "{} not found (-A {name}, relative to {}), and {why}",
-                    file.display(),
-                    cwd.display(),
-                ))
+                config_error(
+                    e.exit_code(),
+                    &format!(
+                        "{} not found (-A {name}, relative to {}), and {why}",
+                        file.display(),
+                        cwd.display(),
+                    ),
+                )
             };
             match e {
                 python::PythonError::NoModule(..) => not_found(e.to_string()),
                 python::PythonError::Spawn(..) => {
                     not_found(format!("it cannot be a Python app: {e}"))
                 }
-                other => config_error(&other),
+                other => config_error(other.exit_code(), &other),
             }
         })?;
         let mut app = AppConfig::from_python(name, &cwd, &desc, &python);
-        let before = app.clone();
-        if let Some(b) = &overrides.broker {
-            app.broker_url = b.clone();
-        }
-        if let Some(b) = &overrides.result_backend {
-            app.result_backend = b.clone();
-        }
-        app.fold_sentinel_options(&desc);
-        described = Some((before, desc));
+        described = Some((app.clone(), desc));
+        app.apply_flags(&overrides)
+            .map_err(|e| config_error(e.exit_code(), &e))?;
         app
     };
+    if !args.include.is_empty() && app.python.is_none() {
+        return Err(StartError::new(
+            exit::USAGE,
+            format!(
+                "-I/--include names Python modules to import, and the app {name} is not a \
+                 Python app: its tasks are the [tasks] table of its file"
+            ),
+        ));
+    }
     for setting in &args.config {
         app.apply_override(setting).map_err(|e| {
-            StartError::new(exit::CONFIG, format!("Error: bad setting after `--`: {e}"))
+            StartError::new(e.exit_code(), format!("Error: bad setting after `--`: {e}"))
         })?;
     }
     if let Some((before, desc)) = described {
@@ -219,7 +288,12 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         // The hosts publish (retries, subtasks) and store results: always
         // to the broker and backend this node uses.
         conf.insert("broker_url".into(), app.broker_url.clone().into());
-        if desc.result_backend.is_some() || app.python.as_ref().is_some_and(|p| p.module != name) {
+        if desc
+            .settings
+            .get("result_backend")
+            .is_some_and(|v| !v.is_null())
+            || app.python.as_ref().is_some_and(|p| p.module != name)
+        {
             conf.insert("result_backend".into(), app.result_backend.clone().into());
         }
         // Celery takes the Sentinel options from its own transport options.
@@ -232,9 +306,38 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
             p.conf = conf;
         }
     }
-    crate::broker::connection::validate_url(&app.broker_url)
-        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
-    crate::broker::connection::validate_url(&app.result_backend)
-        .map_err(|e| StartError::new(exit::CONFIG, e.to_string()))?;
+    for url in [&app.broker_url, &app.result_backend] {
+        crate::broker::connection::validate_url(url)
+            .map_err(|e| StartError::new(e.exit_code(), e.to_string()))?;
+    }
     Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn queues_are_q_minus_x_in_order_without_repeats() {
+        let q = node_queues(&v(&["a", "b", "a", " c "]), &v(&["b"]), "celery").unwrap();
+        assert_eq!(q, v(&["a", "c"]));
+        assert_eq!(node_queues(&[], &[], "celery").unwrap(), v(&["celery"]));
+        assert_eq!(
+            node_queues(&[], &v(&["x"]), "celery").unwrap(),
+            v(&["celery"])
+        );
+    }
+
+    #[test]
+    fn no_queue_left_is_a_usage_error() {
+        let e = node_queues(&[], &v(&["celery"]), "celery").unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+        assert!(e.message.contains("-X/--exclude-queues"), "{e}");
+        let e = node_queues(&v(&[""]), &[], "celery").unwrap_err();
+        assert!(e.message.contains("names no queue"), "{e}");
+    }
 }

@@ -3,15 +3,14 @@
 //! failure, and exits with the node's status and reason instead of always 0.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{fork, setsid, ForkResult};
 
 use crate::exit;
+use crate::plumbing::pipe::{cloexec_pipe, drain, set_nonblocking, wait_readable};
 
 /// How long the launcher waits for the node to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,7 +66,7 @@ impl Notifier {
 /// Detaches. Returns only in the daemon (the grandchild); the launcher waits
 /// for the node's report and exits with its status.
 pub fn daemonize(logfile_hint: &str) -> Notifier {
-    let (read, write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+    let (read, write) = match cloexec_pipe() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("cannot detach: pipe: {e}");
@@ -126,35 +125,30 @@ fn redirect_stdio() {
 /// The launcher's side: relays warnings, then exits with the node's status.
 fn wait_for_node(read: OwnedFd, logfile_hint: &str) -> i32 {
     let deadline = Instant::now() + READY_TIMEOUT;
+    if set_nonblocking(&read).is_err() {
+        eprintln!("cannot detach: the node's pipe cannot be read. See {logfile_hint}");
+        return exit::FAILURE;
+    }
     let mut file = File::from(read);
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             eprintln!("The node did not report ready within {} s; it may still be starting. See {logfile_hint}", READY_TIMEOUT.as_secs());
             return exit::FAILURE;
         }
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
+        match wait_readable(&[file.as_fd()], Some(left)) {
             Ok(0) => continue,
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => break,
         }
-        match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                relay_warnings(&mut buf);
-                if buf.starts_with(b"0\n") {
-                    return exit::OK;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+        let eof = drain(&mut file, &mut buf);
+        relay_warnings(&mut buf);
+        if buf.starts_with(b"0\n") {
+            return exit::OK;
+        }
+        if !matches!(eof, Ok(false)) {
+            break;
         }
     }
     let text = String::from_utf8_lossy(&buf).into_owned();

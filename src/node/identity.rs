@@ -6,6 +6,8 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::plumbing::process;
+
 /// What a pidfile holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PidfileState {
@@ -45,35 +47,7 @@ pub fn parse_pidfile(bytes: &[u8]) -> PidfileState {
 
 /// True if a process with this pid exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match process_state(pid) {
-        Some(state) => state != 'Z' && state != 'X',
-        None => false,
-    }
-}
-
-/// The state letter from `/proc/<pid>/stat` (after the parenthesised comm,
-/// which may itself contain spaces and parentheses).
-fn process_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.trim_start().chars().next()
-}
-
-/// The argv of a process from `/proc/<pid>/cmdline`.
-pub fn process_argv(pid: i32) -> Option<Vec<String>> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    if raw.is_empty() {
-        return None;
-    }
-    Some(
-        raw.split(|b| *b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect(),
-    )
+    pid > 0 && process::stat(pid).is_some_and(|s| s.is_alive())
 }
 
 /// argv[0] names rmulti: basename `rmulti`, or the basename of the running
@@ -121,7 +95,7 @@ pub fn is_node_process(pid: i32, node_name: &str) -> bool {
     if pid <= 1 || !process_alive(pid) {
         return false;
     }
-    let Some(argv) = process_argv(pid) else {
+    let Some(argv) = process::argv(pid) else {
         return false;
     };
     argv_is_node(&argv, node_name)
@@ -133,7 +107,7 @@ pub fn is_rmulti_worker(pid: i32) -> bool {
     if pid <= 1 || !process_alive(pid) {
         return false;
     }
-    process_argv(pid).is_some_and(|argv| {
+    process::argv(pid).is_some_and(|argv| {
         argv.first().is_some_and(|a0| is_rmulti_program(a0))
             && argv.iter().skip(1).any(|a| a == "worker")
     })
@@ -156,43 +130,16 @@ pub fn node_process_gone(pid: i32, node_name: &str) -> bool {
     if pid <= 1 {
         return true;
     }
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = process::stat(pid) else {
         return true;
     };
-    let Some(close) = stat.rfind(')') else {
+    if !stat.is_alive() {
         return true;
-    };
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    match fields.first() {
-        Some(&"Z") | Some(&"X") | None => return true,
-        Some(_) => {}
     }
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    let kthread = fields
-        .get(6)
-        .and_then(|f| f.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0);
-    match process_argv(pid) {
+    match process::argv(pid) {
         Some(argv) => !argv_is_node(&argv, node_name),
-        None => kthread,
+        None => stat.kernel_thread,
     }
-}
-
-/// The pids whose parent is `pid` (a node's pool children), from /proc.
-pub fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|child| parent_of(*child) == Some(pid))
-        .collect()
-}
-
-/// The parent pid from `/proc/<pid>/stat`.
-pub fn parent_of(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -280,18 +227,5 @@ mod tests {
         assert!(!is_node_process(1, "w1@h"));
         assert!(node_process_gone(me, "w1@h"));
         assert!(node_process_gone(i32::MAX, "w1@h"));
-        assert_eq!(parent_of(me), Some(nix::unistd::getppid().as_raw()));
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let kids = children_of(me);
-        assert!(
-            kids.contains(&(child.id() as i32)),
-            "{kids:?} vs {}",
-            child.id()
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 }

@@ -2,15 +2,19 @@
 //! and its signal handlers. It never consumes tasks and stays single-threaded
 //! so that `fork()` is safe.
 
+pub mod autoscale;
 pub mod banner;
 pub mod config;
 pub mod connecting;
+pub mod control;
 pub mod detach;
 pub mod identity;
 pub mod lease;
 pub mod names;
+pub mod notify;
 pub mod pidfile;
 pub mod privileges;
+pub mod queues;
 pub mod recovery;
 pub mod supervisor;
 
@@ -93,6 +97,13 @@ fn start(
         StartError::new(
             exit::FAILURE,
             format!("cannot install signal handlers: {e}"),
+        )
+    })?;
+
+    logging::install_reopen_signal().map_err(|e| {
+        StartError::new(
+            exit::FAILURE,
+            format!("cannot install the SIGUSR2 (log reopen) handler: {e}"),
         )
     })?;
 

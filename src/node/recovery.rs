@@ -17,6 +17,7 @@ use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Lost {
     /// Killed by the main process at the hard time limit (seconds).
     TimeLimit(f64),
@@ -27,6 +28,8 @@ pub enum Lost {
     ColdShutdown,
     /// Found started (early ack) in a held list after the node itself died.
     NodeKilled,
+    /// Killed by a `revoke(terminate=True)`: REVOKED `terminated`.
+    Terminated,
 }
 
 pub struct Recovery {
@@ -108,8 +111,9 @@ impl Recovery {
         // already hold the next one (reserved before a "started" came).
         let raw = reserve::held_message(self.broker()?, slot)?
             .filter(|r| TaskMessage::decode(r).is_ok_and(|t| t.id == task.id));
-        let requeue =
-            task.acks_late && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
+        let requeue = task.acks_late
+            && !matches!(why, Lost::Terminated)
+            && (task.reject_on_worker_lost || matches!(why, Lost::ColdShutdown));
         if let (true, Some(raw)) = (
             requeue && !matches!(why, Lost::TimeLimit(_)),
             raw.as_deref(),
@@ -133,11 +137,16 @@ impl Recovery {
             }
             Lost::NodeKilled => worker_lost(NODE_KILLED),
             Lost::ColdShutdown => worker_lost("Worker was terminated by a cold shutdown"),
+            Lost::Terminated => ExceptionInfo::task_revoked("terminated"),
         };
         let text = exc.repr();
         tracing::error!("Task handler raised error: {text}");
         if !task.ignore_result {
-            let mut meta = ResultMeta::failure_for_id(&task.id, exc, None, chrono::Utc::now());
+            let now = chrono::Utc::now();
+            let mut meta = match why {
+                Lost::Terminated => ResultMeta::revoked(&task.id, "terminated", now),
+                _ => ResultMeta::failure_for_id(&task.id, exc, None, now),
+            };
             meta.group_id = task.group.clone();
             meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
@@ -253,5 +262,8 @@ fn started_from(raw: &str) -> Started {
         ignore_result: task.as_ref().is_none_or(|t| t.ignore_result),
         group: task.as_ref().and_then(|t| t.group.clone()),
         parent_id: task.as_ref().and_then(|t| t.parent_id.clone()),
+        args: Value::Null,
+        kwargs: Value::Null,
+        delivery_info: Value::Null,
     }
 }

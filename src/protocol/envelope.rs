@@ -217,6 +217,45 @@ pub fn redelivered(mut envelope: Value) -> String {
     crate::protocol::pyjson::to_string(&envelope)
 }
 
+/// A kombu envelope for a transient message (a pidbox request or reply, an
+/// event), with Python's key order: `body` (base64 of `body_json`), content
+/// type and encoding, `headers`, then `properties` with `delivery_info`
+/// naming `exchange` and `routing_key`.
+pub fn encode_kombu(
+    body_json: &str,
+    headers: Value,
+    delivery_mode: u8,
+    exchange: &str,
+    routing_key: &str,
+    delivery_tag: &str,
+) -> String {
+    let envelope = serde_json::json!({
+        "body": base64_of(body_json.as_bytes()),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "delivery_mode": delivery_mode,
+            "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": delivery_tag,
+        },
+    });
+    crate::protocol::pyjson::to_string(&envelope)
+}
+
+/// kombu's PUB/SUB channel for a fanout exchange on Redis (`fanout_prefix`
+/// on, its default): `/{db}.<exchange>`, or `/{db}.<exchange>/<routing key>`
+/// when the routing key is not empty. `global_keyprefix` goes in front.
+pub fn fanout_channel(keyprefix: &str, db: i64, exchange: &str, routing_key: &str) -> String {
+    if routing_key.is_empty() {
+        format!("{keyprefix}/{db}.{exchange}")
+    } else {
+        format!("{keyprefix}/{db}.{exchange}/{routing_key}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

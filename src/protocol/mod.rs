@@ -7,8 +7,10 @@
 //! `child` decides what to do with them.
 
 pub mod envelope;
+pub mod event;
 #[cfg(test)]
 mod fuzz;
+pub mod pidbox;
 pub mod pyjson;
 pub mod pyrepr;
 pub mod result;

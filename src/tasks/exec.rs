@@ -5,19 +5,20 @@
 //! writes a lot before reading its input cannot deadlock us, and the soft
 //! time limit is enforced from the same loop.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use super::{Invocation, Outcome, TaskError};
+use crate::plumbing::deathsig::die_with_parent;
+use crate::plumbing::pipe::{drain, set_nonblocking};
 
 /// How long a command gets between SIGTERM (soft limit) and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -119,35 +120,9 @@ fn spawn(argv: &[String]) -> std::io::Result<Child> {
     // SAFETY: die_with_parent only makes async-signal-safe calls.
     // A killed pool child must not leave its task running.
     unsafe {
-        command.pre_exec(move || die_with_parent(parent));
+        command.pre_exec(move || die_with_parent(parent as i32));
     }
     command.spawn()
-}
-
-/// For `pre_exec`: the new process gets SIGKILL when the thread that forked
-/// it ends (`PR_SET_PDEATHSIG` follows the forking *thread*, so callers
-/// spawn from a thread that outlives the process: the child's main), and
-/// does not start at all if `parent` is already gone. Only
-/// async-signal-safe calls (prctl, getppid).
-pub(super) fn die_with_parent(parent: u32) -> std::io::Result<()> {
-    // SAFETY: plain syscalls without pointers.
-    let set = unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    if set != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // The parent may have died before prctl took effect.
-    if unsafe { libc::getppid() } as u32 != parent {
-        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    Ok(())
 }
 
 /// Python's wording for the common spawn failures, naming the command.
@@ -172,31 +147,10 @@ struct Run {
     soft_limited: bool,
 }
 
-pub(super) fn set_nonblocking(fd: &impl AsRawFd) -> std::io::Result<()> {
-    let raw = fd.as_raw_fd();
-    let flags = OFlag::from_bits_truncate(fcntl(raw, FcntlArg::F_GETFL)?);
-    fcntl(raw, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
-}
-
 fn kill_group(child: &Child, signal: Signal) {
     // The group may already be gone; nothing to do then.
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = killpg(Pid::from_raw(pid), signal);
-    }
-}
-
-/// Reads what is available from a non-blocking pipe; `Ok(true)` at end of file.
-pub(super) fn drain(reader: &mut impl Read, into: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => into.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
     }
 }
 

@@ -9,7 +9,8 @@ use nix::unistd::Pid;
 
 use super::{exit_status, probe, remove_stale_pidfile, Ctx, Probe};
 use crate::multi::error::MultiError;
-use crate::node::identity::{children_of, node_process_gone};
+use crate::node::identity::node_process_gone;
+use crate::plumbing::process::children_of;
 
 const GRACE: Duration = Duration::from_secs(5);
 

@@ -19,7 +19,8 @@ use crate::multi::error::MultiError;
 use crate::multi::nodes::NodeList;
 use crate::multi::output::Colour;
 use crate::multi::signal::signal_name;
-use crate::node::identity::{children_of, node_process_gone};
+use crate::node::identity::node_process_gone;
+use crate::plumbing::process::children_of;
 
 const POLL: Duration = Duration::from_millis(50);
 const DOT_EVERY: Duration = Duration::from_secs(1);

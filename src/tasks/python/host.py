@@ -2,7 +2,7 @@
 
 Shipped inside the rmulti binary and started as
 
-    python -c BOOT describe APP      (once, by the node's main process)
+    python -c BOOT describe APP NAMES (once, by the node's main process)
     python -c BOOT serve APP         (once per pool child, long-lived)
 
 where BOOT reads this script from stdin (a decimal byte count on the first
@@ -74,6 +74,11 @@ def load(name, conf, hostname, worker_signals=True):
     if conf:
         # rmulti's -b/--result-backend/`-- key=value` win over the app's own settings.
         app.conf.update(conf)
+    # `rmulti worker -I a,b` (the node sets RMULTI_INCLUDE): added to the
+    # app's own include, as WorkController.setup_includes does.
+    include = [m for m in os.environ.get("RMULTI_INCLUDE", "").split(",") if m]
+    if include:
+        app.conf.include = tuple(app.conf.include or ()) + tuple(include)
     worker = _Worker(app, hostname)
     # As WorkController.__init__: loader init (imports, Django setup through
     # the fixup, autodiscovery), then finalize, celeryd_init, worker_init.
@@ -93,13 +98,12 @@ def _per_task(task, attr, conf_value):
     return value
 
 
-def describe(name):
+def describe(name, settings):
     # Whatever the app prints while importing must not corrupt the JSON.
     real_stdout = os.dup(1)
     os.dup2(2, 1)
     app, _ = load(name, None, "describe@rmulti", worker_signals=False)
     conf = app.conf
-    opts = conf.broker_transport_options or {}
     tasks = {}
     for task_name, task in sorted(app.tasks.items()):
         tasks[task_name] = {
@@ -109,46 +113,19 @@ def describe(name):
             "ignore_result": bool(getattr(task, "ignore_result", False)),
             "max_retries": getattr(task, "max_retries", None),
         }
-    concurrency = conf.worker_concurrency
-    if not isinstance(concurrency, int):
-        concurrency = None
     out = {
         "hello": PROTOCOL,
         "main": app.main,
-        "broker_url": _url(conf.broker_url),
-        "result_backend": _url(conf.result_backend),
-        "result_expires": _seconds(conf.result_expires),
-        "task_default_queue": conf.task_default_queue,
-        "task_acks_late": bool(conf.task_acks_late),
-        "task_reject_on_worker_lost": bool(conf.task_reject_on_worker_lost),
-        "task_track_started": bool(conf.task_track_started),
-        "task_time_limit": conf.task_time_limit,
-        "task_soft_time_limit": conf.task_soft_time_limit,
-        "worker_concurrency": concurrency,
-        "visibility_timeout": opts.get("visibility_timeout"),
         "broker_use_ssl": _ssl_options(conf.broker_use_ssl),
-        "broker_sentinel": _sentinel_options(opts),
-        "backend_sentinel": _sentinel_options(conf.result_backend_transport_options or {}),
         "redis_backend_use_ssl": _ssl_options(conf.redis_backend_use_ssl),
         "tasks": tasks,
     }
+    # rmulti names the settings it reads (its settings table); it checks
+    # each value itself, as a worker would ignore what it cannot use.
+    for path in settings:
+        out[path] = _plain(_setting(conf, path))
     os.write(real_stdout, (json.dumps(out) + "\n").encode())
     os.close(real_stdout)
-
-
-def _sentinel_options(opts):
-    """master_name and sentinel_kwargs (as strings) of transport options, or None."""
-    if not isinstance(opts, dict):
-        return None
-    kwargs = opts.get("sentinel_kwargs") or {}
-    out = {
-        "master_name": opts.get("master_name"),
-        "sentinel_kwargs": {str(k): str(v) for k, v in kwargs.items() if v is not None}
-        if isinstance(kwargs, dict) else {},
-    }
-    if out["master_name"] is None and not out["sentinel_kwargs"]:
-        return None
-    return out
 
 
 def _ssl_options(value):
@@ -168,21 +145,30 @@ def _ssl_options(value):
     return out
 
 
-def _url(value):
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        # Failover lists: rmulti uses the first, as kombu does until it fails.
-        return str(value[0]) if value else None
-    return str(value)
+def _setting(conf, path):
+    """conf's value at a dotted path (`broker_transport_options.visibility_timeout`)."""
+    first, _, rest = path.partition(".")
+    # An attribute, not conf.get: Celery's broker_url and result_backend
+    # properties put CELERY_BROKER_URL / CELERY_RESULT_BACKEND first.
+    value = getattr(conf, first, None)
+    for part in rest.split(".") if rest else ():
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
-def _seconds(value):
-    if value is None:
-        return None
+def _plain(value):
+    """A setting as JSON: timedeltas in seconds, the first of a failover list, dicts."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if hasattr(value, "total_seconds"):
         return value.total_seconds()
-    return float(value)
+    if isinstance(value, (list, tuple)):
+        # Failover URLs: rmulti uses the first, as kombu does until it fails.
+        return _plain(value[0]) if value else None
+    if isinstance(value, dict):
+        # sentinel_kwargs: a table of plain values.
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
 
 
 class Channel:
@@ -460,7 +446,7 @@ def main(argv):
             sys.stderr.write("No module named %r\n" % top)
             return NO_MODULE
         try:
-            describe(argv[1])
+            describe(argv[1], json.loads(argv[2]) if len(argv) > 2 else [])
         except BaseException:
             traceback.print_exc()
             return 1
@@ -477,7 +463,7 @@ def main(argv):
             except Exception:
                 pass
         os._exit(code)
-    sys.stderr.write("usage: host.py describe APP | serve APP [OPTIONS_JSON]\n")
+    sys.stderr.write("usage: host.py describe APP [NAMES_JSON] | serve APP [OPTIONS_JSON]\n")
     return 2
 
 

@@ -40,22 +40,21 @@
 //! child's process group, so a hard time limit kills both.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::exec::{die_with_parent, drain, set_nonblocking};
+use crate::plumbing::deathsig::die_with_parent;
+use crate::plumbing::lines::LineReader;
+use crate::plumbing::pipe::{cloexec_pipe, wait_readable};
 
 /// The host script (see the module docs).
 pub const HOST_SCRIPT: &str = include_str!("host.py");
@@ -93,6 +92,14 @@ pub enum PythonError {
     Io(#[from] std::io::Error),
 }
 
+impl PythonError {
+    /// A Celery app that cannot be described is a configuration error,
+    /// whichever command loads it.
+    pub fn exit_code(&self) -> i32 {
+        crate::exit::CONFIG
+    }
+}
+
 /// The interpreter: `--python`, else `$VIRTUAL_ENV/bin/python`, else `python3`.
 pub fn interpreter(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     if let Some(p) = flag {
@@ -120,50 +127,17 @@ pub struct TaskInfo {
 pub struct Description {
     pub hello: u64,
     pub main: Option<String>,
-    pub broker_url: Option<String>,
-    pub result_backend: Option<String>,
-    pub result_expires: Option<f64>,
-    pub task_default_queue: Option<String>,
-    #[serde(default)]
-    pub task_acks_late: bool,
-    #[serde(default)]
-    pub task_reject_on_worker_lost: bool,
-    #[serde(default)]
-    pub task_track_started: bool,
-    pub task_time_limit: Option<f64>,
-    pub task_soft_time_limit: Option<f64>,
-    pub worker_concurrency: Option<usize>,
-    pub visibility_timeout: Option<f64>,
+    /// The app's settings by Celery's name (`app::settings::SETTINGS` reads
+    /// the ones rmulti uses); `null` where Celery's is `None`.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
     /// Celery's `broker_use_ssl` / `redis_backend_use_ssl` dicts, as the
     /// `ssl_*` query options of a `rediss://` URL (`broker::url::with_ssl_options`).
     #[serde(default)]
     pub broker_use_ssl: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub redis_backend_use_ssl: Option<BTreeMap<String, String>>,
-    /// `master_name` / `sentinel_kwargs` of `broker_transport_options` and
-    /// `result_backend_transport_options` (`broker::sentinel::with_options`).
-    #[serde(default)]
-    pub broker_sentinel: Option<SentinelInfo>,
-    #[serde(default)]
-    pub backend_sentinel: Option<SentinelInfo>,
     pub tasks: BTreeMap<String, TaskInfo>,
-}
-
-/// Celery's Sentinel transport options, as the host describes them.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct SentinelInfo {
-    pub master_name: Option<String>,
-    #[serde(default)]
-    pub sentinel_kwargs: BTreeMap<String, String>,
-}
-
-impl SentinelInfo {
-    pub fn options(&self) -> crate::broker::sentinel::Options {
-        crate::broker::sentinel::Options {
-            master_name: self.master_name.clone(),
-            sentinel_kwargs: self.sentinel_kwargs.clone(),
-        }
-    }
 }
 
 /// The last `TAIL_LINES` non-empty lines of `text` (a traceback's end says what went wrong).
@@ -186,8 +160,18 @@ fn script_header() -> Vec<u8> {
 }
 
 /// Runs `describe` and waits for it (see the module docs).
-pub fn describe(python: &Path, app: &str, cwd: &Path) -> Result<Description, PythonError> {
+/// `settings` are the Celery names (dotted inside a table:
+/// `broker_transport_options.visibility_timeout`) whose values it reports.
+pub fn describe(
+    python: &Path,
+    app: &str,
+    cwd: &Path,
+    settings: &[String],
+) -> Result<Description, PythonError> {
+    let names = serde_json::to_string(settings)
+        .map_err(|e| PythonError::Protocol(format!("setting names: {e}")))?;
     let mut child = boot_command(python, "describe", app)
+        .arg(names)
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -283,43 +267,6 @@ pub struct HostConfig {
     pub conf: Map<String, Value>,
 }
 
-/// Lines from one non-blocking pipe.
-struct LineReader {
-    file: File,
-    buf: Vec<u8>,
-    eof: bool,
-}
-
-impl LineReader {
-    fn new(fd: OwnedFd) -> std::io::Result<LineReader> {
-        set_nonblocking(&fd)?;
-        Ok(LineReader {
-            file: File::from(fd),
-            buf: Vec::new(),
-            eof: false,
-        })
-    }
-
-    /// Reads what is available; returns complete lines.
-    fn read_lines(&mut self) -> Vec<String> {
-        // A read error other than "nothing more yet" is taken as nothing
-        // more: the host's exit is noticed by the caller.
-        if let Ok(true) = drain(&mut self.file, &mut self.buf) {
-            self.eof = true;
-        }
-        let mut lines = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-        }
-        if self.eof && !self.buf.is_empty() {
-            lines.push(String::from_utf8_lossy(&self.buf).into_owned());
-            self.buf.clear();
-        }
-        lines
-    }
-}
-
 /// A running host.
 pub struct Host {
     child: Child,
@@ -394,9 +341,8 @@ impl Host {
     /// Starts a host and waits for its hello. A host that cannot load the
     /// app gives `PythonError::Load` with the traceback's last lines.
     pub fn start(cfg: &HostConfig, hostname: &str) -> Result<Host, PythonError> {
-        let (proto_r, proto_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        let (proto_r, proto_w) = cloexec_pipe()?;
+        let (out_r, out_w) = cloexec_pipe()?;
         let err_w = out_w.try_clone()?;
         let options = serde_json::json!({
             "conf": cfg.conf,
@@ -409,7 +355,7 @@ impl Host {
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
         let proto_fd = proto_w.as_raw_fd();
-        let parent = std::process::id();
+        let parent = std::process::id() as i32;
         // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid,
         // signal) between fork and exec.
         unsafe {
@@ -503,7 +449,7 @@ impl Host {
                     }
                 }
             }
-            if self.proto.eof {
+            if self.proto.is_eof() {
                 let status = self.child.wait()?;
                 return Err(PythonError::Load(format!(
                     "Python host exited during start-up ({}):\n{}",
@@ -526,27 +472,14 @@ impl Host {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<(Vec<String>, Vec<String>), PythonError> {
-        let timeout = match deadline {
-            Some(d) => {
-                let ms = d.saturating_duration_since(Instant::now()).as_millis();
-                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        {
-            let mut fds = Vec::with_capacity(2);
-            if !self.proto.eof {
-                fds.push(PollFd::new(self.proto.file.as_fd(), PollFlags::POLLIN));
-            }
-            if !self.output.eof {
-                fds.push(PollFd::new(self.output.file.as_fd(), PollFlags::POLLIN));
-            }
-            if !fds.is_empty() {
-                match nix::poll::poll(&mut fds, timeout) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(std::io::Error::from(e).into()),
-                }
-            }
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let fds: Vec<_> = [&self.proto, &self.output]
+            .into_iter()
+            .filter(|r| !r.is_eof())
+            .map(|r| r.as_fd())
+            .collect();
+        if !fds.is_empty() {
+            wait_readable(&fds, timeout)?;
         }
         let output = self.output.read_lines();
         let proto = self.proto.read_lines();
@@ -611,7 +544,7 @@ impl Host {
                     }
                 }
             }
-            let exited = if self.proto.eof {
+            let exited = if self.proto.is_eof() {
                 Some(self.child.wait())
             } else {
                 self.child.try_wait().transpose()

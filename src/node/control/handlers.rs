@@ -1,0 +1,686 @@
+//! Remote-control commands as pure functions: a request and a snapshot of
+//! the node in, Celery's reply value and what is to be done out
+//! (wire.md §8.3; reply shapes from the `pidbox-reply-*` fixtures).
+//! Nothing here touches Redis or processes.
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Map, Value};
+
+use super::{NodeAction, NodeView};
+use crate::protocol::pidbox::{error_reply, Request};
+use crate::protocol::pyrepr::python_str_repr;
+
+/// What a handler wants done besides its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Node(NodeAction),
+    /// Add `ids` to the revoked set; store REVOKED for those not `running` here.
+    Revoke {
+        ids: Vec<String>,
+        running: Vec<String>,
+    },
+    TaskEvents(bool),
+    /// Send a `worker-heartbeat` event (the answer to a `heartbeat` broadcast).
+    HeartbeatReply,
+    /// A line for the node's log (WARNING).
+    Log(String),
+}
+
+/// A handler's result: the reply value (`None`: no reply, as `shutdown`) and actions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    pub reply: Option<Value>,
+    pub actions: Vec<Action>,
+}
+
+fn reply(value: Value) -> Outcome {
+    Outcome {
+        reply: Some(value),
+        actions: Vec::new(),
+    }
+}
+
+fn ok(text: impl Into<String>) -> Value {
+    json!({ "ok": text.into() })
+}
+
+fn nok(text: impl Into<String>) -> Value {
+    json!({ "error": text.into() })
+}
+
+/// Celery's handler for `req.method`; an unknown one gets kombu's
+/// `{"error": "KeyError('name')"}`.
+pub fn handle(req: &Request, v: &NodeView) -> Outcome {
+    let args = &req.arguments;
+    match req.method.as_str() {
+        "ping" => reply(ok("pong")),
+        "stats" => reply(stats(v)),
+        "active" | "dump_active" => reply(Value::Array(
+            v.children
+                .iter()
+                .filter_map(|c| c.current.as_ref().map(|(s, t)| request_info(v, c.pid, s, *t)))
+                .collect(),
+        )),
+        // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
+        "reserved" | "dump_reserved" | "scheduled" | "dump_schedule" => reply(json!([])),
+        "registered" | "dump_tasks" => {
+            let mut names: Vec<&str> = v.app.tasks.names().collect();
+            names.sort_unstable();
+            reply(json!(names))
+        }
+        "active_queues" => reply(Value::Array(v.queues.iter().map(|q| queue_info(q)).collect())),
+        "conf" | "dump_conf" => reply(conf(v)),
+        "revoked" | "dump_revoked" => reply(json!(v.revoked)),
+        "query_task" => reply(query_task(args, v)),
+        "clock" => reply(json!({ "clock": v.clock })),
+        "report" => reply(ok(format!(
+            "software -> rmulti:{} (Rust), Celery 5.7 wire protocol\nplatform -> Linux\nbroker -> {}\nresults -> {}",
+            env!("CARGO_PKG_VERSION"),
+            crate::broker::url::masked(&v.app.broker_url),
+            crate::broker::url::masked(&v.app.result_backend),
+        ))),
+        "hello" => {
+            let from = args.get("from_node").and_then(Value::as_str).unwrap_or("");
+            if from == v.node {
+                reply(Value::Null)
+            } else {
+                reply(json!({ "revoked": v.revoked, "clock": v.clock }))
+            }
+        }
+        "revoke" => revoke(args, v, bool_arg(args, "terminate")),
+        "terminate" => revoke(args, v, true),
+        "revoke_by_stamped_headers" => {
+            let headers = args.get("headers").cloned().unwrap_or(Value::Null);
+            reply(ok(format!(
+                "headers {} flagged as revoked, but not terminated",
+                crate::protocol::pyrepr::python_repr(&headers)
+            )))
+        }
+        "shutdown" => {
+            let msg = args
+                .get("msg")
+                .and_then(Value::as_str)
+                .unwrap_or("Got shutdown from remote");
+            Outcome {
+                reply: None,
+                actions: vec![Action::Log(msg.to_string()), Action::Node(NodeAction::Shutdown)],
+            }
+        }
+        "pool_grow" => Outcome {
+            reply: Some(ok("pool will grow")),
+            actions: vec![Action::Node(NodeAction::Grow(count_arg(args)))],
+        },
+        "pool_shrink" => Outcome {
+            reply: Some(ok("pool will shrink")),
+            actions: vec![Action::Node(NodeAction::Shrink(count_arg(args)))],
+        },
+        "add_consumer" => match args.get("queue").and_then(Value::as_str) {
+            Some(q) if !q.is_empty() => {
+                let mut queues = v.queues.clone();
+                let mut actions = Vec::new();
+                if !queues.iter().any(|x| x == q) {
+                    queues.push(q.to_string());
+                    actions.push(Action::Node(NodeAction::SetQueues(queues)));
+                }
+                Outcome {
+                    reply: Some(ok(format!("add consumer {q}"))),
+                    actions,
+                }
+            }
+            _ => reply(nok("add_consumer needs a queue name")),
+        },
+        "cancel_consumer" => match args.get("queue").and_then(Value::as_str) {
+            Some(q) => {
+                let queues: Vec<String> = v.queues.iter().filter(|x| *x != q).cloned().collect();
+                let mut actions = Vec::new();
+                if queues.len() != v.queues.len() && !queues.is_empty() {
+                    actions.push(Action::Node(NodeAction::SetQueues(queues)));
+                }
+                Outcome {
+                    reply: Some(ok(format!("no longer consuming from {q}"))),
+                    actions,
+                }
+            }
+            None => reply(nok("cancel_consumer needs a queue name")),
+        },
+        "rate_limit" => {
+            let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
+            let rate = args.get("rate_limit").cloned().unwrap_or(Value::Null);
+            if !valid_rate(&rate) {
+                return reply(nok(format!(
+                    "Invalid rate limit string: ValueError({})",
+                    python_str_repr(&format!("Invalid rate limit: {}", rate_text(&rate)))
+                )));
+            }
+            if v.app.tasks.get(task).is_none() {
+                return reply(nok("unknown task"));
+            }
+            if rate_text(&rate).is_empty() || rate == json!(0) {
+                reply(ok("rate limit disabled successfully"))
+            } else {
+                reply(ok("new rate limit set successfully"))
+            }
+        }
+        "time_limit" => {
+            let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
+            if v.app.tasks.get(task).is_none() {
+                return Outcome {
+                    reply: Some(nok("unknown task")),
+                    actions: vec![Action::Log(format!(
+                        "Change time limit attempt for unknown task {task}"
+                    ))],
+                };
+            }
+            let hard = args.get("hard").and_then(Value::as_f64);
+            let soft = args.get("soft").and_then(Value::as_f64);
+            Outcome {
+                reply: Some(ok("time limits set successfully")),
+                actions: vec![Action::Node(NodeAction::SetTimeLimit {
+                    task: task.to_string(),
+                    hard,
+                    soft,
+                })],
+            }
+        }
+        "enable_events" => Outcome {
+            reply: Some(ok(if v.task_events {
+                "task events already enabled"
+            } else {
+                "task events enabled"
+            })),
+            actions: vec![Action::TaskEvents(true)],
+        },
+        "disable_events" => Outcome {
+            reply: Some(ok(if v.task_events {
+                "task events disabled"
+            } else {
+                "task events already disabled"
+            })),
+            actions: vec![Action::TaskEvents(false)],
+        },
+        "heartbeat" => Outcome {
+            reply: None,
+            actions: vec![Action::HeartbeatReply],
+        },
+        other => reply(error_reply(&format!("KeyError({})", python_str_repr(other)))),
+    }
+}
+
+/// `revoke` / `terminate`: `task_id` is one id (from `AsyncResult.revoke()`)
+/// or a list (CLI, `app.control.revoke`).
+fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
+    let mut ids: Vec<String> = Vec::new();
+    match args.get("task_id") {
+        Some(Value::String(s)) => ids.push(s.clone()),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Some(s) = item.as_str() {
+                    if !ids.iter().any(|x| x == s) {
+                        ids.push(s.to_string());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let running: Vec<(String, i32)> = v
+        .children
+        .iter()
+        .filter_map(|c| c.current.as_ref().map(|(s, _)| (s.id.clone(), c.pid)))
+        .filter(|(id, _)| ids.contains(id))
+        .collect();
+    let mut actions = vec![Action::Revoke {
+        ids: ids.clone(),
+        running: running.iter().map(|(id, _)| id.clone()).collect(),
+    }];
+    if !terminate {
+        let set = if ids.is_empty() {
+            "set()".to_string()
+        } else {
+            let items: Vec<String> = ids.iter().map(|i| python_str_repr(i)).collect();
+            format!("{{{}}}", items.join(", "))
+        };
+        return Outcome {
+            reply: Some(ok(format!("tasks {set} flagged as revoked"))),
+            actions,
+        };
+    }
+    let signal = signal_arg(args.get("signal"));
+    for (id, pid) in &running {
+        actions.push(Action::Log(format!("Terminating {id} ({})", signal as i32)));
+        actions.push(Action::Node(NodeAction::Terminate { pid: *pid, signal }));
+    }
+    let text = if running.is_empty() {
+        "terminate: tasks unknown".to_string()
+    } else {
+        let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+        format!("terminate: {}", ids.join(", "))
+    };
+    Outcome {
+        reply: Some(ok(text)),
+        actions,
+    }
+}
+
+/// Celery's `signals.signum`: a name with or without `SIG`, or a number; TERM by default.
+pub fn signal_arg(value: Option<&Value>) -> Signal {
+    let parsed = match value {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .and_then(|n| Signal::try_from(n).ok()),
+        Some(Value::String(s)) if !s.is_empty() => {
+            let upper = s.to_ascii_uppercase();
+            let name = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            name.parse::<Signal>().ok()
+        }
+        _ => None,
+    };
+    parsed.unwrap_or(Signal::SIGTERM)
+}
+
+fn bool_arg(args: &Map<String, Value>, key: &str) -> bool {
+    match args.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        _ => false,
+    }
+}
+
+/// `n` of `pool_grow`/`pool_shrink` (default 1; at most 64 at once).
+fn count_arg(args: &Map<String, Value>) -> usize {
+    let n = match args.get("n") {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(1),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(1),
+        _ => 1,
+    };
+    n.clamp(1, 64) as usize
+}
+
+fn rate_text(rate: &Value) -> String {
+    match rate {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Celery's `rate()`: a number, or `<n>/<s|m|h>`; empty/None disables.
+fn valid_rate(rate: &Value) -> bool {
+    match rate {
+        Value::Null | Value::Number(_) => true,
+        Value::String(s) if s.is_empty() => true,
+        Value::String(s) => {
+            let (n, unit) = s.split_once('/').unwrap_or((s.as_str(), "s"));
+            n.trim().parse::<f64>().is_ok() && matches!(unit.chars().next(), Some('s' | 'm' | 'h'))
+        }
+        _ => false,
+    }
+}
+
+/// Celery's `Request.info()` of a running task.
+fn request_info(
+    v: &NodeView,
+    pid: i32,
+    s: &crate::child::report::Started,
+    time_start: f64,
+) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.task,
+        "args": s.args,
+        "kwargs": s.kwargs,
+        "type": s.task,
+        "hostname": v.node,
+        "time_start": time_start,
+        "acknowledged": !s.acks_late,
+        "delivery_info": s.delivery_info,
+        "worker_pid": pid,
+    })
+}
+
+fn query_task(args: &Map<String, Value>, v: &NodeView) -> Value {
+    let ids: Vec<&str> = match args.get("ids") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Map::new();
+    for c in &v.children {
+        if let Some((s, t)) = &c.current {
+            if ids.contains(&s.id.as_str()) {
+                out.insert(
+                    s.id.clone(),
+                    json!(["active", request_info(v, c.pid, s, *t)]),
+                );
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Every key of kombu's `Queue.as_dict()`: Flower's worker page needs them all.
+fn queue_info(name: &str) -> Value {
+    json!({
+        "name": name,
+        "exchange": {
+            "name": name, "type": "direct", "arguments": null, "durable": true,
+            "passive": false, "auto_delete": false, "delivery_mode": null, "no_declare": false
+        },
+        "routing_key": name,
+        "queue_arguments": null,
+        "binding_arguments": null,
+        "consumer_arguments": null,
+        "durable": true,
+        "exclusive": false,
+        "auto_delete": false,
+        "no_ack": false,
+        "alias": null,
+        "bindings": [],
+        "no_declare": null,
+        "expires": null,
+        "message_ttl": null,
+        "max_length": null,
+        "max_length_bytes": null,
+        "max_priority": null
+    })
+}
+
+fn stats(v: &NodeView) -> Value {
+    let processes: Vec<i32> = {
+        let mut kids: Vec<_> = v.children.iter().collect();
+        kids.sort_by_key(|c| c.slot);
+        kids.iter().map(|c| c.pid).collect()
+    };
+    json!({
+        "total": v.totals,
+        "pid": v.pid,
+        "clock": v.clock.to_string(),
+        "uptime": v.uptime,
+        "pool": {
+            "implementation": "rmulti:prefork",
+            "max-concurrency": v.target,
+            "processes": processes,
+            "max-tasks-per-child": v.max_tasks_per_child.map_or(json!("N/A"), Value::from),
+            "put-guarded-by-semaphore": false,
+            "timeouts": [
+                v.app.task_soft_time_limit.unwrap_or(0.0),
+                v.app.task_time_limit.unwrap_or(0.0)
+            ],
+            "writes": {"total": v.totals.values().sum::<u64>(), "avg": "N/A", "all": "", "raw": "", "strategy": "fair",
+                       "inqueues": {"total": processes.len(), "active": v.children.iter().filter(|c| c.current.is_some()).count()}},
+        },
+        "broker": broker_info(&v.app.broker_url),
+        "prefetch_count": 0,
+        "rusage": v.rusage,
+    })
+}
+
+/// kombu's `Connection.info()` for the broker URL (password left out).
+fn broker_info(url: &str) -> Value {
+    let (hostname, port, userid, vhost, ssl) = match crate::broker::url::parse(url) {
+        Ok(t) => {
+            let (host, port) = match &t.info.addr {
+                redis::ConnectionAddr::Tcp(h, p) => (json!(h), json!(p)),
+                redis::ConnectionAddr::TcpTls { host, port, .. } => (json!(host), json!(port)),
+                redis::ConnectionAddr::Unix(path) => {
+                    (json!(path.display().to_string()), Value::Null)
+                }
+            };
+            (
+                host,
+                port,
+                json!(t.info.redis.username),
+                json!(t.db().to_string()),
+                t.tls.is_some(),
+            )
+        }
+        Err(_) => (Value::Null, Value::Null, Value::Null, Value::Null, false),
+    };
+    json!({
+        "hostname": hostname,
+        "userid": userid,
+        "virtual_host": vhost,
+        "port": port,
+        "insist": false,
+        "ssl": ssl,
+        "transport": "redis",
+        "connect_timeout": 4,
+        "transport_options": {},
+        "login_method": null,
+        "uri_prefix": null,
+        "heartbeat": 120.0,
+        "failover_strategy": "round-robin",
+        "alternates": [],
+    })
+}
+
+fn conf(v: &NodeView) -> Value {
+    let app = &v.app;
+    json!({
+        "broker_url": crate::broker::url::masked(&app.broker_url),
+        "result_backend": crate::broker::url::masked(&app.result_backend),
+        "result_expires": app.result_expires,
+        "task_default_queue": app.task_default_queue,
+        "task_acks_late": app.task_acks_late,
+        "task_reject_on_worker_lost": app.task_reject_on_worker_lost,
+        "task_track_started": app.task_track_started,
+        "task_time_limit": app.task_time_limit,
+        "task_soft_time_limit": app.task_soft_time_limit,
+        "worker_concurrency": v.target,
+        "worker_send_task_events": v.task_events,
+        "broker_transport_options": {"visibility_timeout": app.visibility_timeout},
+    })
+}
+
+/// `getrusage(RUSAGE_SELF)` with Celery's keys.
+pub fn rusage() -> Value {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) } != 0 {
+        return json!({});
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    json!({
+        "utime": secs(r.ru_utime), "stime": secs(r.ru_stime), "maxrss": r.ru_maxrss,
+        "ixrss": r.ru_ixrss, "idrss": r.ru_idrss, "isrss": r.ru_isrss,
+        "minflt": r.ru_minflt, "majflt": r.ru_majflt, "nswap": r.ru_nswap,
+        "inblock": r.ru_inblock, "oublock": r.ru_oublock, "msgsnd": r.ru_msgsnd,
+        "msgrcv": r.ru_msgrcv, "nsignals": r.ru_nsignals, "nvcsw": r.ru_nvcsw,
+        "nivcsw": r.ru_nivcsw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::report::Started;
+    use crate::node::control::ChildView;
+    use std::sync::Arc;
+
+    fn view(running: Option<&str>) -> NodeView {
+        let app = crate::app::AppConfig::from_str(
+            "proj",
+            std::path::Path::new("proj.toml"),
+            "[tasks]\n\"proj.add\" = { builtin = \"add\" }\n",
+            &|_| None,
+            &Default::default(),
+        )
+        .expect("test app");
+        NodeView {
+            node: "w1@h".into(),
+            pid: 42,
+            uptime: 3,
+            target: 1,
+            children: vec![ChildView {
+                pid: 7,
+                number: 1,
+                slot: 1,
+                current: running.map(|id| {
+                    (
+                        Started {
+                            id: id.into(),
+                            task: "proj.add".into(),
+                            time_limit: None,
+                            acks_late: false,
+                            reject_on_worker_lost: false,
+                            ignore_result: false,
+                            group: None,
+                            parent_id: None,
+                            args: json!([1, 2]),
+                            kwargs: json!({}),
+                            delivery_info: json!({"routing_key": "celery"}),
+                        },
+                        1.5,
+                    )
+                }),
+            }],
+            queues: vec!["celery".into()],
+            app: Arc::new(app),
+            max_tasks_per_child: None,
+            totals: Default::default(),
+            clock: 9,
+            task_events: false,
+            revoked: vec!["r1".into()],
+            rusage: Value::Null,
+        }
+    }
+
+    fn req(method: &str, arguments: Value) -> Request {
+        Request {
+            method: method.into(),
+            arguments: arguments.as_object().cloned().unwrap_or_default(),
+            destination: None,
+            pattern: None,
+            matcher: None,
+            reply_to: None,
+            ticket: None,
+            clock: 0,
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn ping_and_unknown_method() {
+        assert_eq!(
+            handle(&req("ping", json!({})), &view(None)).reply,
+            Some(json!({"ok": "pong"}))
+        );
+        assert_eq!(
+            handle(&req("nope", json!({})), &view(None)).reply,
+            Some(json!({"error": "KeyError('nope')"}))
+        );
+    }
+
+    #[test]
+    fn revoke_takes_a_string_or_a_list() {
+        let one = handle(&req("revoke", json!({"task_id": "a"})), &view(None));
+        assert_eq!(
+            one.reply,
+            Some(json!({"ok": "tasks {'a'} flagged as revoked"}))
+        );
+        assert_eq!(
+            one.actions,
+            vec![Action::Revoke {
+                ids: vec!["a".into()],
+                running: vec![]
+            }]
+        );
+        let many = handle(
+            &req("revoke", json!({"task_id": ["a", "b", "a"]})),
+            &view(None),
+        );
+        assert_eq!(
+            many.reply,
+            Some(json!({"ok": "tasks {'a', 'b'} flagged as revoked"}))
+        );
+    }
+
+    #[test]
+    fn terminate_signals_the_child_running_it() {
+        let out = handle(
+            &req(
+                "revoke",
+                json!({"task_id": ["t"], "terminate": true, "signal": "KILL"}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(out.reply, Some(json!({"ok": "terminate: t"})));
+        assert!(out.actions.contains(&Action::Node(NodeAction::Terminate {
+            pid: 7,
+            signal: Signal::SIGKILL
+        })));
+        let none = handle(&req("terminate", json!({"task_id": "x"})), &view(Some("t")));
+        assert_eq!(none.reply, Some(json!({"ok": "terminate: tasks unknown"})));
+    }
+
+    #[test]
+    fn active_lists_the_running_request() {
+        let out = handle(&req("active", json!({})), &view(Some("t")))
+            .reply
+            .unwrap();
+        assert_eq!(out[0]["id"], json!("t"));
+        assert_eq!(out[0]["worker_pid"], json!(7));
+        assert_eq!(out[0]["args"], json!([1, 2]));
+        assert_eq!(out[0]["acknowledged"], json!(true));
+    }
+
+    #[test]
+    fn shutdown_and_heartbeat_do_not_reply() {
+        let out = handle(&req("shutdown", json!({})), &view(None));
+        assert_eq!(out.reply, None);
+        assert!(out.actions.contains(&Action::Node(NodeAction::Shutdown)));
+        assert_eq!(
+            handle(&req("heartbeat", json!({})), &view(None)).reply,
+            None
+        );
+    }
+
+    #[test]
+    fn queues_events_limits() {
+        let add = handle(&req("add_consumer", json!({"queue": "q2"})), &view(None));
+        assert_eq!(add.reply, Some(json!({"ok": "add consumer q2"})));
+        assert_eq!(
+            add.actions,
+            vec![Action::Node(NodeAction::SetQueues(vec![
+                "celery".into(),
+                "q2".into()
+            ]))]
+        );
+        let on = handle(&req("enable_events", json!({})), &view(None));
+        assert_eq!(on.reply, Some(json!({"ok": "task events enabled"})));
+        let tl = handle(
+            &req("time_limit", json!({"task_name": "nope"})),
+            &view(None),
+        );
+        assert_eq!(tl.reply, Some(json!({"error": "unknown task"})));
+        let rl = handle(
+            &req(
+                "rate_limit",
+                json!({"task_name": "proj.add", "rate_limit": "10/m"}),
+            ),
+            &view(None),
+        );
+        assert_eq!(
+            rl.reply,
+            Some(json!({"ok": "new rate limit set successfully"}))
+        );
+        let hello = handle(&req("hello", json!({"from_node": "other@h"})), &view(None));
+        assert_eq!(hello.reply, Some(json!({"revoked": ["r1"], "clock": 9})));
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(signal_arg(Some(&json!("SIGKILL"))), Signal::SIGKILL);
+        assert_eq!(signal_arg(Some(&json!("kill"))), Signal::SIGKILL);
+        assert_eq!(signal_arg(Some(&json!(9))), Signal::SIGKILL);
+        assert_eq!(signal_arg(Some(&json!([1]))), Signal::SIGTERM);
+        assert_eq!(signal_arg(None), Signal::SIGTERM);
+    }
+}

@@ -1,0 +1,416 @@
+//! The node's control plane (DESIGN.md "The control plane"): the main
+//! process listens on the `celery.pidbox` fanout (`listener`), answers
+//! remote-control requests from what it knows of its children
+//! (`handlers`, pure), keeps revokes in Redis (`revoke`), and sends the
+//! worker events (`events`). All of it runs inside the supervisor's
+//! single-threaded poll loop: the subscription is one more fd there.
+//!
+//! The supervisor hands over a `NodeView` (a snapshot, built only when a
+//! request came) and applies the `NodeAction`s it gets back (shutdown, pool
+//! size, queues, terminate); everything that is only Redis is done here.
+
+pub mod events;
+pub mod handlers;
+pub mod listener;
+pub mod revoke;
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::app::AppConfig;
+use crate::broker::{self, keys, BrokerError, Connections};
+use crate::child::report::{Report, Started};
+use crate::protocol::pidbox::{self, Request};
+use crate::protocol::{envelope, event};
+use events::Events;
+use handlers::{Action, Outcome};
+use listener::Listener;
+
+/// At most this many requests are handled per loop turn, so a flood of
+/// requests cannot starve the children's reports and signals.
+const MAX_PER_TURN: usize = 100;
+
+/// What a pool child is doing, as the control plane shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildView {
+    pub pid: i32,
+    /// Its `ForkPoolWorker-N` number.
+    pub number: usize,
+    pub slot: usize,
+    /// The task it runs and when it started (POSIX seconds).
+    pub current: Option<(Started, f64)>,
+}
+
+/// A snapshot of the node for the handlers.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub node: String,
+    pub pid: u32,
+    pub uptime: u64,
+    /// The pool's target size.
+    pub target: usize,
+    pub children: Vec<ChildView>,
+    pub queues: Vec<String>,
+    pub app: Arc<AppConfig>,
+    pub max_tasks_per_child: Option<u64>,
+    /// Filled in by `Control`: tasks started since the node started, by name.
+    pub totals: BTreeMap<String, u64>,
+    pub clock: u64,
+    pub task_events: bool,
+    /// Revoked ids (read from Redis only for the requests that show them).
+    pub revoked: Vec<String>,
+    /// `getrusage(RUSAGE_SELF)` as Celery's `stats` shows it.
+    pub rusage: Value,
+}
+
+/// What the supervisor must do for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeAction {
+    /// Warm shutdown, as TERM.
+    Shutdown,
+    Grow(usize),
+    Shrink(usize),
+    /// Signal the child running this task (`pid`); its death is recorded as
+    /// REVOKED `terminated`.
+    Terminate {
+        pid: i32,
+        signal: Signal,
+    },
+    /// Consume from these queues from now on (children are replaced, as HUP does).
+    SetQueues(Vec<String>),
+    /// New children use these limits for `task`.
+    SetTimeLimit {
+        task: String,
+        hard: Option<f64>,
+        soft: Option<f64>,
+    },
+}
+
+/// The control plane's state in the node main process.
+pub struct Control {
+    listener: Listener,
+    /// Replies, events and revokes; separate from the subscription.
+    conns: Connections,
+    revoked: broker::revoked::Revoked,
+    events: Events,
+    node: String,
+    db: i64,
+    result_expires: Option<u64>,
+    clock: u64,
+    totals: BTreeMap<String, u64>,
+    processed: u64,
+    task_events: bool,
+    /// Children killed by a terminate: their task is REVOKED, not lost.
+    terminated: HashSet<i32>,
+    heartbeats: bool,
+    next_heartbeat: Instant,
+    online: bool,
+    born: Instant,
+}
+
+impl Control {
+    pub fn new(app: &AppConfig, node: &str, task_events: bool, heartbeats: bool) -> Control {
+        let db = broker::url::parse(&app.broker_url)
+            .map(|t| t.db())
+            .unwrap_or(0);
+        Control {
+            listener: Listener::new(
+                &app.broker_url,
+                &envelope::fanout_channel("", db, pidbox::EXCHANGE, ""),
+            ),
+            conns: Connections::new(&app.broker_url, &app.result_backend),
+            revoked: broker::revoked::Revoked::default(),
+            events: Events::new(node),
+            node: node.to_string(),
+            db,
+            result_expires: app.result_expires,
+            clock: 0,
+            totals: BTreeMap::new(),
+            processed: 0,
+            task_events,
+            terminated: HashSet::new(),
+            heartbeats,
+            next_heartbeat: Instant::now(),
+            online: false,
+            born: Instant::now(),
+        }
+    }
+
+    /// The subscription's socket, for the poll set.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.listener.fd()
+    }
+
+    /// When the loop must wake for the next heartbeat (or a reconnect).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let beat = (self.online && self.heartbeats).then_some(self.next_heartbeat);
+        [beat, self.listener.retry_at()].into_iter().flatten().min()
+    }
+
+    /// Counts a child's report (`stats.total`, heartbeats' `processed`).
+    pub fn observe(&mut self, report: &Report) {
+        if let Report::Started(s) = report {
+            *self.totals.entry(s.task.clone()).or_default() += 1;
+            self.processed += 1;
+        }
+    }
+
+    /// Whether the child `pid` was killed by a terminate.
+    pub fn was_terminated(&mut self, pid: i32) -> bool {
+        self.terminated.remove(&pid)
+    }
+
+    /// The node is ready: subscribe, announce it (`worker-online`), and
+    /// publish whether children send task events.
+    pub fn start(&mut self, view: &NodeView) {
+        self.listener.ensure();
+        let flag = if self.task_events { "1" } else { "0" };
+        let key = keys::task_events(&self.node);
+        if let Err(e) = self.conns.broker().and_then(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(flag)
+                .query::<()>(c)
+                .map_err(Into::into)
+        }) {
+            tracing::error!("Cannot record whether task events are on ({key}): {e}");
+            self.conns.reset();
+        }
+        self.online = true;
+        if self.heartbeats {
+            self.worker_event(event::WorkerEvent::Online, view);
+            self.next_heartbeat = Instant::now() + heartbeat_interval();
+        }
+    }
+
+    /// Warm shutdown: `worker-offline`.
+    pub fn stop(&mut self, view: &NodeView) {
+        if self.online && self.heartbeats {
+            self.worker_event(event::WorkerEvent::Offline, view);
+        }
+        self.online = false;
+    }
+
+    /// One loop turn: heartbeat when due, then the requests that came.
+    /// `view` is called only when a request needs it.
+    pub fn turn(&mut self, view: &mut dyn FnMut() -> NodeView) -> Vec<NodeAction> {
+        if !self.online {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        if self.heartbeats && Instant::now() >= self.next_heartbeat {
+            self.next_heartbeat = Instant::now() + heartbeat_interval();
+            let v = view();
+            self.worker_event(event::WorkerEvent::Heartbeat, &v);
+        }
+        let raw = self.listener.drain(MAX_PER_TURN);
+        if raw.is_empty() {
+            return actions;
+        }
+        let mut snapshot: Option<NodeView> = None;
+        for payload in raw {
+            let req = match Request::decode(&payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(
+                        "Ignored a remote-control message that is not a request: {e}: {}",
+                        shorten(&payload)
+                    );
+                    continue;
+                }
+            };
+            self.clock = self.clock.max(req.clock) + 1;
+            if !req.matches(&self.node) {
+                continue;
+            }
+            tracing::debug!("pidbox received method {}", req.method);
+            let v = snapshot.get_or_insert_with(&mut *view);
+            self.fill(v, &req.method);
+            let outcome = handlers::handle(&req, v);
+            actions.extend(self.apply(&req, outcome, v));
+        }
+        actions
+    }
+
+    /// The parts of the view that are the control plane's own.
+    fn fill(&mut self, v: &mut NodeView, method: &str) {
+        v.totals = self.totals.clone();
+        v.uptime = self.born.elapsed().as_secs();
+        v.clock = self.clock;
+        v.task_events = self.task_events;
+        if matches!(method, "revoked" | "dump_revoked" | "hello") {
+            let now = broker::reserve::now_secs();
+            match self.conns.broker().and_then(|c| self.revoked.list(c, now)) {
+                Ok(ids) => v.revoked = ids,
+                Err(e) => {
+                    tracing::error!("Cannot read the revoked ids: {e}");
+                    self.conns.reset();
+                }
+            }
+        }
+        if method == "stats" {
+            v.rusage = handlers::rusage();
+        }
+    }
+
+    /// Does what is Redis's, replies, and returns what is the supervisor's.
+    fn apply(&mut self, req: &Request, outcome: Outcome, v: &NodeView) -> Vec<NodeAction> {
+        let mut out = Vec::new();
+        for action in outcome.actions {
+            match action {
+                Action::Node(a) => {
+                    if let NodeAction::Terminate { pid, .. } = &a {
+                        self.terminated.insert(*pid);
+                    }
+                    out.push(a);
+                }
+                Action::Revoke { ids, running } => self.revoke(&ids, &running),
+                Action::TaskEvents(on) => {
+                    self.task_events = on;
+                    let key = keys::task_events(&self.node);
+                    let set = self.conns.broker().and_then(|c| {
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(if on { "1" } else { "0" })
+                            .query::<()>(c)
+                            .map_err(Into::into)
+                    });
+                    if let Err(e) = set {
+                        tracing::error!("Cannot switch task events ({key}): {e}");
+                        self.conns.reset();
+                    }
+                }
+                Action::HeartbeatReply => {
+                    let e = event::Event::heartbeat_reply(&event::Software::rmulti());
+                    self.publish_event(e);
+                }
+                Action::Log(line) => tracing::warn!("{line}"),
+            }
+        }
+        if let (Some(value), Some(reply_to), true) =
+            (outcome.reply, &req.reply_to, req.wants_reply())
+        {
+            self.clock += 1;
+            let tag = uuid::Uuid::new_v4().to_string();
+            let ticket = req.ticket.clone().unwrap_or_default();
+            let reply = pidbox::Reply {
+                node_name: &v.node,
+                value: &value,
+                ticket: &ticket,
+                clock: self.clock,
+                reply_to,
+                delivery_tag: &tag,
+            };
+            if let Err(e) = self.send_reply(&reply.encode(), reply_to) {
+                tracing::error!("Cannot reply to {}: {e}", req.method);
+                self.conns.reset();
+            }
+        }
+        out
+    }
+
+    fn send_reply(
+        &mut self,
+        envelope: &str,
+        reply_to: &pidbox::ReplyTo,
+    ) -> Result<(), BrokerError> {
+        let con = self.conns.broker()?;
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::binding(&reply_to.exchange))
+            .query(con)?;
+        for queue in pidbox::reply_queues(&members, &reply_to.routing_key) {
+            redis::cmd("LPUSH")
+                .arg(queue)
+                .arg(envelope)
+                .query::<()>(con)?;
+        }
+        Ok(())
+    }
+
+    /// Revokes `ids`: into the revoked set, and REVOKED stored for those
+    /// not running here (`running`), unless a worker got further (§5.4).
+    fn revoke(&mut self, ids: &[String], running: &[String]) {
+        let now = broker::reserve::now_secs();
+        let added = self
+            .conns
+            .broker()
+            .and_then(|c| self.revoked.add(c, ids, now));
+        if let Err(e) = added {
+            tracing::error!("Cannot record revoked tasks {ids:?}: {e}");
+            self.conns.reset();
+            return;
+        }
+        for id in ids.iter().filter(|id| !running.contains(id)) {
+            let mut meta = crate::protocol::ResultMeta::revoked(id, "revoked", chrono::Utc::now());
+            meta.children = Value::Null;
+            let json = meta.to_json();
+            let expires = self.result_expires;
+            let marked = self
+                .conns
+                .backend()
+                .and_then(|c| self.revoked.mark(c, id, &json, expires));
+            if let Err(e) = marked {
+                tracing::warn!("Failed to mark task {id} as revoked in backend: {e}");
+                self.conns.reset();
+            }
+        }
+        tracing::info!("Tasks flagged as revoked: {}", ids.join(", "));
+    }
+
+    fn worker_event(&mut self, which: event::WorkerEvent, v: &NodeView) {
+        let status = event::WorkerStatus {
+            freq: heartbeat_interval().as_secs_f64(),
+            active: v.children.iter().filter(|c| c.current.is_some()).count() as u64,
+            processed: self.processed,
+            loadavg: loadavg(),
+            software: event::Software::rmulti(),
+        };
+        self.publish_event(event::Event::worker(which, &status));
+    }
+
+    fn publish_event(&mut self, e: event::Event) {
+        self.clock += 1;
+        let publish = self.events.publish(e, self.clock, self.db);
+        let sent = self.conns.broker().and_then(|c| {
+            redis::cmd("PUBLISH")
+                .arg(&publish.channel)
+                .arg(&publish.payload)
+                .query::<()>(c)
+                .map_err(Into::into)
+        });
+        if let Err(e) = sent {
+            tracing::error!("Cannot send an event: {e}");
+            self.conns.reset();
+        }
+    }
+}
+
+/// `--heartbeat-interval` is Celery's broker heartbeat, not the event one:
+/// worker heartbeats go every 2 s as Celery's do.
+fn heartbeat_interval() -> Duration {
+    Duration::from_secs_f64(event::HEARTBEAT_FREQ)
+}
+
+/// 1, 5, 15 minute load averages.
+fn loadavg() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut out = [0.0; 3];
+    for (slot, field) in out.iter_mut().zip(text.split_whitespace()) {
+        *slot = field.parse().unwrap_or(0.0);
+    }
+    out
+}
+
+/// A garbage payload, cut for the log.
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(200).collect();
+    if out.len() < s.len() {
+        out.push_str("...");
+    }
+    out
+}

@@ -1,0 +1,121 @@
+//! The supervisor's side of the control plane (`node::control`): it hands
+//! the control plane a snapshot of the pool when a request needs one, and
+//! applies what comes back (shutdown, pool size, queues, terminate, time
+//! limits) with the same handlers the signals use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+use super::children::Child;
+use super::{Phase, Supervisor};
+use crate::broker;
+use crate::node::config::NodeConfig;
+use crate::node::control::{self, ChildView, Control, NodeAction, NodeView};
+
+impl Supervisor {
+    pub(super) fn new_control(cfg: &NodeConfig) -> Control {
+        Control::new(
+            &cfg.app,
+            &cfg.node,
+            cfg.args.task_events,
+            !cfg.args.without_heartbeat,
+        )
+    }
+
+    /// The node is ready: listen, `worker-online`.
+    pub(super) fn control_online(&mut self) {
+        let view = node_view(&self.cfg, &self.children, self.target);
+        self.control.start(&view);
+    }
+
+    /// Shutting down: `worker-offline`.
+    pub(super) fn control_offline(&mut self) {
+        let view = node_view(&self.cfg, &self.children, self.target);
+        self.control.stop(&view);
+    }
+
+    /// Heartbeats and remote-control requests, once per loop turn.
+    pub(super) fn control_turn(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let (cfg, children, target) = (&self.cfg, &self.children, self.target);
+        let actions = self.control.turn(&mut || node_view(cfg, children, target));
+        for action in actions {
+            self.apply_control(action);
+        }
+    }
+
+    fn apply_control(&mut self, action: NodeAction) {
+        match action {
+            NodeAction::Shutdown => self.handle_term(),
+            NodeAction::Grow(n) => (0..n).for_each(|_| self.handle_ttin()),
+            NodeAction::Shrink(n) => (0..n).for_each(|_| self.handle_ttou()),
+            NodeAction::Terminate { pid, signal } => control::revoke::terminate(pid, signal),
+            NodeAction::SetQueues(queues) => {
+                let declared = self
+                    .recovery
+                    .broker()
+                    .and_then(|con| broker::reserve::declare_queues(con, &queues));
+                if let Err(e) = declared {
+                    tracing::error!("Cannot declare queues {queues:?}: {e}");
+                    return;
+                }
+                tracing::info!(
+                    "Consuming from {} from now on: children are replaced once their current task ends",
+                    queues.join(", ")
+                );
+                self.cfg.queues = queues;
+                self.retire_all(Signal::SIGTERM);
+            }
+            NodeAction::SetTimeLimit { task, hard, soft } => {
+                let mut app = (*self.cfg.app).clone();
+                if let Some(mut spec) = app.tasks.get(&task).cloned() {
+                    spec.time_limit = hard;
+                    spec.soft_time_limit = soft;
+                    app.tasks.insert(task.clone(), spec);
+                    self.cfg.app = Arc::new(app);
+                    tracing::info!(
+                        "New time limits for tasks of type {task}: soft={soft:?} hard={hard:?} (children started from now on)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot of the pool for the control plane.
+fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) -> NodeView {
+    let now = broker::reserve::now_secs();
+    let mut kids: Vec<ChildView> = children
+        .values()
+        .map(|c| ChildView {
+            pid: c.pid.as_raw(),
+            number: c.number,
+            slot: c.slot,
+            current: c.current.as_ref().map(|(s, since)| {
+                let ran = Instant::now().saturating_duration_since(*since);
+                (s.clone(), now - ran.as_secs_f64())
+            }),
+        })
+        .collect();
+    kids.sort_by_key(|c| c.slot);
+    NodeView {
+        node: cfg.node.clone(),
+        pid: std::process::id(),
+        uptime: 0,
+        target,
+        children: kids,
+        queues: cfg.queues.clone(),
+        app: cfg.app.clone(),
+        max_tasks_per_child: cfg.max_tasks_per_child,
+        totals: Default::default(),
+        clock: 0,
+        task_events: false,
+        revoked: Vec::new(),
+        rusage: serde_json::Value::Null,
+    }
+}
