@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lua;
 pub mod reserve;
 pub mod revoked;
+pub mod sentinel;
 pub mod sweep;
 pub mod url;
 
