@@ -25,22 +25,6 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How soon a failed renewal is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(3);
 
-/// Sets the value if it is still `old` (a take-over or a renewal).
-const SWAP: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"#;
-
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
 pub struct Lease {
     key: String,
     node: String,
@@ -142,7 +126,7 @@ impl Lease {
         }
         self.held = false;
         let released = con().and_then(|con| {
-            redis::Script::new(RELEASE)
+            crate::broker::lua::release_if_owner()
                 .key(&self.key)
                 .arg(&self.value)
                 .invoke::<i64>(con)
@@ -165,7 +149,7 @@ impl Lease {
     }
 
     fn swap(&mut self, con: &mut Connection, old: &str) -> Result<bool, BrokerError> {
-        let swapped: i64 = redis::Script::new(SWAP)
+        let swapped: i64 = crate::broker::lua::swap_if_owner()
             .key(&self.key)
             .arg(old)
             .arg(&self.value)
