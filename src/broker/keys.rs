@@ -140,6 +140,11 @@ pub fn result_key(task_id: &str) -> String {
     format!("celery-task-meta-{task_id}")
 }
 
+/// The lease on a node's name (`node::lease`).
+pub fn node_lease(node: &str) -> String {
+    format!("rmulti.node.{node}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

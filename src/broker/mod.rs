@@ -13,6 +13,7 @@ pub mod parked;
 pub mod piggyback;
 pub mod reserve;
 pub mod revoked;
+pub mod sentinel;
 pub mod sweep;
 pub mod url;
 

@@ -78,6 +78,8 @@ pub struct Supervisor {
     hooks: service::Hooks,
     /// Remote control, worker events, revokes (`node::control`).
     control: crate::node::control::Control,
+    /// The lease on this node's name (`node::lease`).
+    lease: super::lease::Lease,
 }
 
 /// Blocks our signals for a turn's work: its Redis calls (a lost task's
@@ -99,6 +101,7 @@ impl Supervisor {
     ) -> Supervisor {
         let target = cfg.concurrency;
         let control = Self::new_control(&cfg);
+        let lease = super::lease::Lease::new(&cfg.node);
         // Orphans of a dead child's task come to us instead of init, so
         // `kill_strays` can find them.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
@@ -125,6 +128,7 @@ impl Supervisor {
             connected: false,
             boot_failures: 0,
             control,
+            lease,
         }
     }
 
@@ -170,6 +174,7 @@ impl Supervisor {
                 "Restored {restored} message(s) held by this node's children to their queues"
             );
         }
+        self.lease.release(|| self.recovery.broker());
         // The launcher still waits: it was neither told ready nor failed.
         if self.notifier.is_detached() {
             self.notifier
@@ -228,6 +233,9 @@ impl Supervisor {
     }
 
     fn sweep_when_due(&mut self) {
+        if self.phase != Phase::Connecting {
+            self.lease.renew_when_due(|| self.recovery.broker());
+        }
         if self.phase == Phase::Running && Instant::now() >= self.next_sweep {
             self.next_sweep = Instant::now() + SWEEP_INTERVAL;
             self.recovery.sweep(self.cfg.app.visibility_timeout);
