@@ -47,15 +47,59 @@ def find_app(name):
 
 
 class _Worker:
-    """Stands in for the WorkController that `worker_init`/`celeryd_init` receivers get."""
+    """Stands in for Celery's WorkController, the `sender`/`instance` that
+    `celeryd_init`, `worker_init` and the fixups see: the attributes they
+    and common extensions read, with the values a prefork worker has
+    (DjangoFixup checks `pool_cls` to decide on closing connection pools)."""
 
-    def __init__(self, app, hostname):
+    def __init__(self, app, hostname, loglevel=logging.WARNING):
+        from datetime import datetime, timezone
+
+        from celery.concurrency import get_implementation
+
+        conf = app.conf
         self.app = app
         self.hostname = hostname
         self.pid = os.getpid()
+        self.startup_time = datetime.now(timezone.utc)
+        # The node sets RMULTI_CONCURRENCY (-c) for its processes.
+        self.concurrency = _int(os.environ.get("RMULTI_CONCURRENCY")) or conf.worker_concurrency or os.cpu_count()
+        self.min_concurrency = self.concurrency
+        self.pool_cls = get_implementation("prefork")
+        self.loglevel = loglevel
+        self.logfile = None
+        self.pidfile = None
+        self.options = {}
+        self.task_events = conf.worker_send_task_events
+        self.max_tasks_per_child = conf.worker_max_tasks_per_child
+        self.max_memory_per_child = conf.worker_max_memory_per_child
+        self.time_limit = conf.task_time_limit
+        self.soft_time_limit = conf.task_soft_time_limit
+        self.prefetch_multiplier = conf.worker_prefetch_multiplier
+        self.use_eventloop = False
+        self.include = tuple(conf.include or ())
+        # The Rust processes own these; nothing Python can drive.
+        self.consumer = None
+        self.pool = None
+        self.timer = None
+        self.hub = None
+        self.autoscaler = None
+        self.steps = []
+
+    def __repr__(self):
+        return "<Worker: %s (running)>" % self.hostname
+
+    __str__ = __repr__
 
 
-def load(name, conf, hostname, worker_signals=True):
+def _int(value):
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def load(name, conf, hostname, worker_signals=True, loglevel=logging.WARNING):
     """Imports the app and prepares it as a worker would be.
 
     `describe` passes worker_signals=False: it only looks at the app, so the
@@ -79,7 +123,7 @@ def load(name, conf, hostname, worker_signals=True):
     include = [m for m in os.environ.get("RMULTI_INCLUDE", "").split(",") if m]
     if include:
         app.conf.include = tuple(app.conf.include or ()) + tuple(include)
-    worker = _Worker(app, hostname)
+    worker = _Worker(app, hostname, loglevel)
     # As WorkController.__init__: loader init (imports, Django setup through
     # the fixup, autodiscovery), then finalize, celeryd_init, worker_init.
     app.loader.init_worker()
@@ -108,6 +152,7 @@ def describe(name, settings):
     for task_name, task in sorted(app.tasks.items()):
         tasks[task_name] = {
             "acks_late": _per_task(task, "acks_late", conf.task_acks_late),
+            "reject_on_worker_lost": _per_task(task, "reject_on_worker_lost", conf.task_reject_on_worker_lost),
             "time_limit": _per_task(task, "time_limit", conf.task_time_limit),
             "soft_time_limit": _per_task(task, "soft_time_limit", conf.task_soft_time_limit),
             "ignore_result": bool(getattr(task, "ignore_result", False)),
@@ -378,7 +423,7 @@ def serve(name, conf, hostname, loglevel):
     signal.signal(signal.SIGUSR1, SoftLimit.handler)
 
     try:
-        app, worker = load(name, conf, hostname)
+        app, worker = load(name, conf, hostname, loglevel=loglevel)
         from celery import signals
         from celery._state import _set_task_join_will_block
         from celery.app.trace import build_tracer

@@ -115,6 +115,8 @@ pub fn interpreter(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) ->
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct TaskInfo {
     pub acks_late: Option<bool>,
+    #[serde(default)]
+    pub reject_on_worker_lost: Option<bool>,
     pub time_limit: Option<f64>,
     pub soft_time_limit: Option<f64>,
     #[serde(default)]
