@@ -368,6 +368,27 @@ def hand_outcomes_to_the_child(app):
     backend._store_result = store_result
 
 
+def reject_for_good(task, request, args, kwargs, exc, einfo):
+    """As Celery 5.7's worker does for Reject(requeue=False): the task will
+    never run again, so its result becomes a FAILURE (not PENDING for ever)
+    and task_failure fires. The child drops the message."""
+    from celery import signals
+    from celery.app.task import Context
+
+    ignored = request.get("ignore_result") or task.ignore_result
+    store = not ignored or task.store_errors_even_if_ignored
+    task.backend.mark_as_failure(request["id"], exc, request=Context(request), store_result=store)
+    signals.task_failure.send(
+        sender=task,
+        task_id=request["id"],
+        exception=exc,
+        args=args,
+        kwargs=kwargs,
+        traceback=getattr(einfo, "traceback", None),
+        einfo=einfo,
+    )
+
+
 def run_one(app, req, hostname):
     from celery import states
 
@@ -384,6 +405,8 @@ def run_one(app, req, hostname):
     SoftLimit.running = True
     try:
         R, I, T, Rstr = task.__trace__(request["id"], args, kwargs, request)
+        if I is not None and I.state == states.REJECTED and not getattr(I.retval, "requeue", False):
+            reject_for_good(task, request, args, kwargs, I.retval, R)
     finally:
         SoftLimit.running = False
         Outcome.wanted = False
