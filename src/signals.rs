@@ -138,3 +138,76 @@ pub fn ignore(sig: Signal) {
 pub fn peek(sig: Signal) -> u32 {
     PENDING[sig as usize].load(Ordering::SeqCst)
 }
+
+/// While alive, `signals` are blocked in this thread: one that arrives stays
+/// pending and its handler runs when the guard drops. For work that a
+/// handler must not interrupt: a socket call with a timeout (every Redis
+/// call) fails with EINTR after a handler, SA_RESTART or not.
+#[must_use = "the signals are held only while the guard lives"]
+pub struct Held {
+    old: SigSet,
+}
+
+/// Holds `signals` back until the returned guard drops (see `Held`).
+pub fn hold(signals: &[Signal]) -> nix::Result<Held> {
+    let set: SigSet = signals.iter().copied().collect();
+    let old = set.thread_swap_mask(signal::SigmaskHow::SIG_BLOCK)?;
+    Ok(Held { old })
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.old.thread_set_mask();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// Reads one byte from a socket with a read timeout while another thread
+    /// sends this thread SIGUSR2 (handled by `record`, SA_RESTART) and then
+    /// writes the byte.
+    fn read_while_signalled(held: bool) -> std::io::Result<usize> {
+        let action = SigAction::new(
+            SigHandler::Handler(record),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only touches atomics (no wake fd in tests).
+        unsafe { signal::sigaction(Signal::SIGUSR2, &action).unwrap() };
+        let (mut reader, writer) = UnixStream::pair().unwrap();
+        reader
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let guard = held.then(|| hold(&[Signal::SIGUSR2]).unwrap());
+        let poke = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: `me` is alive: it joins this thread before returning.
+            assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGUSR2) }, 0);
+            std::thread::sleep(Duration::from_millis(200));
+            std::io::Write::write_all(&mut &writer, b"x").unwrap();
+        });
+        let got = reader.read(&mut [0u8; 1]);
+        drop(guard);
+        poke.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn a_held_signal_does_not_interrupt_a_socket_read_with_a_timeout() {
+        // Unheld, the handler makes the read fail although SA_RESTART is set:
+        // what broke the main process's Redis calls when children died.
+        let err = read_while_signalled(false).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+        let before = peek(Signal::SIGUSR2);
+        assert_eq!(read_while_signalled(true).unwrap(), 1);
+        // Delivered once the guard dropped.
+        assert_eq!(peek(Signal::SIGUSR2), before + 1);
+    }
+}

@@ -690,14 +690,16 @@ fn time_limit_case(scenario: &str, source: Source, expected: &str) {
         &format!(", ended after {:.2} s", took.as_secs_f64()),
     );
     let failures = figures.failures();
-    assert_eq!(failures.len(), 4, "{failures:?}");
+    let logs = || node_logs(&dir);
+    assert_eq!(failures.len(), 4, "{failures:?}\n{}", logs());
     for (id, exc) in failures {
-        assert_eq!(exc, expected, "{id}");
-        assert_eq!(figures.ran(&id), 1, "{id}");
+        assert_eq!(exc, expected, "{id}\n{}", logs());
+        assert_eq!(figures.ran(&id), 1, "{id}\n{}", logs());
     }
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-        "limit of 1 s ended the tasks after {took:?}"
+        "limit of 1 s ended the tasks after {took:?}\n{}",
+        logs()
     );
 }
 

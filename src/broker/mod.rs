@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod connection;
 pub mod keys;
+pub mod lua;
 pub mod reserve;
 pub mod revoked;
 pub mod sweep;

@@ -1,17 +1,26 @@
-//! The consume loop of a pool child: reserve a message only when idle, hand it
-//! to `execute`, repeat; reconnect with back-off when Redis goes away; leave
-//! at a safe point when the main process asks (SIGTERM) or a per-child limit
-//! (max tasks, max memory) is reached.
+//! The consume loop of a pool child: reserve a message only when idle,
+//! triage it, carry the verdict out (run, finish, park, dead-letter), repeat;
+//! reconnect with back-off when Redis goes away; leave at a safe point when
+//! the main process asks (SIGTERM) or a per-child limit (max tasks, max
+//! memory) is reached. This is the only place a pool child exits early
+//! (`exit_now`); everything below returns what to do.
 
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use nix::sys::signal::Signal;
 
-use super::execute::Executor;
+use super::in_hand::InHand;
 use super::report::{Report, Reporter};
-use super::ChildSpec;
-use crate::broker::BrokerError;
+use super::run::{Outcome, Runner};
+use super::slot::Slot;
+use super::triage::{triage, Plan, Refusal, Verdict};
+use super::{ChildSpec, Leave};
+use crate::broker::keys;
+use crate::broker::{BrokerError, Reserved};
+use crate::protocol::{ResultMeta, TaskMessage};
 use crate::signals;
+use crate::tasks::TaskSpec;
 
 /// Broker and backend connections, re-opened after a failure.
 pub use crate::broker::Connections as Conns;
@@ -40,12 +49,16 @@ pub fn nap(total: Duration) {
 /// Runs until asked to stop; returns the child's exit status.
 pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     let mut conns = Conns::new(&spec.app.broker_url, &spec.app.result_backend);
-    let mut executor = Executor::new(spec);
+    let mut child = Child {
+        spec,
+        slot: Slot::new(spec),
+        runner: Runner::new(spec),
+    };
 
     if !wait_connected(&mut conns) {
         return 0;
     }
-    if let Err(message) = executor.start_host() {
+    if let Err(message) = child.runner.start_host() {
         tracing::error!("{message}");
         let _ = reporter.send(&Report::Fatal { message });
         return 1;
@@ -53,17 +66,34 @@ pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
     if reporter.send(&Report::Ready).is_err() {
         return 1;
     }
-    let code = consume(spec, &mut executor, &mut conns, reporter);
+    let code = consume(&mut child, &mut conns, reporter);
     let _ = reporter.flush();
     code
 }
 
-fn consume(
-    spec: &ChildSpec,
-    executor: &mut Executor,
-    conns: &mut Conns,
-    reporter: &mut Reporter,
-) -> i32 {
+/// One pool child's parts: the Redis side of its slot, and its task runner.
+struct Child<'a> {
+    spec: &'a ChildSpec,
+    slot: Slot<'a>,
+    runner: Runner<'a>,
+}
+
+/// Why handling a message stopped short.
+enum Trouble {
+    /// Redis failed; the message is still held and is handled again.
+    Redis(BrokerError),
+    /// The child must leave now (see `exit_now`).
+    Leave(Leave),
+}
+
+impl From<BrokerError> for Trouble {
+    fn from(e: BrokerError) -> Trouble {
+        Trouble::Redis(e)
+    }
+}
+
+fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32 {
+    let spec = child.spec;
     let mut failures: u32 = 0;
     let mut done: u64 = 0;
     let mut refused: u32 = 0;
@@ -76,20 +106,25 @@ fn consume(
     // would otherwise keep it unseen.
     loop {
         let leaving = stop_requested() && moved_from.is_none();
-        if leaving && !executor.finishing() {
+        if leaving && !child.slot.in_hand.finishing() {
             return 0;
         }
         let limit_reached = spec.max_tasks.is_some_and(|max| done >= max) || over_memory(spec);
         let reserve = !leaving && !limit_reached;
-        match executor.next(conns, reporter, reserve) {
+        match child.slot.next(conns, reporter, reserve) {
             Ok(Some(mut msg)) => {
                 if msg.source.is_empty() {
                     msg.source = moved_from.take().unwrap_or_default();
                 }
                 failures = 0;
-                let handled = executor.handle(&msg, conns, reporter);
+                let handled = child.handle(&msg, conns, reporter);
                 let _ = reporter.flush();
-                if let Err(e) = handled {
+                let e = match handled {
+                    Ok(()) => None,
+                    Err(Trouble::Leave(how)) => exit_now(how),
+                    Err(Trouble::Redis(e)) => Some(e),
+                };
+                if let Some(e) = e {
                     // Whatever the main process thinks this child runs, it
                     // does not run it now; the held message speaks for itself.
                     let _ = reporter.send(&Report::Done);
@@ -112,7 +147,7 @@ fn consume(
                         refused = 0;
                         let reason =
                             format!("Redis refused to process it {MAX_REFUSALS} times: {e}");
-                        if let Err(e) = executor.give_up(&msg, conns, &reason) {
+                        if let Err(e) = child.slot.give_up(&msg, conns, &reason) {
                             tracing::error!("Cannot dead-letter the message either: {e}");
                         }
                     }
@@ -139,10 +174,10 @@ fn consume(
                 // The idle wait is the one place TERM may interrupt: nothing is
                 // half-done there, and an idle child then leaves at once.
                 let _ = signals::unblock(Signal::SIGTERM);
-                let waited = executor.wait(conns);
+                let waited = child.slot.wait(conns);
                 let _ = signals::block(Signal::SIGTERM);
                 match waited {
-                    Ok(true) => moved_from = Some(executor.first_key().to_string()),
+                    Ok(true) => moved_from = Some(child.slot.first_key().to_string()),
                     Ok(false) => {}
                     Err(e) => {
                         if !retry_later(&e, &mut failures, conns) {
@@ -156,7 +191,7 @@ fn consume(
                 if retry_later(&e, &mut failures, conns) {
                     continue;
                 }
-                if !executor.finishing() {
+                if !child.slot.in_hand.finishing() {
                     return 0;
                 }
                 // Stopping with a task run but not finished: its result is
@@ -174,6 +209,194 @@ fn consume(
             }
         }
     }
+}
+
+impl Child<'_> {
+    /// Triages one message and carries the verdict out; what is left to do
+    /// with it (store its result, ack) is the pending finish, done by the
+    /// slot's next `next`.
+    fn handle(
+        &mut self,
+        msg: &Reserved,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), Trouble> {
+        let verdict = triage(msg, msg.decode(), self.spec, &self.slot.in_hand, Utc::now());
+        // A due ETA message was logged as received when it arrived.
+        if let (Some(task), false) = (verdict.received(), msg.from_eta_park) {
+            reporter.queue(&Report::Received {
+                id: task.id.clone(),
+                task: task.display_name().to_string(),
+            });
+        }
+        let slot = &mut self.slot;
+        match verdict {
+            Verdict::DeadLetter {
+                refusal,
+                reason,
+                failure,
+            } => refuse(slot, conns, msg, &refusal, &reason, failure.as_ref())?,
+            Verdict::RecordLost { task, exc, meta } => {
+                tracing::error!(
+                    "Task {}[{}] raised unexpected: {}",
+                    task.display_name(),
+                    task.id,
+                    exc.repr()
+                );
+                slot.finish_with(msg, &task, meta.as_ref().map(ResultMeta::to_json));
+            }
+            Verdict::FinishOnly(task) => slot.finish_with(msg, &task, None),
+            Verdict::Expired { task, meta } => discard(slot, msg, "expired", &task, meta),
+            Verdict::Revoked { task, meta } => discard(slot, msg, "revoked", &task, meta),
+            Verdict::Park { task, eta } => {
+                slot.park(conns, msg, &task, eta)?;
+                tracing::info!(
+                    "Task {}[{}] scheduled for {} (parked in {})",
+                    task.display_name(),
+                    task.id,
+                    eta.to_rfc3339(),
+                    keys::ETA_INDEX
+                );
+            }
+            Verdict::Run { task, spec, plan } => {
+                self.run(msg, &task, spec, &plan, conns, reporter)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a task as `plan` says: reported started, early-acked, STARTED
+    /// stored, run, then its finish set (or its message requeued).
+    fn run(
+        &mut self,
+        msg: &Reserved,
+        task: &TaskMessage,
+        spec: &TaskSpec,
+        plan: &Plan,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(), Trouble> {
+        let slot = &mut self.slot;
+        // Reported before the ack (unless the reserving step acked it): if
+        // this child dies from here on, the main process knows the task had
+        // started and records its outcome.
+        if reporter
+            .send(&Report::Started(plan.started.clone()))
+            .is_err()
+        {
+            return Err(Trouble::Leave(Leave::Code(1)));
+        }
+        slot.in_hand = InHand::Started {
+            id: task.id.clone(),
+            acked_here: false,
+        };
+        if plan.ack_at_start {
+            slot.start(conns, task)?;
+        }
+        if plan.track_started {
+            let meta = ResultMeta::started(&task.id, std::process::id(), &self.spec.node);
+            slot.store(conns, &meta.with_request(task))?;
+        }
+        // From here on the task runs: coming back, it is to be finished.
+        slot.in_hand.to_ran();
+        match self.runner.run(task, spec, plan, &msg.raw) {
+            Err(how) => return Err(Trouble::Leave(how)),
+            Ok(Outcome::Requeue) => {
+                slot.requeue(conns, msg, task)?;
+                reporter.queue(&Report::Done);
+            }
+            Ok(Outcome::Finish { result, keep }) => {
+                if let Some(reason) = keep {
+                    if let Err(e) = slot.keep(conns, msg, &reason, &task.id, &task.task) {
+                        // The task ran; its outcome still goes to the backend.
+                        tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                    }
+                }
+                slot.finish_with(msg, task, result);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Not run (expired or revoked): its REVOKED meta, if any, stored with the ack.
+fn discard(
+    slot: &mut Slot,
+    msg: &Reserved,
+    why: &str,
+    task: &TaskMessage,
+    meta: Option<ResultMeta>,
+) {
+    tracing::info!(
+        "Discarding {why} task: {}[{}]",
+        task.display_name(),
+        task.id
+    );
+    slot.finish_with(msg, task, meta.as_ref().map(ResultMeta::to_json));
+}
+
+/// Dead-letters a message that cannot run, storing `failure` first.
+fn refuse(
+    slot: &mut Slot,
+    conns: &mut Conns,
+    msg: &Reserved,
+    refusal: &Refusal,
+    reason: &str,
+    failure: Option<&ResultMeta>,
+) -> Result<(), BrokerError> {
+    let (task_id, task) = match refusal {
+        Refusal::Invalid {
+            content_type,
+            error,
+        } => {
+            tracing::error!(
+                "Received invalid task message ({}): {}; kept in {}",
+                content_type,
+                error.reason,
+                keys::DEAD_LETTER
+            );
+            (error.task_id.as_deref(), error.task.as_deref())
+        }
+        Refusal::Unregistered(task) => {
+            tracing::error!(
+                "Received unregistered task of type '{}'.\nThe message has been ignored and discarded.\n\nDid you remember to import the module containing this task?\nOr maybe you're using relative imports?\n\nThe full contents of the message body was:\n{} (kept in {})",
+                task.task,
+                msg.raw,
+                keys::DEAD_LETTER
+            );
+            (Some(task.id.as_str()), Some(task.task.as_str()))
+        }
+    };
+    if let Some(meta) = failure {
+        slot.store(conns, meta)?;
+    }
+    slot.dead_letter(msg, conns, reason, task_id, task)
+}
+
+/// Leaves this pool child at once, as `how` says. It is a forked process: no
+/// destructors that belong to the main process may run, hence `_exit`.
+fn exit_now(how: Leave) -> ! {
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = match how {
+        Leave::Code(code) => code,
+        Leave::Like(status) => {
+            if let Some(sig) = status.signal() {
+                // The child keeps TERM blocked (see `consume`); a raised TERM must land.
+                if let Ok(signal) = Signal::try_from(sig) {
+                    let _ = signals::unblock(signal);
+                }
+                // SAFETY: restoring the default action, then raising the
+                // signal on this process; both are plain libc calls.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                    libc::raise(sig);
+                }
+            }
+            status.code().unwrap_or(1)
+        }
+    };
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
 }
 
 /// Logs why this child leaves to be replaced (a per-child limit).

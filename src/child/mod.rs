@@ -1,13 +1,27 @@
 //! A pool child: its own Redis connections, the consume loop (reserve one
-//! message when idle, execute, store the result, ack), and status reports to
-//! the main process over a pipe.
+//! message when idle, triage it, run it, store the result, ack), and status
+//! reports to the main process over a pipe.
+//!
+//! - `consume`: the loop, and the only place a child process exits;
+//! - `triage`: what a reserved message becomes (a pure function);
+//! - `in_hand`: how far this child got with the message it holds;
+//! - `slot`: the Redis side of this child's slot (held list, finish, ack, park);
+//! - `run`: running a task (builtin, exec, Python host) to an outcome;
+//! - `report`: the status pipe to the main process.
+//!
+//! Dependencies point one way: `consume` → (`triage`, `slot`, `run`) →
+//! (`in_hand`, `report`).
 
 pub mod boot;
 pub mod consume;
-pub mod execute;
+pub mod in_hand;
 pub mod report;
+pub mod run;
+pub mod slot;
+pub mod triage;
 
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::Arc;
 
 use crate::app::AppConfig;
@@ -34,4 +48,16 @@ impl ChildSpec {
     pub fn process_name(&self) -> String {
         format!("ForkPoolWorker-{}", self.process_number)
     }
+}
+
+/// How a child must leave at once (mid-task, nothing left to finish): only
+/// `consume` acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// Exit with this code (the main process is gone, the host is unusable).
+    Code(i32),
+    /// End the way the Python host ended (killed by signal N, or exit code N),
+    /// so the main process reports the loss as Celery does:
+    /// `Worker exited prematurely: signal 9 (SIGKILL)`.
+    Like(ExitStatus),
 }

@@ -11,9 +11,9 @@ use crate::broker::backend::Backend;
 use crate::broker::keys::{self, Slot};
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, BrokerError, Connections};
-use crate::child::execute::{worker_lost, NODE_KILLED};
 use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
+use crate::protocol::result::{worker_lost, NODE_KILLED};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage};
 
 /// Why a child's running task ended without the child reporting it.

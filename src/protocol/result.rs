@@ -265,6 +265,18 @@ impl ResultMeta {
     }
 }
 
+/// What a task whose pool process died is recorded as (billiard's error).
+pub fn worker_lost(message: &str) -> ExceptionInfo {
+    ExceptionInfo::new(
+        "WorkerLostError",
+        Some("billiard.exceptions"),
+        vec![Value::String(message.to_string())],
+    )
+}
+
+/// The WorkerLostError text for a task found started after its node died.
+pub const NODE_KILLED: &str = "Worker exited prematurely: its node was killed while the task ran";
+
 #[cfg(test)]
 mod tests {
     use super::*;

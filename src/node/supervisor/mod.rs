@@ -31,7 +31,7 @@ use super::recovery::Recovery;
 use crate::broker::keys::Slot;
 use crate::exit;
 use crate::plumbing::pipe::wait_readable;
-use crate::signals::SelfPipe;
+use crate::signals::{Held, SelfPipe};
 
 pub use self::signals::HANDLED;
 
@@ -78,6 +78,16 @@ pub struct Supervisor {
     hooks: service::Hooks,
     /// Remote control, worker events, revokes (`node::control`).
     control: crate::node::control::Control,
+}
+
+/// Blocks our signals for a turn's work: its Redis calls (a lost task's
+/// record, the sweep) are socket calls with timeouts, which a handler makes
+/// fail with EINTR whatever SA_RESTART says, and children killed together
+/// (hard time limits, a cold stop) send SIGCHLD in bursts.
+fn hold_signals() -> Option<Held> {
+    crate::signals::hold(HANDLED)
+        .map_err(|e| tracing::error!("cannot block signals: {e}"))
+        .ok()
 }
 
 impl Supervisor {
@@ -131,6 +141,7 @@ impl Supervisor {
                 break;
             }
             self.wait_for_events();
+            let held = hold_signals();
             self.handle_signals();
             self.read_reports();
             self.control_turn();
@@ -140,7 +151,10 @@ impl Supervisor {
             self.check_ready();
             self.sweep_when_due();
             self.service_tick();
+            // What arrived meanwhile is handled now and wakes the next wait.
+            drop(held);
         }
+        let _held = hold_signals();
         self.finish();
         self.exit_code
     }

@@ -1,0 +1,293 @@
+//! The Lua scripts of a slot (`*.lua` beside this file) and one argument type
+//! per script. Each script names its KEYS and ARGV at its top; the type's
+//! `invocation` is the one place that builds them, in that order, so no call
+//! site assembles a script's arguments by position.
+
+use redis::{Script, ScriptInvocation};
+
+use super::keys::{self, Slot};
+
+/// `store_result(key, meta, expires)`, prepended to the scripts that store.
+const STORE_RESULT_FN: &str = include_str!("store_result.lua");
+/// The slot's keys and shared steps, prepended to every slot script.
+const SLOT: &str = include_str!("slot.lua");
+
+/// The backend's store script.
+pub fn store() -> Script {
+    Script::new(&format!("{STORE_RESULT_FN}{}", include_str!("store.lua")))
+}
+
+/// A script on a slot's keys: `slot.lua`, then `parts` in order.
+fn slot_script(parts: &[&str]) -> Script {
+    Script::new(&format!("{SLOT}{}", parts.concat()))
+}
+
+pub fn next() -> Script {
+    // store_result.lua before slot.lua: neither uses the other.
+    Script::new(&format!(
+        "{STORE_RESULT_FN}{SLOT}{}",
+        include_str!("next.lua")
+    ))
+}
+
+/// The revoked set's scripts (`broker::revoked`).
+pub fn revoke_add() -> Script {
+    Script::new(include_str!("revoke_add.lua"))
+}
+
+pub fn revoke_mark() -> Script {
+    Script::new(&format!(
+        "{STORE_RESULT_FN}{}",
+        include_str!("revoke_mark.lua")
+    ))
+}
+
+pub fn ack() -> Script {
+    slot_script(&[include_str!("ack.lua")])
+}
+
+pub fn start() -> Script {
+    slot_script(&[include_str!("start.lua")])
+}
+
+pub fn park() -> Script {
+    slot_script(&[include_str!("park.lua")])
+}
+
+pub fn dead_letter() -> Script {
+    slot_script(&[include_str!("dead_letter.lua")])
+}
+
+pub fn restore() -> Script {
+    slot_script(&[include_str!("restore.lua")])
+}
+
+/// KEYS 1-4 of every slot script (`slot.lua`).
+fn on_slot<'a>(script: &'a Script, slot: &Slot) -> ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    inv.key(&slot.held)
+        .key(keys::UNACKED)
+        .key(keys::UNACKED_INDEX)
+        .key(&slot.state);
+    inv
+}
+
+fn flag(on: bool) -> &'static str {
+    if on {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// `store.lua`.
+pub struct StoreArgs<'a> {
+    pub task_id: &'a str,
+    pub meta: &'a str,
+    /// Seconds; 0 for none.
+    pub expires: u64,
+}
+
+impl StoreArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::result_key(self.task_id))
+            .arg(self.meta)
+            .arg(self.expires);
+        inv
+    }
+}
+
+/// `next.lua`.
+pub struct NextArgs<'a> {
+    pub slot: &'a Slot,
+    /// The finished task's result key, when the script stores its result.
+    pub result_key: Option<String>,
+    pub queue_keys: &'a [String],
+    /// Unix seconds.
+    pub now: f64,
+    /// Due ETA messages to promote at most; 0 skips the promotion.
+    pub promote_batch: usize,
+    pub token: &'a str,
+    pub early_by_default: bool,
+    pub finishing: bool,
+    pub finish_tag: &'a str,
+    pub finish_raw: &'a str,
+    /// Result meta JSON; '' none.
+    pub result: &'a str,
+    pub result_expires: u64,
+    /// '' when the result db is the broker's.
+    pub backend_db: String,
+    pub broker_db: String,
+    pub reserve: bool,
+    pub in_unacked: bool,
+    /// Task names whose ack policy is not the default.
+    pub exceptions: &'a [String],
+}
+
+impl NextArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.key(keys::ETA_INDEX)
+            .key(keys::ETA_MESSAGES)
+            .key(keys::ETA_PROMOTED)
+            .key(self.result_key.as_deref().unwrap_or(""))
+            .key(keys::REVOKED);
+        for k in self.queue_keys {
+            inv.key(k);
+        }
+        inv.arg(format!("{:.6}", self.now))
+            .arg(self.promote_batch)
+            .arg(self.token)
+            .arg(flag(self.early_by_default))
+            .arg(flag(self.finishing))
+            .arg(self.finish_tag)
+            .arg(self.finish_raw)
+            .arg(self.result)
+            .arg(self.result_expires)
+            .arg(&self.backend_db)
+            .arg(&self.broker_db)
+            .arg(flag(self.reserve))
+            .arg(flag(self.in_unacked));
+        for name in self.exceptions {
+            inv.arg(name);
+        }
+        inv
+    }
+}
+
+/// `ack.lua`.
+pub struct AckArgs<'a> {
+    pub slot: &'a Slot,
+    /// '' none.
+    pub tag: &'a str,
+}
+
+impl AckArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.arg(self.tag);
+        inv
+    }
+}
+
+/// `start.lua`.
+pub struct StartArgs<'a> {
+    pub slot: &'a Slot,
+    /// '' none.
+    pub tag: &'a str,
+    pub task_id: &'a str,
+}
+
+impl StartArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.arg(self.tag).arg(self.task_id);
+        inv
+    }
+}
+
+/// `park.lua`.
+pub struct ParkArgs<'a> {
+    pub slot: &'a Slot,
+    pub tag: &'a str,
+    /// The ETA, Unix seconds.
+    pub due: f64,
+    pub queue_key: &'a str,
+    pub raw: &'a str,
+}
+
+impl ParkArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.key(keys::ETA_INDEX)
+            .key(keys::ETA_MESSAGES)
+            .arg(self.tag)
+            .arg(format!("{:.6}", self.due))
+            .arg(self.queue_key)
+            .arg(self.raw);
+        inv
+    }
+}
+
+/// `dead_letter.lua`.
+pub struct DeadLetterArgs<'a> {
+    pub slot: &'a Slot,
+    /// '' none.
+    pub tag: &'a str,
+    pub record: &'a str,
+}
+
+impl DeadLetterArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.key(keys::DEAD_LETTER).arg(self.tag).arg(self.record);
+        inv
+    }
+}
+
+/// `restore.lua`.
+pub struct RestoreArgs<'a> {
+    pub slot: &'a Slot,
+    /// '' none.
+    pub tag: &'a str,
+    pub queue_key: &'a str,
+    pub raw: &'a str,
+    /// At the tail (reject with requeue) rather than the head.
+    pub tail: bool,
+}
+
+impl RestoreArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.arg(self.tag)
+            .arg(self.queue_key)
+            .arg(self.raw)
+            .arg(if self.tail { "tail" } else { "head" });
+        inv
+    }
+}
+
+/// `revoke_add.lua`.
+pub struct RevokeAddArgs<'a> {
+    /// When the new entries expire, Unix seconds.
+    pub until: f64,
+    /// Unix seconds.
+    pub now: f64,
+    /// Entries kept at most.
+    pub max_size: usize,
+    pub ids: &'a [String],
+}
+
+impl RevokeAddArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::REVOKED)
+            .arg(format!("{:.6}", self.until))
+            .arg(format!("{:.6}", self.now))
+            .arg(self.max_size);
+        for id in self.ids {
+            inv.arg(id);
+        }
+        inv
+    }
+}
+
+/// `revoke_mark.lua`.
+pub struct RevokeMarkArgs<'a> {
+    pub task_id: &'a str,
+    /// The REVOKED meta, JSON.
+    pub meta: &'a str,
+    /// Seconds; 0 for none.
+    pub expires: u64,
+}
+
+impl RevokeMarkArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::result_key(self.task_id))
+            .arg(self.meta)
+            .arg(self.expires);
+        inv
+    }
+}

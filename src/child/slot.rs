@@ -1,0 +1,376 @@
+//! The Redis side of one pool child's slot: reserving into its held list,
+//! finishing the handled message (result, ack) with the next reservation,
+//! early ack at start, parking ETA messages, requeues, and dead-letter
+//! records. What the child has in hand (`InHand`) lives here, because the
+//! finish and ack are what move it.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::in_hand::InHand;
+use super::report::{Report, Reporter};
+use super::ChildSpec;
+use crate::broker::backend::Backend;
+use crate::broker::keys::{self, Slot as SlotKeys};
+use crate::broker::reserve::{
+    now_secs, Finish, Reservations, Reserved, Scripts, Then, ETA_PROMOTE_EVERY,
+};
+use crate::broker::{BrokerError, Connections};
+use crate::protocol::envelope::delivery_tag_of;
+use crate::protocol::{pyjson, ResultMeta, TaskMessage};
+
+/// How long a finished task's result is retried across reconnects.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct Slot<'a> {
+    spec: &'a ChildSpec,
+    backend: Backend,
+    scripts: Scripts,
+    keys: SlotKeys,
+    /// The queue keys in consume order.
+    queue_keys: Vec<String>,
+    how: Reservations,
+    /// When this child last promoted due ETA messages.
+    promoted_at: Option<Instant>,
+    /// The message in hand and how far this child got with it.
+    pub in_hand: InHand,
+}
+
+impl<'a> Slot<'a> {
+    pub fn new(spec: &'a ChildSpec) -> Slot<'a> {
+        let app = &spec.app;
+        let early_by_default = !app.task_acks_late;
+        let exceptions: Vec<String> = app
+            .tasks
+            .names()
+            .filter(|name| {
+                app.tasks
+                    .get(name)
+                    .is_some_and(|t| t.acks_late == Some(early_by_default))
+            })
+            .map(str::to_string)
+            .collect();
+        let how = Reservations {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            early_by_default,
+            exceptions,
+            result_dbs: crate::broker::url::same_server(&app.broker_url, &app.result_backend),
+            result_expires: app.result_expires,
+        };
+        Slot {
+            spec,
+            backend: Backend::new(app.result_expires),
+            scripts: Scripts::default(),
+            keys: SlotKeys::new(&spec.node, spec.slot),
+            queue_keys: keys::consume_order(&spec.queues),
+            how,
+            promoted_at: None,
+            in_hand: InHand::Free,
+        }
+    }
+
+    /// The first queue key, the one an idle child blocks on.
+    pub fn first_key(&self) -> &str {
+        self.queue_keys.first().map_or("", String::as_str)
+    }
+
+    /// Blocks briefly for a message on the first queue (see `Scripts::wait`).
+    pub fn wait(&self, conns: &mut Connections) -> Result<bool, BrokerError> {
+        self.scripts
+            .wait(conns.broker()?, self.first_key(), &self.keys)
+    }
+
+    /// Finishes the handled message, if any, and when `reserve` takes the
+    /// next one: one round trip per task when the backend is the broker's
+    /// server. After a connection error the finish stays pending.
+    pub fn next(
+        &mut self,
+        conns: &mut Connections,
+        reporter: &mut Reporter,
+        reserve: bool,
+    ) -> Result<Option<Reserved>, BrokerError> {
+        // A backend on another server cannot be written by the script.
+        if let (None, Some(f)) = (self.how.result_dbs, self.in_hand.finish_mut()) {
+            if let Some(json) = &f.result {
+                store_retrying(&self.backend, conns, &f.task_id, json)?;
+                f.result = None;
+            }
+        }
+        let promote = reserve
+            && self
+                .promoted_at
+                .is_none_or(|at| at.elapsed() >= ETA_PROMOTE_EVERY);
+        let then = match (reserve, promote) {
+            (false, _) => Then::Stop,
+            (true, false) => Then::Reserve,
+            (true, true) => Then::PromoteAndReserve,
+        };
+        let reply = conns.broker().and_then(|con| {
+            self.scripts.next(
+                con,
+                &self.keys,
+                &self.queue_keys,
+                &self.how,
+                self.in_hand.finish(),
+                then,
+            )
+        });
+        match reply {
+            Ok(reserved) => {
+                if promote {
+                    self.promoted_at = Some(Instant::now());
+                }
+                if self.in_hand.finishing() {
+                    self.in_hand = InHand::Free;
+                    reporter.queue(&Report::Done);
+                }
+                Ok(reserved)
+            }
+            // Redis answers but refuses the script (e.g. the result write):
+            // finish the old way, step by step, so a refused result write
+            // is kept in the dead-letter list rather than blocking the ack.
+            Err(e) if !e.is_connection_problem() && self.in_hand.finishing() => {
+                tracing::error!(
+                    "Cannot finish and reserve in one step: {e}; finishing step by step"
+                );
+                self.finish_apart(conns, reporter)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `next`'s fallback: store the result on its own (dead-lettering it if
+    /// Redis refuses it), then ack on its own.
+    fn finish_apart(
+        &mut self,
+        conns: &mut Connections,
+        reporter: &mut Reporter,
+    ) -> Result<(), BrokerError> {
+        let Some(mut f) = self.in_hand.take_finish() else {
+            return Ok(());
+        };
+        match self.finish_apart_steps(&mut f, conns) {
+            Ok(()) => {
+                self.in_hand = InHand::Free;
+                reporter.queue(&Report::Done);
+                Ok(())
+            }
+            Err(e) => {
+                self.in_hand.restore_finish(f);
+                Err(e)
+            }
+        }
+    }
+
+    fn finish_apart_steps(
+        &self,
+        f: &mut Finish,
+        conns: &mut Connections,
+    ) -> Result<(), BrokerError> {
+        if let Some(json) = &f.result {
+            match store_retrying(&self.backend, conns, &f.task_id, json) {
+                Ok(()) => {}
+                Err(e) if e.is_connection_problem() => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        "Cannot store the result of {}[{}]: {e}; kept in {}",
+                        f.task,
+                        f.task_id,
+                        keys::DEAD_LETTER
+                    );
+                    let reason = format!("result could not be stored: {e}; result: {json}");
+                    self.keep(conns, &f.msg, &reason, &f.task_id, &f.task)?;
+                }
+            }
+            f.result = None;
+        }
+        self.scripts
+            .ack(conns.broker()?, &self.keys, f.tag.as_deref())
+    }
+
+    /// Sets the handled message's finish: ack it, storing `result` (JSON)
+    /// first. Done by the next `next`.
+    pub fn finish_with(&mut self, msg: &Reserved, task: &TaskMessage, result: Option<String>) {
+        let finish = Finish {
+            task_id: task.id.clone(),
+            task: task.task.clone(),
+            tag: task.delivery_tag.clone(),
+            msg: msg.clone(),
+            result,
+            in_unacked: !(msg.acked || msg.started || self.in_hand.acked_here()),
+        };
+        self.in_hand.set_finish(&task.id, finish);
+    }
+
+    /// Early ack at task start (out of kombu's `unacked`; the held list keeps
+    /// the message, marked started). The task is `Started` in hand already.
+    pub fn start(
+        &mut self,
+        conns: &mut Connections,
+        task: &TaskMessage,
+    ) -> Result<(), BrokerError> {
+        self.scripts.start(
+            conns.broker()?,
+            &self.keys,
+            task.delivery_tag.as_deref(),
+            &task.id,
+        )?;
+        self.in_hand.set_acked_here();
+        Ok(())
+    }
+
+    /// Parks `msg` until `eta`, out of the slot.
+    pub fn park(
+        &mut self,
+        conns: &mut Connections,
+        msg: &Reserved,
+        task: &TaskMessage,
+        eta: DateTime<Utc>,
+    ) -> Result<(), BrokerError> {
+        let queue_key = self.queue_key(msg, task);
+        let tag = task.delivery_tag.clone().unwrap_or_else(|| task.id.clone());
+        let due = eta.timestamp_micros() as f64 / 1e6;
+        self.scripts
+            .park(conns.broker()?, &self.keys, &tag, due, &queue_key, &msg.raw)?;
+        self.in_hand = InHand::Free;
+        Ok(())
+    }
+
+    /// Puts `msg` back at the tail of its queue (Reject with requeue).
+    pub fn requeue(
+        &mut self,
+        conns: &mut Connections,
+        msg: &Reserved,
+        task: &TaskMessage,
+    ) -> Result<(), BrokerError> {
+        let queue_key = self.queue_key(msg, task);
+        self.scripts.restore(
+            conns.broker()?,
+            &self.keys,
+            task.delivery_tag.as_deref(),
+            &queue_key,
+            &msg.raw,
+            true,
+        )?;
+        self.in_hand = InHand::Free;
+        Ok(())
+    }
+
+    /// The list `msg` came from (and goes back to).
+    fn queue_key(&self, msg: &Reserved, task: &TaskMessage) -> String {
+        if !msg.source.is_empty() {
+            return msg.source.clone();
+        }
+        let default = self.spec.queues.first().map_or("celery", String::as_str);
+        let info = &task.delivery_info;
+        keys::return_key(&info.routing_key, info.priority, default)
+    }
+
+    /// Stores `meta` now, on the backend connection.
+    pub fn store(&self, conns: &mut Connections, meta: &ResultMeta) -> Result<(), BrokerError> {
+        let json = meta.to_json();
+        self.backend
+            .store(conns.backend()?, &meta.task_id, &json)
+            .map(|_| ())
+    }
+
+    /// Moves the held message to the dead-letter list with its record.
+    pub fn dead_letter(
+        &mut self,
+        msg: &Reserved,
+        conns: &mut Connections,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let tag = delivery_tag_of(&msg.raw);
+        let record = self.dead_letter_record(msg, reason, task_id, task);
+        self.scripts
+            .dead_letter(conns.broker()?, &self.keys, tag.as_deref(), &record)?;
+        self.in_hand = InHand::Free;
+        Ok(())
+    }
+
+    /// Dead-letters a message that cannot be handled at all.
+    pub fn give_up(
+        &mut self,
+        msg: &Reserved,
+        conns: &mut Connections,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let task = msg.decode().ok();
+        let id = task.as_ref().map(|t| t.id.as_str());
+        let name = task.as_ref().map(|t| t.task.as_str());
+        self.dead_letter(msg, conns, reason, id, name)
+    }
+
+    /// Keeps a record of `msg` in the dead-letter list without touching its
+    /// state (the task ran; its message is acked as usual).
+    pub fn keep(
+        &self,
+        conns: &mut Connections,
+        msg: &Reserved,
+        reason: &str,
+        task_id: &str,
+        task: &str,
+    ) -> Result<(), BrokerError> {
+        let record = self.dead_letter_record(msg, reason, Some(task_id), Some(task));
+        crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
+    }
+
+    /// The JSON record kept in the dead-letter list (documented in the README).
+    fn dead_letter_record(
+        &self,
+        msg: &Reserved,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> String {
+        let mut record = json!({
+            "reason": reason,
+            "task_id": task_id,
+            "task": task,
+            "queue": keys::queue_of_key(&msg.source),
+            "node": self.spec.node,
+            "time": crate::protocol::time::format_iso(Utc::now()),
+            "unix_time": now_secs(),
+            "message": msg.raw,
+        });
+        // JSON cannot hold bytes that are not UTF-8: keep them exactly, too.
+        if let Some(bytes) = &msg.invalid_utf8 {
+            record["message_base64"] = json!(crate::protocol::envelope::base64_of(bytes));
+        }
+        pyjson::to_string(&record)
+    }
+}
+
+/// A finished task's result is retried across reconnects for a while: the
+/// message may already be acked (early ack), so this is its only record.
+fn store_retrying(
+    backend: &Backend,
+    conns: &mut Connections,
+    task_id: &str,
+    json: &str,
+) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + STORE_PATIENCE;
+    let mut attempt = 0u32;
+    loop {
+        match conns
+            .backend()
+            .and_then(|con| backend.store(con, task_id, json))
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_connection_problem() && Instant::now() < deadline => {
+                attempt += 1;
+                tracing::error!("Cannot store result of task {task_id}: {e}; retrying ({attempt})");
+                conns.reset();
+                // A real sleep: during a warm shutdown `nap` returns at once.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
