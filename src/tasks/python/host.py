@@ -420,7 +420,20 @@ def run_one(app, req, hostname):
     return done
 
 
-def serve(name, conf, hostname, loglevel):
+def prepare(name, conf, hostname, loglevel):
+    """Loads the app as a worker's main process does, and builds the tracers."""
+    app, worker = load(name, conf, hostname, loglevel=loglevel)
+    from celery.app.trace import build_tracer
+
+    for task_name, task in app.tasks.items():
+        task.__trace__ = build_tracer(task_name, task, app.loader, hostname, app=app)
+    hand_outcomes_to_the_child(app)
+    return app, worker
+
+
+def become_host(loglevel):
+    """This process's streams and signals as a host: requests on fd 0 (moved
+    to a private descriptor), messages on fd 3. Returns (channel, requests)."""
     channel = Channel(3)
     os.set_inheritable(3, False)
     # Requests come on stdin; tasks must not read them (input()), so the
@@ -440,29 +453,38 @@ def serve(name, conf, hostname, loglevel):
     task_logger.setLevel(loglevel)
 
     # Ctrl-C and the node's TERM are for the Rust processes; this host
-    # ends when its child closes the pipe (or dies: PR_SET_PDEATHSIG).
+    # ends when its child closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, SoftLimit.handler)
+    return channel, proto_in
 
+
+def process_init(app, hostname):
+    """As billiard's process_initializer in each pool child."""
+    from celery import signals
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(True)
+    app.loader.init_worker_process()
+    signals.worker_process_init.send(sender=hostname)
+
+
+def serve(name, conf, hostname, loglevel):
+    channel, proto_in = become_host(loglevel)
     try:
-        app, worker = load(name, conf, hostname, loglevel=loglevel)
-        from celery import signals
-        from celery._state import _set_task_join_will_block
-        from celery.app.trace import build_tracer
-
-        # As billiard's process_initializer for each pool child.
-        _set_task_join_will_block(True)
-        app.loader.init_worker_process()
-        for task_name, task in app.tasks.items():
-            task.__trace__ = build_tracer(task_name, task, app.loader, hostname, app=app)
-        hand_outcomes_to_the_child(app)
-        signals.worker_process_init.send(sender=hostname)
+        app, _ = prepare(name, conf, hostname, loglevel)
+        process_init(app, hostname)
     except BaseException:
         channel.send({"fatal": traceback.format_exc()})
         return 1
-    channel.send({"hello": PROTOCOL, "pid": os.getpid(), "tasks": sorted(app.tasks.keys())})
+    return serve_loaded(app, hostname, channel, proto_in)
 
+
+def serve_loaded(app, hostname, channel, proto_in):
+    """The request loop of a host whose app is loaded and initialised."""
+    channel.send({"hello": PROTOCOL, "pid": os.getpid(), "tasks": sorted(app.tasks.keys())})
     for line in proto_in:
         try:
             msg = json.loads(line)
@@ -491,6 +513,145 @@ def serve(name, conf, hostname, loglevel):
     return 0
 
 
+class Template:
+    """`template`: loads the app once and forks a host for each pool child
+    that asks (docs/python-host.md, "The template").
+
+    A child connects to the unix socket and sends one message with its
+    pipes as SCM_RIGHTS — the host's requests (read end), protocol (write
+    end), output (write end) and a status pipe (write end) — and its
+    process group as JSON. The template forks; the host joins that group
+    (a hard time limit's killpg takes it with the child), adopts the pipes
+    as fd 0, 3, 1 and 2, runs worker_process_init and serves. The template
+    answers the host's pid, and when it reaps the host writes its raw wait
+    status to the status pipe, so the child can leave the way its host did.
+    """
+
+    def __init__(self, app, hostname, loglevel, listener):
+        self.app = app
+        self.hostname = hostname
+        self.loglevel = loglevel
+        self.listener = listener
+        self.status = {}  # host pid -> status pipe fd
+
+    def reap(self, *_):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            fd = self.status.pop(pid, None)
+            if fd is not None:
+                try:
+                    os.write(fd, b"%d\n" % status)
+                except OSError:
+                    pass
+                os.close(fd)
+
+    def run(self):
+        import socket
+        import struct
+
+        signal.signal(signal.SIGCHLD, self.reap)
+        me = os.getuid()
+        while True:
+            conn, _ = self.listener.accept()
+            with conn:
+                uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+                if uid != me:
+                    continue
+                try:
+                    data, fds = socket.recv_fds(conn, 4096, 4)
+                except OSError:
+                    continue
+                if len(fds) != 4:
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                pgid = json.loads(data or b"{}").get("pgid", 0)
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        self.listener.close()
+                        conn.close()
+                        self.host(fds, pgid)  # never returns
+                    self.status[pid] = fds[3]
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                for fd in fds[:3]:
+                    os.close(fd)
+                try:
+                    conn.sendall(b"%d\n" % pid)
+                except OSError:
+                    pass
+
+    def host(self, fds, pgid):
+        import fcntl
+
+        code = 1
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+            for fd in self.status.values():
+                os.close(fd)
+            os.close(fds[3])
+            if pgid:
+                os.setpgid(0, pgid)
+            # Copies above the targets first, so no dup2 overwrites a pipe
+            # still to be moved.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds[:3]]
+            for fd in fds[:3]:
+                os.close(fd)
+            for fd, target in zip(high, (0, 3, 1)):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.dup2(1, 2)
+            os.environ["RMULTI_HOST"] = "serve"
+            channel, proto_in = become_host(self.loglevel)
+            try:
+                process_init(self.app, self.hostname)
+            except BaseException:
+                channel.send({"fatal": traceback.format_exc()})
+            else:
+                code = serve_loaded(self.app, self.hostname, channel, proto_in)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(code)
+
+
+def template(name, conf, hostname, loglevel, address):
+    import gc
+    import socket
+
+    logging.basicConfig(level=loglevel, format="[%(asctime)s: %(levelname)s/Template] %(message)s")
+    # The node's INT and TERM are for the Rust processes; the main process
+    # ends the template with SIGKILL (and it dies with it: PR_SET_PDEATHSIG).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + address)
+    try:
+        app, _ = prepare(name, conf, hostname, loglevel)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    # Forked hosts share the app's pages; moving what exists now out of the
+    # collector's reach keeps its passes from writing to (unsharing) them.
+    gc.collect()
+    gc.freeze()
+    listener.listen(64)
+    Template(app, hostname, loglevel, listener).run()
+    return 0
+
+
 def main(argv):
     # Lets a project tell the two apart (e.g. skip work at describe time).
     if argv:
@@ -516,9 +677,13 @@ def main(argv):
             traceback.print_exc()
             return 1
         return 0
-    if len(argv) >= 2 and argv[0] == "serve":
+    if len(argv) >= 2 and argv[0] in ("serve", "template"):
         opts = json.loads(argv[2]) if len(argv) > 2 else {}
-        code = serve(argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+        args = (argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+        if argv[0] == "serve":
+            code = serve(*args)
+        else:
+            code = template(*args, opts["address"])
         # As billiard's pool processes do: leave without the interpreter's
         # teardown (hundreds of ms for a Django project) once
         # worker_process_shutdown has run.

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from billiard.exceptions import WorkerLostError
+from celery.exceptions import Reject
 
 from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
 from demo_helpers import child_logs, wait_until
@@ -118,3 +119,46 @@ def test_the_async_page_submits_and_polls(demo_node):
         assert status["result"] == 2 * n
         assert status["eventTime"] == "2026-11-24T10:40:00+08:00"
         assert status["processingTime"].endswith("+08:00")
+
+
+# What Celery's Django fix-up and the worker signals see in the hosts
+# (issue 12): the worker object has what the fix-up reads, so nothing is
+# logged as a traceback; Django's connections are closed around every task
+# as under Celery; worker_process_init runs once per host; Reject requeues
+# marked redelivered, or stores a FAILURE.
+
+
+def node_logs(tmp):
+    return "".join(p.read_text(errors="replace") for p in sorted(tmp.glob("worker1*.log")))
+
+
+def test_a_thousand_tasks_log_no_traceback(tasks, demo_node):
+    before = len(node_logs(demo_node))
+    results = [tasks.add.delay(i, i) for i in range(1000)]
+    assert [r.get(timeout=TIMEOUT) for r in results] == [2 * i for i in range(1000)]
+    assert tasks.db_connection_state.delay().get(timeout=TIMEOUT)
+    new = node_logs(demo_node)[before:]
+    assert "Traceback" not in new, new[-4000:]
+    assert "pool_cls" not in new, new[-4000:]
+
+
+def test_no_database_connection_is_carried_from_task_to_task(tasks):
+    # More runs than hosts: each host runs several in a row.
+    seen = [tasks.db_connection_state.delay().get(timeout=TIMEOUT) for _ in range(12)]
+    assert not any(s["open_at_start"] for s in seen), seen
+
+
+def test_worker_process_init_ran_once_in_each_host(tasks):
+    seen = [tasks.process_info.delay().get(timeout=TIMEOUT) for _ in range(12)]
+    assert {s["process_inits"] for s in seen} == {1}, seen
+
+
+def test_reject_with_requeue_comes_back_redelivered(tasks):
+    assert tasks.reject_until_redelivered.delay().get(timeout=TIMEOUT) == "ran on redelivery"
+
+
+def test_reject_without_requeue_stores_a_failure(tasks):
+    result = tasks.reject_for_good.delay()
+    with pytest.raises(Reject):
+        result.get(timeout=TIMEOUT)
+    assert result.state == "FAILURE"
