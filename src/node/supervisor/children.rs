@@ -228,7 +228,8 @@ impl Supervisor {
             return;
         };
         for pid in children_of(self.main_pid.as_raw()) {
-            if !self.children.contains_key(&pid) {
+            if !self.children.contains_key(&pid) && self.template.pid() != Some(Pid::from_raw(pid))
+            {
                 tracing::warn!("Killing pid:{pid}, left running by a pool child that died");
                 kill_group(Pid::from_raw(pid));
             }
@@ -241,6 +242,9 @@ impl Supervisor {
     /// A child is gone: record its task as lost, then act on what its death
     /// means (`classify`).
     fn child_exited(&mut self, pid: Pid, exit: Exit) {
+        if self.template_exited(pid, &exit) {
+            return;
+        }
         let Some(mut c) = self.children.remove(&pid.as_raw()) else {
             return;
         };

@@ -16,6 +16,7 @@ mod control;
 mod exit_kind;
 mod service;
 mod signals;
+mod template;
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -78,6 +79,8 @@ pub struct Supervisor {
     hooks: service::Hooks,
     /// Remote control, worker events, revokes (`node::control`).
     control: crate::node::control::Control,
+    /// The Python template the hosts fork from (`template.rs`).
+    template: template::TemplateSlot,
 }
 
 /// Blocks our signals for a turn's work: its Redis calls (a lost task's
@@ -125,6 +128,7 @@ impl Supervisor {
             connected: false,
             boot_failures: 0,
             control,
+            template: template::TemplateSlot::default(),
         }
     }
 
@@ -135,6 +139,8 @@ impl Supervisor {
                 self.connect_when_due();
             }
             if matches!(self.phase, Phase::Starting | Phase::Running) {
+                // Before the children: they find it in the environment.
+                self.keep_template();
                 self.spawn_missing();
             }
             if matches!(self.phase, Phase::Warm | Phase::Cold) && self.children.is_empty() {
@@ -160,6 +166,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
+        self.stop_template();
         self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {

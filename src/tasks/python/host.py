@@ -513,6 +513,27 @@ def serve_loaded(app, hostname, channel, proto_in):
     return 0
 
 
+def die_with(pid):
+    """A forked host's PR_SET_PDEATHSIG: its parent is the template, so a
+    thread watches the pool child it serves and kills the host when the
+    child is gone, whatever killed it."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        os._exit(1)  # the child is already gone
+
+    def watch():
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="rmulti-die-with-child", daemon=True).start()
+
+
 class Template:
     """`template`: loads the app once and forks a host for each pool child
     that asks (docs/python-host.md, "The template").
@@ -563,21 +584,22 @@ class Template:
                 if uid != me:
                     continue
                 try:
-                    data, fds = socket.recv_fds(conn, 4096, 4)
+                    data, fds, _, _ = socket.recv_fds(conn, 4096, 4)
                 except OSError:
                     continue
                 if len(fds) != 4:
                     for fd in fds:
                         os.close(fd)
                     continue
-                pgid = json.loads(data or b"{}").get("pgid", 0)
+                request = json.loads(data or b"{}")
+                pgid, child = request.get("pgid", 0), request.get("pid", 0)
                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
                 try:
                     pid = os.fork()
                     if pid == 0:
                         self.listener.close()
                         conn.close()
-                        self.host(fds, pgid)  # never returns
+                        self.host(fds, pgid, child)  # never returns
                     self.status[pid] = fds[3]
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
@@ -588,7 +610,7 @@ class Template:
                 except OSError:
                     pass
 
-    def host(self, fds, pgid):
+    def host(self, fds, pgid, child):
         import fcntl
 
         code = 1
@@ -599,6 +621,8 @@ class Template:
             os.close(fds[3])
             if pgid:
                 os.setpgid(0, pgid)
+            if child:
+                die_with(child)
             # Copies above the targets first, so no dup2 overwrites a pipe
             # still to be moved.
             high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds[:3]]
