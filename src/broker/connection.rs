@@ -245,6 +245,9 @@ pub struct Connections {
     backend_url: String,
     broker: Option<redis::Connection>,
     backend: Option<redis::Connection>,
+    /// Replies the broker connection owes for commands sent with
+    /// `send_later` (see `piggyback`).
+    owed: usize,
 }
 
 impl Connections {
@@ -254,16 +257,60 @@ impl Connections {
             backend_url: backend_url.to_string(),
             broker: None,
             backend: None,
+            owed: 0,
         }
     }
 
+    /// The broker connection, its owed replies read first.
     pub fn broker(&mut self) -> Result<&mut redis::Connection, BrokerError> {
+        self.broker_owing()?;
+        let owed = std::mem::take(&mut self.owed);
+        let con = self
+            .broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))?;
+        for _ in 0..owed {
+            // A PUBLISH reply: only whether the connection works matters.
+            con.recv_response()?;
+        }
+        Ok(con)
+    }
+
+    fn broker_owing(&mut self) -> Result<&mut redis::Connection, BrokerError> {
         if self.broker.is_none() {
+            self.owed = 0;
             self.broker = Some(connect(&self.broker_url)?);
         }
         self.broker
             .as_mut()
             .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+    }
+
+    /// Writes `cmd` on the broker connection now; its reply is read by the
+    /// next use of the connection (see `piggyback`).
+    pub fn send_later(&mut self, cmd: &redis::Cmd) -> Result<(), BrokerError> {
+        self.broker_owing()?
+            .send_packed_command(&cmd.get_packed_command())?;
+        self.owed += 1;
+        Ok(())
+    }
+
+    /// The broker connection for one request that reads the owed replies
+    /// after writing its own, and carries `probe` in the same write.
+    pub fn piggyback(
+        &mut self,
+        probe: Option<&redis::Cmd>,
+    ) -> Result<super::piggyback::Piggyback<'_>, BrokerError> {
+        self.broker_owing()?;
+        let con = self
+            .broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))?;
+        Ok(super::piggyback::Piggyback::new(
+            con,
+            &mut self.owed,
+            probe.map(redis::Cmd::get_packed_command),
+        ))
     }
 
     pub fn backend(&mut self) -> Result<&mut redis::Connection, BrokerError> {
@@ -279,5 +326,6 @@ impl Connections {
     pub fn reset(&mut self) {
         self.broker = None;
         self.backend = None;
+        self.owed = 0;
     }
 }

@@ -9,6 +9,8 @@ pub mod backend;
 pub mod connection;
 pub mod keys;
 pub mod lua;
+pub mod parked;
+pub mod piggyback;
 pub mod reserve;
 pub mod revoked;
 pub mod sentinel;

@@ -213,6 +213,7 @@ impl ParkArgs<'_> {
         let mut inv = on_slot(script, self.slot);
         inv.key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
+            .key(self.slot.eta_parked_by())
             .arg(self.tag)
             .arg(format!("{:.6}", self.due))
             .arg(self.queue_key)
