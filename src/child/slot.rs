@@ -247,7 +247,12 @@ impl<'a> Slot<'a> {
         Ok(())
     }
 
-    /// Puts `msg` back at the tail of its queue (Reject with requeue).
+    /// Puts `msg` back at the tail of its queue (Reject with requeue),
+    /// marked redelivered as kombu's restore marks it: a task can tell the
+    /// second delivery from the first. At the tail, every message queued
+    /// meanwhile runs before it comes back, so a task that always rejects
+    /// delays the others by one reservation each time round, never holds
+    /// the child (a stop is seen between two deliveries).
     pub fn requeue(
         &mut self,
         conns: &mut Connections,
@@ -255,12 +260,15 @@ impl<'a> Slot<'a> {
         task: &TaskMessage,
     ) -> Result<(), BrokerError> {
         let queue_key = self.queue_key(msg, task);
+        let raw = serde_json::from_str(&msg.raw)
+            .map(crate::protocol::envelope::redelivered)
+            .unwrap_or_else(|_| msg.raw.clone());
         self.scripts.restore(
             conns.broker()?,
             &self.keys,
             task.delivery_tag.as_deref(),
             &queue_key,
-            &msg.raw,
+            &raw,
             true,
         )?;
         self.in_hand = InHand::Free;
