@@ -19,7 +19,7 @@ use crate::tasks::{Builtin, Executor, Registry, TaskSpec};
 const PYTHON: &str = "python";
 const TASKS: &str = "tasks";
 
-/// What an app file gave: settings by name (checked by their kind), the
+/// What an app file gave: settings by path (`Setting::path`, checked by their kind), the
 /// Celery app whose tasks it adds (`python = "proj"`), and its tasks.
 #[derive(Debug, Default)]
 pub struct AppFile {
@@ -99,7 +99,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
                             src.unknown(&inner, known.map(|s| s.name))
                         })?;
                     let value = src.setting(&inner, row.kind, row.name, node)?;
-                    file.settings.insert(row.name.to_string(), value);
+                    file.settings.insert(row.path(), value);
                 }
             }
             name => {
@@ -108,7 +108,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
                     .find(|s| s.section.is_none() && s.name == name)
                     .ok_or_else(|| src.unknown(&key, top_level_keys()))?;
                 let value = src.setting(&key, row.kind, row.name, node)?;
-                file.settings.insert(row.name.to_string(), value);
+                file.settings.insert(row.path(), value);
             }
         }
     }

@@ -46,6 +46,7 @@ impl AppConfig {
                 self.result_backend =
                     crate::broker::url::with_ssl_options(&self.result_backend, opts);
             }
+            self.fold_sentinel_options();
         }
         let limit = |v: Option<f64>| v.and_then(|v| settings::positive(v).ok());
         for (name, info) in &desc.tasks {

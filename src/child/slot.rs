@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::events::TaskEvents;
 use super::in_hand::InHand;
 use super::report::{Report, Reporter};
 use super::ChildSpec;
@@ -36,6 +37,8 @@ pub struct Slot<'a> {
     promoted_at: Option<Instant>,
     /// The message in hand and how far this child got with it.
     pub in_hand: InHand,
+    /// Task events; their on/off flag is read with each reservation.
+    pub events: TaskEvents,
 }
 
 impl<'a> Slot<'a> {
@@ -68,6 +71,7 @@ impl<'a> Slot<'a> {
             how,
             promoted_at: None,
             in_hand: InHand::Free,
+            events: TaskEvents::new(&spec.node, &app.broker_url),
         }
     }
 
@@ -107,15 +111,19 @@ impl<'a> Slot<'a> {
             (true, false) => Then::Reserve,
             (true, true) => Then::PromoteAndReserve,
         };
-        let reply = conns.broker().and_then(|con| {
-            self.scripts.next(
-                con,
+        // The events flag rides in the same write (see `events`).
+        let probe = self.events.probe();
+        let reply = conns.piggyback(Some(&probe)).and_then(|mut con| {
+            let reply = self.scripts.next(
+                &mut con,
                 &self.keys,
                 &self.queue_keys,
                 &self.how,
                 self.in_hand.finish(),
                 then,
-            )
+            );
+            self.events.learn(con.probe_reply.as_ref());
+            reply
         });
         match reply {
             Ok(reserved) => {

@@ -299,6 +299,12 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         {
             conf.insert("result_backend".into(), app.result_backend.clone().into());
         }
+        // Celery takes the Sentinel options from its own transport options.
+        for key in ["broker_url", "result_backend"] {
+            if let Some(serde_json::Value::String(url)) = conf.get_mut(key) {
+                *url = crate::broker::sentinel::for_celery(url);
+            }
+        }
         if let Some(p) = app.python.as_mut() {
             p.conf = conf;
         }

@@ -268,7 +268,8 @@ impl Supervisor {
             tracing::error!("Process '{name}' pid:{pid} exited with '{exit}'");
         }
         let kind = classify(&c.facts(), self.phase, exit, self.boot_failures);
-        let terminated = self.control.was_terminated(pid.as_raw());
+        let running = c.current.as_ref().map(|(task, _)| task.id.as_str());
+        let terminated = self.control.was_terminated(pid.as_raw(), running);
         if let Some((task, _)) = c.current.take() {
             let why = if terminated {
                 Lost::Terminated

@@ -117,5 +117,6 @@ fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) ->
         task_events: false,
         revoked: Vec::new(),
         rusage: serde_json::Value::Null,
+        scheduled: Vec::new(),
     }
 }

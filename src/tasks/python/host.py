@@ -202,7 +202,7 @@ def _setting(conf, path):
 
 
 def _plain(value):
-    """A setting as JSON: timedeltas in seconds, the first of a failover list."""
+    """A setting as JSON: timedeltas in seconds, the first of a failover list, dicts."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "total_seconds"):
@@ -210,6 +210,9 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         # Failover URLs: rmulti uses the first, as kombu does until it fails.
         return _plain(value[0]) if value else None
+    if isinstance(value, dict):
+        # sentinel_kwargs: a table of plain values.
+        return {str(k): _plain(v) for k, v in value.items()}
     return str(value)
 
 
