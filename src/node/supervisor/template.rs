@@ -12,8 +12,13 @@ use super::exit_kind::Exit;
 use super::Supervisor;
 use crate::tasks::python::template::{self, Template, ENV};
 
-/// How long after a template's death the next one is started.
+/// How long after a template's death the next one is started; doubled
+/// (up to `MAX_RESPAWN_DELAY`) while templates die young (an app that no
+/// longer imports), so a broken deploy does not boot Python every second.
 const RESPAWN_DELAY: Duration = Duration::from_secs(1);
+const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(60);
+/// A template that lived this long loaded the app: the delay starts over.
+const GROWN_UP: Duration = Duration::from_secs(30);
 
 /// The supervisor's view of its template.
 #[derive(Default)]
@@ -21,6 +26,8 @@ pub(super) struct TemplateSlot {
     running: Option<Template>,
     generation: u32,
     not_before: Option<Instant>,
+    started: Option<Instant>,
+    delay: Option<Duration>,
 }
 
 impl TemplateSlot {
@@ -50,6 +57,7 @@ impl Supervisor {
                 // Single-threaded: the children forked from now on see it.
                 std::env::set_var(ENV, t.env_value());
                 slot.running = Some(t);
+                slot.started = Some(Instant::now());
             }
             Err(e) => {
                 tracing::error!("Cannot start the Python template: {e}");
@@ -64,10 +72,17 @@ impl Supervisor {
         if self.template.pid() != Some(pid) {
             return false;
         }
-        tracing::error!("The Python template pid:{pid} exited ({exit:?}); starting a new one");
-        self.template.running = None;
+        tracing::error!("The Python template pid:{pid} exited ({exit:?}); a new one follows");
+        let slot = &mut self.template;
+        slot.running = None;
         std::env::remove_var(ENV);
-        self.template.not_before = Some(Instant::now() + RESPAWN_DELAY);
+        let young = slot.started.is_some_and(|s| s.elapsed() < GROWN_UP);
+        let delay = match slot.delay {
+            Some(d) if young => (d * 2).min(MAX_RESPAWN_DELAY),
+            _ => RESPAWN_DELAY,
+        };
+        slot.delay = Some(delay);
+        slot.not_before = Some(Instant::now() + delay);
         true
     }
 
