@@ -33,6 +33,8 @@ pub struct AppConfig {
     pub task_acks_late: bool,
     pub task_reject_on_worker_lost: bool,
     pub task_track_started: bool,
+    /// Task events on from the start, as `-E`.
+    pub worker_send_task_events: bool,
     pub task_time_limit: Option<f64>,
     pub task_soft_time_limit: Option<f64>,
     pub worker_concurrency: Option<usize>,

@@ -66,6 +66,15 @@ pub static SETTINGS: &[Setting] = &[
     }
     .field(|a| &a.task_track_started, |a| &mut a.task_track_started),
     Setting {
+        // `-E` in the app: the node's children send task events.
+        name: "worker_send_task_events",
+        ..Setting::FLAG
+    }
+    .field(
+        |a| &a.worker_send_task_events,
+        |a| &mut a.worker_send_task_events,
+    ),
+    Setting {
         name: "task_time_limit",
         kind: Kind::Limit,
         ..Setting::TOP

@@ -260,15 +260,18 @@ impl<'a> Slot<'a> {
         task: &TaskMessage,
     ) -> Result<(), BrokerError> {
         let queue_key = self.queue_key(msg, task);
-        let raw = serde_json::from_str(&msg.raw)
-            .map(crate::protocol::envelope::redelivered)
-            .unwrap_or_else(|_| msg.raw.clone());
+        // Marked redelivered, as kombu's requeue does: a task that rejects
+        // only its first delivery must see the second as one.
+        let marked = serde_json::from_str::<serde_json::Value>(&msg.raw)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .map_or_else(|| msg.raw.clone(), crate::protocol::envelope::redelivered);
         self.scripts.restore(
             conns.broker()?,
             &self.keys,
             task.delivery_tag.as_deref(),
             &queue_key,
-            &raw,
+            &marked,
             true,
         )?;
         self.in_hand = InHand::Free;

@@ -37,7 +37,7 @@ pub fn banner(cfg: &NodeConfig) -> String {
     out.push_str(&format!(
         "- *** --- * --- .> concurrency: {concurrency} (prefork)\n"
     ));
-    out.push_str(if cfg.args.task_events {
+    out.push_str(if cfg.args.task_events || cfg.app.worker_send_task_events {
         "-- ******* ---- .> task events: ON\n"
     } else {
         "-- ******* ---- .> task events: OFF (enable -E to monitor tasks in this worker)\n"

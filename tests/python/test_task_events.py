@@ -170,3 +170,18 @@ def test_inspect_scheduled_lists_the_nodes_parked_eta_messages(ev_node, app, wor
     assert mine[0]["request"]["hostname"] == name
     assert r.get(timeout=20) == 8
     assert all(e["request"]["id"] != r.id for e in scheduled())
+
+
+def test_worker_send_task_events_setting_is_minus_e(rmulti_bin, workdir, app):
+    n = launch_node(rmulti_bin, workdir, "setev", "-c", "1", "-Q", "setevq", "--",
+                    "worker_send_task_events=true")
+    name = hostname(n)
+    try:
+        with receiver(app, name) as seen:
+            r = app.send_task("proj.tasks.add", (1, 2), queue="setevq")
+            assert r.get(timeout=20) == 3
+            assert wait_until(5, lambda: of(seen, r.id, "task-succeeded")), seen
+    finally:
+        error = stop_node(n.pid, n.pidfile)
+        if error:
+            pytest.fail(error)

@@ -20,7 +20,7 @@ impl Supervisor {
         Control::new(
             &cfg.app,
             &cfg.node,
-            cfg.args.task_events,
+            cfg.args.task_events || cfg.app.worker_send_task_events,
             !cfg.args.without_heartbeat,
         )
     }
