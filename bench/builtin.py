@@ -5,7 +5,9 @@ Python (bench/celery_app/proj), each started with its own `multi start`.
 Per round and per system (the order alternates from round to round):
 
 - a `-c 2` node: `multi start` to the first result; idle memory; drains of
-  `noop` and `add` (and, in the rounds asked for, the big `noop` drain);
+  `noop` and `add` (and, in the rounds asked for, the big `noop` drain); the
+  `noop` drain again with task events on (`enable_events`, as `-E`) while a
+  subscriber reads `/0.celeryev/*` as Flower would;
   in the first round the MONITOR drain (round trips per task); the
   producer-driven run and the round trips of the real Celery client; memory
   after load; `multi stopwait`;
@@ -261,6 +263,50 @@ def drain_key(task, c, n):
     return "drain_%s_c%d_%d" % (task, c, n)
 
 
+class EventReader:
+    """PSUBSCRIBEd to the events exchange and reading, as Flower is, so
+    PUBLISH has a receiver to deliver to; counts the messages."""
+
+    def __init__(self, ctx):
+        import threading
+        self.count = 0
+        self.ps = ctx.redislib.Redis.from_url(ctx.broker).pubsub(ignore_subscribe_messages=True)
+        self.ps.psubscribe("/0.celeryev/*")
+        self.stop_flag = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop_flag:
+            if self.ps.get_message(timeout=0.2):
+                self.count += 1
+
+    def stop(self):
+        self.stop_flag = True
+        self.thread.join(5)
+        self.ps.close()
+
+
+def events_drain(ctx, node, n, out):
+    """The `noop` drain with task events on (`enable_events`, what `-E`
+    does) and a subscriber reading them."""
+    control = ctx.noop.app.control
+    on = control.broadcast("enable_events", reply=True, timeout=2)
+    if not on:
+        ctx.B.problem("%s: no reply to enable_events" % node.label)
+        return
+    reader = EventReader(ctx)
+    try:
+        d = drain(ctx, node, "noop", n)
+    finally:
+        control.broadcast("disable_events", reply=True, timeout=2)
+        time.sleep(0.3)
+        reader.stop()
+    if d:
+        out.setdefault(drain_key("noop", 2, n) + "_events", []).append(d["rate"])
+        ctx.B.log("    %s: %d event messages read during the events drain" % (node.label, reader.count))
+
+
 def node_cycle(ctx, system, c, rnd, out):
     """One -c c node: start, drains (and at -c 2 the rest), stopwait."""
     args = ctx.args
@@ -283,6 +329,7 @@ def node_cycle(ctx, system, c, rnd, out):
                         out.setdefault("%s_%s" % (k, task), []).append(d[k])
                     out.setdefault("calls_%s" % task, []).append(d["calls_per_task"])
         if c == 2:
+            events_drain(ctx, node, args.n, out)
             if args.n_big and big_this_round(args, system, rnd):
                 d = drain(ctx, node, "noop", args.n_big)
                 if d:

@@ -19,7 +19,7 @@ use crate::tasks::{Builtin, Executor, Registry, TaskSpec};
 const PYTHON: &str = "python";
 const TASKS: &str = "tasks";
 
-/// What an app file gave: settings by name (checked by their kind), the
+/// What an app file gave: settings by path (`Setting::path`, checked by their kind), the
 /// Celery app whose tasks it adds (`python = "proj"`), and its tasks.
 #[derive(Debug, Default)]
 pub struct AppFile {
@@ -99,7 +99,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
                             src.unknown(&inner, known.map(|s| s.name))
                         })?;
                     let value = src.setting(&inner, row.kind, row.name, node)?;
-                    file.settings.insert(row.name.to_string(), value);
+                    file.settings.insert(row.path(), value);
                 }
             }
             name => {
@@ -108,7 +108,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AppFile, AppError> {
                     .find(|s| s.section.is_none() && s.name == name)
                     .ok_or_else(|| src.unknown(&key, top_level_keys()))?;
                 let value = src.setting(&key, row.kind, row.name, node)?;
-                file.settings.insert(row.name.to_string(), value);
+                file.settings.insert(row.path(), value);
             }
         }
     }
@@ -359,6 +359,7 @@ fn task_spec(raw: RawTask) -> Result<TaskSpec, String> {
     Ok(TaskSpec {
         executor,
         acks_late: raw.acks_late,
+        reject_on_worker_lost: None,
         time_limit: limit(raw.time_limit, "time_limit")?,
         soft_time_limit: limit(raw.soft_time_limit, "soft_time_limit")?,
         ignore_result: raw.ignore_result.unwrap_or(false),

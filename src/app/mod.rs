@@ -8,6 +8,7 @@ mod overrides;
 mod python;
 pub mod settings;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use overrides::Overrides;
@@ -32,11 +33,23 @@ pub struct AppConfig {
     pub task_acks_late: bool,
     pub task_reject_on_worker_lost: bool,
     pub task_track_started: bool,
+    /// Task events on from the start, as `-E`.
+    pub worker_send_task_events: bool,
     pub task_time_limit: Option<f64>,
     pub task_soft_time_limit: Option<f64>,
     pub worker_concurrency: Option<usize>,
     /// `broker_transport_options.visibility_timeout`, seconds.
     pub visibility_timeout: u64,
+    /// `broker_transport_options.wait_replicas` (rmulti's own): replicas a
+    /// finish waits for (`WAIT`), none by default.
+    pub wait_replicas: Option<usize>,
+    /// `broker_transport_options.master_name` / `.sentinel_kwargs` and the
+    /// same of `result_backend_transport_options`: Redis Sentinel, folded
+    /// into the URLs (`fold_sentinel_options`).
+    pub broker_master_name: Option<String>,
+    pub broker_sentinel_kwargs: BTreeMap<String, String>,
+    pub backend_master_name: Option<String>,
+    pub backend_sentinel_kwargs: BTreeMap<String, String>,
     pub tasks: Registry,
     /// Set when some tasks run in a Python host: the Celery app's module
     /// (`-A proj`, or `python = "proj"` in an app file).
@@ -132,6 +145,25 @@ impl AppConfig {
         app.tasks = parsed.tasks;
         app.python = parsed.python;
         Ok(app)
+    }
+
+    /// Folds the Sentinel transport options into the `sentinel://` URLs'
+    /// query (`broker::sentinel::with_options`; what a URL already says
+    /// wins, so folding twice changes nothing). The backend takes its own,
+    /// else the broker's, as a backend that defaults to the broker's URL
+    /// needs them.
+    pub fn fold_sentinel_options(&mut self) {
+        use crate::broker::sentinel::{with_options, Options};
+        let broker = Options {
+            master_name: self.broker_master_name.clone(),
+            sentinel_kwargs: self.broker_sentinel_kwargs.clone(),
+        };
+        let backend = Options {
+            master_name: self.backend_master_name.clone(),
+            sentinel_kwargs: self.backend_sentinel_kwargs.clone(),
+        };
+        self.broker_url = with_options(&self.broker_url, &broker);
+        self.result_backend = with_options(&with_options(&self.result_backend, &backend), &broker);
     }
 
     /// The banner's lines for settings (`transport`, `results`), URLs masked.
@@ -241,6 +273,91 @@ visibility_timeout = 60
         assert_eq!(sh.time_limit, Some(5.0));
         assert_eq!(sh.soft_time_limit, Some(1.0));
         assert!(sh.ignore_result);
+    }
+
+    #[test]
+    fn sentinel_transport_options_reach_the_urls() {
+        let app = parse(
+            "broker_url = \"sentinel://:pw@h1:1/0;sentinel://h2:2/0\"\n\
+             [broker_transport_options]\nmaster_name = \"m\"\nvisibility_timeout = 60\n\
+             sentinel_kwargs = { password = \"sp\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            app.broker_url,
+            "sentinel://:pw@h1:1/0;sentinel://h2:2/0?master_name=m&sentinel_password=sp"
+        );
+        assert_eq!(app.result_backend, app.broker_url);
+        assert_eq!(app.visibility_timeout, 60);
+        let app = parse(
+            "broker_url = \"redis://h/0\"\nresult_backend = \"sentinel://h/1\"\n\
+             [result_backend_transport_options]\nmaster_name = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(app.broker_url, "redis://h/0");
+        assert_eq!(app.result_backend, "sentinel://h/1?master_name=b");
+        // A flag's sentinel URL takes the file's options too.
+        let flags = Overrides {
+            broker: Some("sentinel://f:1/0".into()),
+            result_backend: None,
+        };
+        let app = AppConfig::from_str(
+            "proj",
+            Path::new("proj.toml"),
+            "[broker_transport_options]\nmaster_name = \"m\"\n",
+            &no_env,
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(app.broker_url, "sentinel://f:1/0?master_name=m");
+        let e = err("[broker_transport_options]\nsentinel_kwargs = { password = 1 }\n");
+        assert!(e.contains("line 2") && e.contains("invalid type"), "{e}");
+        let e = err("[result_backend_transport_options]\nmaster = \"m\"\n");
+        assert!(e.contains("`master`") && e.contains("`master_name`"), "{e}");
+    }
+
+    #[test]
+    fn sentinel_options_from_python_by_their_dotted_names() {
+        let mut desc = description();
+        let set = |d: &mut Description, k: &str, v: serde_json::Value| {
+            d.settings.insert(k.into(), v);
+        };
+        set(&mut desc, "broker_url", "sentinel://s:1/0".into());
+        set(
+            &mut desc,
+            "broker_transport_options.master_name",
+            "mymaster".into(),
+        );
+        set(
+            &mut desc,
+            "broker_transport_options.sentinel_kwargs",
+            serde_json::json!({"password": "sp", "socket_timeout": 0.5}),
+        );
+        set(
+            &mut desc,
+            "result_backend_transport_options.master_name",
+            "other".into(),
+        );
+        let mut app = AppConfig::from_python("pyproj", Path::new("/w"), &desc, Path::new("py"));
+        assert_eq!(
+            app.broker_url,
+            "sentinel://s:1/0?master_name=mymaster&sentinel_password=sp"
+        );
+        // The backend's own name wins; the broker's password still applies.
+        assert_eq!(
+            app.result_backend,
+            "sentinel://s:1/0?master_name=other&sentinel_password=sp"
+        );
+        // `-b` on a Python app: the described options follow the new URL.
+        app.apply_flags(&Overrides {
+            broker: Some("sentinel://t:2/0".into()),
+            result_backend: None,
+        })
+        .unwrap();
+        assert_eq!(
+            app.broker_url,
+            "sentinel://t:2/0?master_name=mymaster&sentinel_password=sp"
+        );
     }
 
     #[test]

@@ -61,13 +61,14 @@ impl AppConfig {
                     .kind
                     .from_text(&text)
                     .map_err(|m| AppError::Invalid(format!("{origin} {m}")))?,
-                None => match given.get(s.name) {
+                None => match given.get(&s.path()) {
                     Some(v) => v.clone(),
                     None => s.initial(self),
                 },
             };
             s.set(self, value);
         }
+        self.fold_sentinel_options();
         Ok(())
     }
 
@@ -83,6 +84,7 @@ impl AppConfig {
                 s.set(self, value);
             }
         }
+        self.fold_sentinel_options();
         Ok(())
     }
 
@@ -111,6 +113,7 @@ impl AppConfig {
             .from_text(value)
             .map_err(|m| AppError::Invalid(format!("override {key}={value}: {m}")))?;
         setting.set(self, parsed);
+        self.fold_sentinel_options();
         Ok(())
     }
 }

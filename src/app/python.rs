@@ -46,6 +46,7 @@ impl AppConfig {
                 self.result_backend =
                     crate::broker::url::with_ssl_options(&self.result_backend, opts);
             }
+            self.fold_sentinel_options();
         }
         let limit = |v: Option<f64>| v.and_then(|v| settings::positive(v).ok());
         for (name, info) in &desc.tasks {
@@ -57,6 +58,7 @@ impl AppConfig {
                 TaskSpec {
                     executor: Executor::Python,
                     acks_late: info.acks_late,
+                    reject_on_worker_lost: info.reject_on_worker_lost,
                     time_limit: limit(info.time_limit),
                     soft_time_limit: limit(info.soft_time_limit),
                     ignore_result: info.ignore_result,

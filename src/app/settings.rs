@@ -66,6 +66,15 @@ pub static SETTINGS: &[Setting] = &[
     }
     .field(|a| &a.task_track_started, |a| &mut a.task_track_started),
     Setting {
+        // `-E` in the app: the node's children send task events.
+        name: "worker_send_task_events",
+        ..Setting::FLAG
+    }
+    .field(
+        |a| &a.worker_send_task_events,
+        |a| &mut a.worker_send_task_events,
+    ),
+    Setting {
         name: "task_time_limit",
         kind: Kind::Limit,
         ..Setting::TOP
@@ -95,6 +104,53 @@ pub static SETTINGS: &[Setting] = &[
         ..Setting::TOP
     }
     .field(|a| &a.visibility_timeout, |a| &mut a.visibility_timeout),
+    // rmulti's own: after each finish (result stored, message acked), `WAIT`
+    // until this many replicas have the writes (at most 1 s), so a Sentinel
+    // failover cannot forget a finished task's outcome. None: no WAIT.
+    Setting {
+        name: "wait_replicas",
+        section: Some("broker_transport_options"),
+        kind: Kind::Count,
+        to_host: false,
+        ..Setting::TOP
+    }
+    .field(|a| &a.wait_replicas, |a| &mut a.wait_replicas),
+    // Redis Sentinel (kombu's `sentinel://`): folded into the URLs' query
+    // once settled (`AppConfig::fold_sentinel_options`). Not after `--`
+    // (Celery's command line has no tables) and not handed to the hosts,
+    // whose Celery reads its own transport options.
+    Setting {
+        name: "master_name",
+        section: Some("broker_transport_options"),
+        ..Setting::SENTINEL
+    }
+    .field(|a| &a.broker_master_name, |a| &mut a.broker_master_name),
+    Setting {
+        name: "sentinel_kwargs",
+        section: Some("broker_transport_options"),
+        kind: Kind::Strings,
+        ..Setting::SENTINEL
+    }
+    .field(
+        |a| &a.broker_sentinel_kwargs,
+        |a| &mut a.broker_sentinel_kwargs,
+    ),
+    Setting {
+        name: "master_name",
+        section: Some("result_backend_transport_options"),
+        ..Setting::SENTINEL
+    }
+    .field(|a| &a.backend_master_name, |a| &mut a.backend_master_name),
+    Setting {
+        name: "sentinel_kwargs",
+        section: Some("result_backend_transport_options"),
+        kind: Kind::Strings,
+        ..Setting::SENTINEL
+    }
+    .field(
+        |a| &a.backend_sentinel_kwargs,
+        |a| &mut a.backend_sentinel_kwargs,
+    ),
 ];
 
 /// One setting.
@@ -138,6 +194,10 @@ pub enum Kind {
     Seconds,
     /// An optional count of at least 1.
     Count,
+    /// An optional non-empty text (a Sentinel master's name).
+    Text,
+    /// A table of texts (`sentinel_kwargs`); `none` is an empty one.
+    Strings,
 }
 
 /// Where a setting starts.
@@ -185,6 +245,13 @@ impl Setting {
         initial: Initial::Is("false"),
         ..Setting::TOP
     };
+    /// A Sentinel transport option: unset at start, app file and Python only.
+    const SENTINEL: Setting = Setting {
+        kind: Kind::Text,
+        overridable: false,
+        to_host: false,
+        ..Setting::TOP
+    };
 
     const fn field(
         mut self,
@@ -223,7 +290,8 @@ impl Setting {
     }
 }
 
-/// The row named `name` (or `section.name`).
+/// The row named `name` (or `section.name`; a name two tables share finds
+/// the first row).
 pub fn find(name: &str) -> Option<&'static Setting> {
     SETTINGS
         .iter()
@@ -256,7 +324,13 @@ impl Kind {
             Kind::Flag => parse_bool(text)
                 .map(Value::from)
                 .ok_or_else(|| "expected true or false".to_string()),
-            Kind::Limit | Kind::Expires | Kind::Count if none => Ok(Value::Null),
+            Kind::Limit | Kind::Expires | Kind::Count | Kind::Text if none => Ok(Value::Null),
+            Kind::Strings if none => Ok(Value::Object(serde_json::Map::new())),
+            Kind::Text => Ok(text.into()),
+            Kind::Strings => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(table)) => Ok(strings(&table).into()),
+                _ => Err("expected a JSON object".to_string()),
+            },
             Kind::Limit => positive(number()?).map(Value::from),
             Kind::Expires => expires(number()?).map(Value::from),
             Kind::Seconds => seconds(number()?).map(Value::from),
@@ -291,6 +365,15 @@ impl Kind {
                 let n = i64::deserialize(value).map_err(typed)?;
                 checked(concurrency(n).map(Value::from))
             }
+            Kind::Text => {
+                let text = String::deserialize(value).map_err(typed)?;
+                checked(non_empty(text).map(Value::from))
+            }
+            Kind::Strings => {
+                let table = std::collections::BTreeMap::<String, String>::deserialize(value)
+                    .map_err(typed)?;
+                Ok(serde_json::to_value(table).unwrap_or(Value::Null))
+            }
         }
     }
 
@@ -316,8 +399,34 @@ impl Kind {
                 .and_then(|v| seconds(v).ok())
                 .map(Value::from),
             Kind::Count => Some(value.as_u64().filter(|n| *n > 0).into()),
+            Kind::Text => Some(
+                value
+                    .as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(Value::from)
+                    .into(),
+            ),
+            Kind::Strings => Some(value.as_object().map(strings).unwrap_or_default().into()),
         }
     }
+}
+
+/// A table's plain values as texts (Python's `str()` of each); `None`s and
+/// nested values are left out.
+fn strings(table: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    table
+        .iter()
+        .filter_map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Bool(true) => "True".to_string(),
+                Value::Bool(false) => "False".to_string(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            Some((k.clone(), Value::from(text)))
+        })
+        .collect()
 }
 
 /// Python's truth value of a JSON value.
@@ -431,6 +540,8 @@ mod tests {
             Kind::Expires => vec!["7", "0"],
             Kind::Seconds => vec!["9"],
             Kind::Count => vec!["3", "none"],
+            Kind::Text => vec!["m", "none"],
+            Kind::Strings => vec![r#"{"password": "p"}"#, "none"],
         };
         for s in SETTINGS {
             for text in samples(s.kind) {
@@ -438,13 +549,13 @@ mod tests {
                 let value = s.kind.from_text(text).unwrap();
                 s.set(&mut app, value.clone());
                 assert_eq!(s.get(&app), value, "{} = {text}", s.name);
-                for other in SETTINGS.iter().filter(|o| o.name != s.name) {
+                for other in SETTINGS.iter().filter(|o| o.path() != s.path()) {
                     assert_eq!(
                         other.get(&app),
                         other.get(&blank()),
                         "{} moved {}",
-                        s.name,
-                        other.name
+                        s.path(),
+                        other.path()
                     );
                 }
             }
@@ -459,5 +570,14 @@ mod tests {
         assert_eq!(Kind::Flag.from_python(&1.into()), Some(true.into()));
         assert_eq!(Kind::Count.from_python(&"4".into()), Some(Value::Null));
         assert_eq!(Kind::Seconds.from_python(&0.5.into()), Some(1.into()));
+        assert_eq!(Kind::Text.from_python(&"".into()), Some(Value::Null));
+        assert_eq!(
+            Kind::Strings.from_python(&serde_json::json!({"password": "p", "port": 1, "x": null})),
+            Some(serde_json::json!({"password": "p", "port": "1"}))
+        );
+        assert_eq!(
+            Kind::Strings.from_python(&"str".into()),
+            Some(serde_json::json!({}))
+        );
     }
 }

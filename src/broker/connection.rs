@@ -1,5 +1,6 @@
-//! Opening Redis connections (TCP, TLS, Unix socket; see `url`) with
-//! connect, read and write timeouts, and the error type of the broker module.
+//! Opening Redis connections (TCP, TLS, Unix socket; see `url`; or the
+//! master a set of sentinels names, see `sentinel`) with connect, read and
+//! write timeouts, and the error type of the broker module.
 
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub enum BrokerError {
         url: String,
         source: redis::RedisError,
     },
+    #[error(transparent)]
+    Sentinel(#[from] super::sentinel::SentinelError),
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from Redis: {0}")]
@@ -43,23 +46,30 @@ impl BrokerError {
     /// failure. The same from every command.
     pub fn exit_code(&self) -> i32 {
         match self {
+            // A sentinel URL without `master_name` is a `BadUrl` too.
             BrokerError::BadUrl(_) | BrokerError::TlsFile { .. } => crate::exit::CONFIG,
+            // No sentinel answered, or none named a master: Redis is
+            // unreachable, as for any failed connect.
+            BrokerError::Sentinel(_) => crate::exit::FAILURE,
             _ => crate::exit::FAILURE,
         }
     }
 
     /// True when retrying on a new connection may help (server gone, timeout,
     /// credentials not accepted yet, restarted and still loading its data:
-    /// `LOADING`).
+    /// `LOADING`), and when the server became a replica (`READONLY`: a
+    /// Sentinel failover; the new connection follows the new master).
     pub fn is_connection_problem(&self) -> bool {
         match self {
             BrokerError::Connect { .. } | BrokerError::Auth { .. } => true,
+            BrokerError::Sentinel(_) => true,
             BrokerError::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || e.kind() == redis::ErrorKind::BusyLoadingError
+                    || is_read_only(e)
             }
             _ => false,
         }
@@ -70,6 +80,11 @@ impl BrokerError {
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, BrokerError::Auth { .. })
     }
+}
+
+/// A write refused by a replica, sent directly or from inside a script.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::ReadOnly || e.to_string().contains("READONLY")
 }
 
 fn is_auth_error(e: &redis::RedisError) -> bool {
@@ -86,6 +101,52 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
 /// bare (no credentials, db 0, no CLIENT SETINFO), given its timeouts, and
 /// only then authenticated and switched to its database here.
 pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
+    if super::sentinel::is_sentinel(url) {
+        return connect_sentinel(url);
+    }
+    open(super::url::parse(url)?, url)
+}
+
+/// How often a master the sentinels name may turn out to be a replica (a
+/// failover under way) before the caller's back-off takes over.
+const NOT_MASTER_TRIES: u32 = 3;
+
+/// Connects to the master the sentinels of `url` name now, and checks it is
+/// one (`ROLE`): right after a failover a sentinel may still name the old
+/// master, which comes back as a replica.
+fn connect_sentinel(url: &str) -> Result<redis::Connection, BrokerError> {
+    use super::sentinel::{self, SentinelError};
+    let shown = super::url::masked(url);
+    let s = sentinel::parse(url)?;
+    let mut addr = (String::new(), 0);
+    for attempt in 0..NOT_MASTER_TRIES {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        addr = sentinel::master_addr(&s, &shown)?;
+        let target = super::url::Target {
+            info: super::url::info(
+                redis::ConnectionAddr::Tcp(addr.0.clone(), addr.1),
+                s.db,
+                s.username.clone(),
+                s.password.clone(),
+            ),
+            tls: None,
+        };
+        let mut con = open(target, url)?;
+        if sentinel::is_master(&mut con)? {
+            return Ok(con);
+        }
+    }
+    Err(SentinelError::NotMaster {
+        url: shown,
+        addr: format!("{}:{}", addr.0, addr.1),
+    }
+    .into())
+}
+
+/// Connects to `target` (`url` only names it in errors; see `connect`).
+fn open(mut target: super::url::Target, url: &str) -> Result<redis::Connection, BrokerError> {
     let shown = super::url::masked(url);
     let failed = |source: redis::RedisError| {
         if is_auth_error(&source) {
@@ -100,7 +161,6 @@ pub fn connect(url: &str) -> Result<redis::Connection, BrokerError> {
             }
         }
     };
-    let mut target = super::url::parse(url)?;
     let setup = std::mem::take(&mut target.info.redis);
     let mut con = client_for(target, url)?
         .get_connection_with_timeout(CONNECT_TIMEOUT)
@@ -172,6 +232,9 @@ fn client_for(target: super::url::Target, url: &str) -> Result<redis::Client, Br
 
 /// Checks that `url` parses and its TLS files can be read, without connecting.
 pub fn validate_url(url: &str) -> Result<(), BrokerError> {
+    if super::sentinel::is_sentinel(url) {
+        return super::sentinel::parse(url).map(|_| ()).map_err(Into::into);
+    }
     client(url).map(|_| ())
 }
 
@@ -182,6 +245,9 @@ pub struct Connections {
     backend_url: String,
     broker: Option<redis::Connection>,
     backend: Option<redis::Connection>,
+    /// Replies the broker connection owes for commands sent with
+    /// `send_later` (see `piggyback`).
+    owed: usize,
 }
 
 impl Connections {
@@ -191,16 +257,60 @@ impl Connections {
             backend_url: backend_url.to_string(),
             broker: None,
             backend: None,
+            owed: 0,
         }
     }
 
+    /// The broker connection, its owed replies read first.
     pub fn broker(&mut self) -> Result<&mut redis::Connection, BrokerError> {
+        self.broker_owing()?;
+        let owed = std::mem::take(&mut self.owed);
+        let con = self
+            .broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))?;
+        for _ in 0..owed {
+            // A PUBLISH reply: only whether the connection works matters.
+            con.recv_response()?;
+        }
+        Ok(con)
+    }
+
+    fn broker_owing(&mut self) -> Result<&mut redis::Connection, BrokerError> {
         if self.broker.is_none() {
+            self.owed = 0;
             self.broker = Some(connect(&self.broker_url)?);
         }
         self.broker
             .as_mut()
             .ok_or_else(|| BrokerError::Reply("no broker connection".into()))
+    }
+
+    /// Writes `cmd` on the broker connection now; its reply is read by the
+    /// next use of the connection (see `piggyback`).
+    pub fn send_later(&mut self, cmd: &redis::Cmd) -> Result<(), BrokerError> {
+        self.broker_owing()?
+            .send_packed_command(&cmd.get_packed_command())?;
+        self.owed += 1;
+        Ok(())
+    }
+
+    /// The broker connection for one request that reads the owed replies
+    /// after writing its own, and carries `probe` in the same write.
+    pub fn piggyback(
+        &mut self,
+        probe: Option<&redis::Cmd>,
+    ) -> Result<super::piggyback::Piggyback<'_>, BrokerError> {
+        self.broker_owing()?;
+        let con = self
+            .broker
+            .as_mut()
+            .ok_or_else(|| BrokerError::Reply("no broker connection".into()))?;
+        Ok(super::piggyback::Piggyback::new(
+            con,
+            &mut self.owed,
+            probe.map(redis::Cmd::get_packed_command),
+        ))
     }
 
     pub fn backend(&mut self) -> Result<&mut redis::Connection, BrokerError> {
@@ -216,5 +326,6 @@ impl Connections {
     pub fn reset(&mut self) {
         self.broker = None;
         self.backend = None;
+        self.owed = 0;
     }
 }

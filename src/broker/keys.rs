@@ -95,6 +95,21 @@ impl Slot {
     }
 }
 
+/// Set of the delivery tags node `node`'s children parked in `ETA_INDEX`
+/// (`inspect scheduled`); tags promoted since are pruned when it is read.
+pub fn eta_parked_by(node: &str) -> String {
+    format!("rmulti.eta.node.{node}")
+}
+
+impl Slot {
+    /// `eta_parked_by` of the node this slot belongs to.
+    pub fn eta_parked_by(&self) -> String {
+        let rest = self.held.strip_prefix("rmulti.held.").unwrap_or(&self.held);
+        let node = rest.rsplit_once('.').map_or(rest, |(node, _)| node);
+        eta_parked_by(node)
+    }
+}
+
 /// Pattern matching every held list of a node.
 pub fn held_pattern(node: &str) -> String {
     // The node name is literal text in a glob.
@@ -123,6 +138,11 @@ pub fn binding_member(routing_key: &str, queue: &str) -> String {
 
 pub fn result_key(task_id: &str) -> String {
     format!("celery-task-meta-{task_id}")
+}
+
+/// The lease on a node's name (`node::lease`).
+pub fn node_lease(node: &str) -> String {
+    format!("rmulti.node.{node}")
 }
 
 #[cfg(test)]

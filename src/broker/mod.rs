@@ -9,8 +9,11 @@ pub mod backend;
 pub mod connection;
 pub mod keys;
 pub mod lua;
+pub mod parked;
+pub mod piggyback;
 pub mod reserve;
 pub mod revoked;
+pub mod sentinel;
 pub mod sweep;
 pub mod url;
 

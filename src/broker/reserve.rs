@@ -140,7 +140,7 @@ impl Scripts {
     /// round trip per task on a busy queue.
     pub fn next(
         &self,
-        con: &mut Connection,
+        con: &mut dyn redis::ConnectionLike,
         slot: &Slot,
         queue_keys: &[String],
         how: &Reservations,

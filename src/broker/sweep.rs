@@ -15,13 +15,6 @@ use crate::protocol::pyjson;
 /// How long the mutex is held at most (kombu's value).
 const MUTEX_TTL_MS: u64 = 300_000;
 
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
 /// Restores every `unacked` entry older than `visibility_timeout` seconds.
 /// Returns how many messages went back to a queue (0 if another sweeper
 /// holds the mutex).
@@ -41,7 +34,7 @@ pub fn restore_expired(
         return Ok(0);
     }
     let result = restore_locked(con, visibility_timeout);
-    let _: i64 = redis::Script::new(RELEASE)
+    let _: i64 = super::lua::release_if_owner()
         .key(keys::UNACKED_MUTEX)
         .arg(&token)
         .invoke(con)?;

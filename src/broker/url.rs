@@ -9,6 +9,8 @@
 //!   `socket:///path/redis.sock[?virtual_host=N]` (Celery's result backend);
 //! - `unix:///path/redis.sock[?db=N][&password=P]` (redis-py's form).
 //!
+//! (`sentinel://` URLs are `sentinel`'s; `connection` sends them there.)
+//!
 //! And the masked form of any of them for banners, logs and errors: the
 //! password is always `**` (`redis://:**@127.0.0.1:6379/0`, as Celery prints it).
 
@@ -214,7 +216,7 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
     })
 }
 
-fn info(
+pub(crate) fn info(
     addr: ConnectionAddr,
     db: i64,
     username: Option<String>,
@@ -336,8 +338,13 @@ pub fn with_ssl_options(url: &str, options: &BTreeMap<String, String>) -> String
 }
 
 /// The URL with any password replaced by `**`, as Celery prints it
-/// (`redis://:**@127.0.0.1:6379/0`); a `password=` query value too.
+/// (`redis://:**@127.0.0.1:6379/0`); a `password=` (or `sentinel_password=`)
+/// query value too, and each entry of a `sentinel://` list.
 pub fn masked(url: &str) -> String {
+    // A sentinel URL is a `;` list of URLs, each with its own password.
+    if url.contains(';') && super::sentinel::is_sentinel(url) {
+        return url.split(';').map(masked).collect::<Vec<_>>().join(";");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -367,7 +374,7 @@ pub fn masked(url: &str) -> String {
     let query = query.map(|q| {
         q.split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k == "password" => format!("{k}=**"),
+                Some((k, _)) if k.ends_with("password") => format!("{k}=**"),
                 _ => pair.to_string(),
             })
             .collect::<Vec<_>>()

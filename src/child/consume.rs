@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use nix::sys::signal::Signal;
 
+use super::events;
 use super::in_hand::InHand;
 use super::report::{Report, Reporter};
 use super::run::{Outcome, Runner};
@@ -18,6 +19,8 @@ use super::triage::{triage, Plan, Refusal, Verdict};
 use super::{ChildSpec, Leave};
 use crate::broker::keys;
 use crate::broker::{BrokerError, Reserved};
+use crate::protocol::event::TaskEvent;
+use crate::protocol::pyrepr::python_str_repr;
 use crate::protocol::{ResultMeta, TaskMessage};
 use crate::signals;
 use crate::tasks::TaskSpec;
@@ -119,6 +122,9 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
                 failures = 0;
                 let handled = child.handle(&msg, conns, reporter);
                 let _ = reporter.flush();
+                if child.slot.events.full() {
+                    child.send_events(conns);
+                }
                 let e = match handled {
                     Ok(()) => None,
                     Err(Trouble::Leave(how)) => exit_now(how),
@@ -159,6 +165,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
             }
             Ok(None) if !reserve => {
                 let _ = reporter.flush();
+                child.send_events(conns);
                 if limit_reached && !leaving {
                     log_limit(spec, done);
                 }
@@ -168,6 +175,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
                 // Whatever a BLMOVE moved was not there to take (a sweep
                 // had requeued it): nothing holds a stop back any more.
                 moved_from = None;
+                child.send_events(conns);
                 if reporter.flush().is_err() {
                     return 1;
                 }
@@ -212,6 +220,14 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
 }
 
 impl Child<'_> {
+    /// Sends the buffered task events without waiting (see `events`); a
+    /// failed write keeps them for the next try.
+    fn send_events(&mut self, conns: &mut Conns) {
+        if let Err(e) = self.slot.events.flush(conns) {
+            tracing::warn!("Cannot send task events: {e}");
+        }
+    }
+
     /// Triages one message and carries the verdict out; what is left to do
     /// with it (store its result, ack) is the pending finish, done by the
     /// slot's next `next`.
@@ -228,7 +244,12 @@ impl Child<'_> {
                 id: task.id.clone(),
                 task: task.display_name().to_string(),
             });
+            // Celery sends only task-failed for an unregistered task.
+            if !matches!(verdict, Verdict::DeadLetter { .. }) {
+                self.slot.events.push(events::received(task));
+            }
         }
+        self.push_verdict_event(&verdict);
         let slot = &mut self.slot;
         match verdict {
             Verdict::DeadLetter {
@@ -299,9 +320,23 @@ impl Child<'_> {
         }
         // From here on the task runs: coming back, it is to be finished.
         slot.in_hand.to_ran();
-        match self.runner.run(task, spec, plan, &msg.raw) {
+        slot.events.push(TaskEvent::Started {
+            uuid: task.id.clone(),
+        });
+        // Out before the task runs: a long task shows STARTED at once.
+        if let Err(e) = slot.events.flush(conns) {
+            tracing::warn!("Cannot send task events: {e}");
+        }
+        let began = Instant::now();
+        let ran = self.runner.run(task, spec, plan, &msg.raw);
+        let slot = &mut self.slot;
+        match ran {
             Err(how) => return Err(Trouble::Leave(how)),
             Ok(Outcome::Requeue) => {
+                slot.events.push(TaskEvent::Rejected {
+                    uuid: task.id.clone(),
+                    requeue: true,
+                });
                 slot.requeue(conns, msg, task)?;
                 reporter.queue(&Report::Done);
             }
@@ -312,10 +347,34 @@ impl Child<'_> {
                         tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
                     }
                 }
+                slot.events
+                    .push(events::finished(task, result.as_deref(), began.elapsed()));
                 slot.finish_with(msg, task, result);
             }
         }
         Ok(())
+    }
+
+    /// The event of a verdict that does not run the task.
+    fn push_verdict_event(&mut self, verdict: &Verdict) {
+        let e = match verdict {
+            Verdict::Expired { task, .. } | Verdict::Revoked { task, .. } => TaskEvent::Revoked {
+                uuid: task.id.clone(),
+                terminated: false,
+                signum: None,
+                expired: matches!(verdict, Verdict::Expired { .. }),
+            },
+            Verdict::DeadLetter {
+                refusal: Refusal::Unregistered(task),
+                ..
+            } => TaskEvent::Failed {
+                uuid: task.id.clone(),
+                exception: format!("NotRegistered({})", python_str_repr(&task.task)),
+                traceback: None,
+            },
+            _ => return,
+        };
+        self.slot.events.push(e);
     }
 }
 

@@ -7,13 +7,15 @@
 //! - `in_hand`: how far this child got with the message it holds;
 //! - `slot`: the Redis side of this child's slot (held list, finish, ack, park);
 //! - `run`: running a task (builtin, exec, Python host) to an outcome;
-//! - `report`: the status pipe to the main process.
+//! - `report`: the status pipe to the main process;
+//! - `events`: task events (`-E`), sent without a round trip of their own.
 //!
 //! Dependencies point one way: `consume` → (`triage`, `slot`, `run`) →
 //! (`in_hand`, `report`).
 
 pub mod boot;
 pub mod consume;
+pub mod events;
 pub mod in_hand;
 pub mod report;
 pub mod run;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::events::TaskEvents;
 use super::in_hand::InHand;
 use super::report::{Report, Reporter};
 use super::ChildSpec;
@@ -23,6 +24,8 @@ use crate::protocol::{pyjson, ResultMeta, TaskMessage};
 
 /// How long a finished task's result is retried across reconnects.
 const STORE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a finish waits for replicas (`wait_replicas`).
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Slot<'a> {
     spec: &'a ChildSpec,
@@ -36,6 +39,8 @@ pub struct Slot<'a> {
     promoted_at: Option<Instant>,
     /// The message in hand and how far this child got with it.
     pub in_hand: InHand,
+    /// Task events; their on/off flag is read with each reservation.
+    pub events: TaskEvents,
 }
 
 impl<'a> Slot<'a> {
@@ -68,6 +73,7 @@ impl<'a> Slot<'a> {
             how,
             promoted_at: None,
             in_hand: InHand::Free,
+            events: TaskEvents::new(&spec.node, &app.broker_url),
         }
     }
 
@@ -107,15 +113,19 @@ impl<'a> Slot<'a> {
             (true, false) => Then::Reserve,
             (true, true) => Then::PromoteAndReserve,
         };
-        let reply = conns.broker().and_then(|con| {
-            self.scripts.next(
-                con,
+        // The events flag rides in the same write (see `events`).
+        let probe = self.events.probe();
+        let reply = conns.piggyback(Some(&probe)).and_then(|mut con| {
+            let reply = self.scripts.next(
+                &mut con,
                 &self.keys,
                 &self.queue_keys,
                 &self.how,
                 self.in_hand.finish(),
                 then,
-            )
+            );
+            self.events.learn(con.probe_reply.as_ref());
+            reply
         });
         match reply {
             Ok(reserved) => {
@@ -125,6 +135,7 @@ impl<'a> Slot<'a> {
                 if self.in_hand.finishing() {
                     self.in_hand = InHand::Free;
                     reporter.queue(&Report::Done);
+                    self.wait_replicas(conns);
                 }
                 Ok(reserved)
             }
@@ -139,6 +150,31 @@ impl<'a> Slot<'a> {
                 Err(e)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// With `wait_replicas`, waits (at most `REPLICA_WAIT`) until that many
+    /// replicas have this connection's writes: the finish just made (result,
+    /// ack) then survives a failover. Fewer in time is logged, not an error:
+    /// the outcome is stored on the master either way.
+    fn wait_replicas(&self, conns: &mut Connections) {
+        let Some(want) = self.spec.app.wait_replicas.filter(|n| *n > 0) else {
+            return;
+        };
+        let waited = conns.broker().and_then(|con| {
+            redis::cmd("WAIT")
+                .arg(want)
+                .arg(REPLICA_WAIT.as_millis() as u64)
+                .query::<usize>(con)
+                .map_err(BrokerError::from)
+        });
+        match waited {
+            Ok(got) if got < want => tracing::warn!(
+                "Only {got} of {want} replicas confirmed the last finish within {:?}",
+                REPLICA_WAIT
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("Cannot WAIT for replicas: {e}"),
         }
     }
 
@@ -239,7 +275,12 @@ impl<'a> Slot<'a> {
         Ok(())
     }
 
-    /// Puts `msg` back at the tail of its queue (Reject with requeue).
+    /// Puts `msg` back at the tail of its queue (Reject with requeue),
+    /// marked redelivered as kombu's restore marks it: a task can tell the
+    /// second delivery from the first. At the tail, every message queued
+    /// meanwhile runs before it comes back, so a task that always rejects
+    /// delays the others by one reservation each time round, never holds
+    /// the child (a stop is seen between two deliveries).
     pub fn requeue(
         &mut self,
         conns: &mut Connections,
@@ -247,12 +288,18 @@ impl<'a> Slot<'a> {
         task: &TaskMessage,
     ) -> Result<(), BrokerError> {
         let queue_key = self.queue_key(msg, task);
+        // Marked redelivered, as kombu's requeue does: a task that rejects
+        // only its first delivery must see the second as one.
+        let marked = serde_json::from_str::<serde_json::Value>(&msg.raw)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .map_or_else(|| msg.raw.clone(), crate::protocol::envelope::redelivered);
         self.scripts.restore(
             conns.broker()?,
             &self.keys,
             task.delivery_tag.as_deref(),
             &queue_key,
-            &msg.raw,
+            &marked,
             true,
         )?;
         self.in_hand = InHand::Free;

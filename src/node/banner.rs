@@ -37,7 +37,11 @@ pub fn banner(cfg: &NodeConfig) -> String {
     out.push_str(&format!(
         "- *** --- * --- .> concurrency: {concurrency} (prefork)\n"
     ));
-    out.push_str("-- ******* ---- .> task events: OFF (rmulti sends no events yet)\n");
+    out.push_str(if cfg.args.task_events || cfg.app.worker_send_task_events {
+        "-- ******* ---- .> task events: ON\n"
+    } else {
+        "-- ******* ---- .> task events: OFF (enable -E to monitor tasks in this worker)\n"
+    });
     out.push_str("--- ***** -----\n");
     out.push_str(" -------------- [queues]\n");
     for q in &cfg.queues {

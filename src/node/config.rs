@@ -96,6 +96,9 @@ impl NodeConfig {
                 ));
             }
         }
+        // What a Python host's worker object says as `concurrency` (host.py).
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("RMULTI_CONCURRENCY", concurrency.to_string());
         let pidfile = args
             .pidfile
             .as_deref()
@@ -295,6 +298,12 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
             || app.python.as_ref().is_some_and(|p| p.module != name)
         {
             conf.insert("result_backend".into(), app.result_backend.clone().into());
+        }
+        // Celery takes the Sentinel options from its own transport options.
+        for key in ["broker_url", "result_backend"] {
+            if let Some(serde_json::Value::String(url)) = conf.get_mut(key) {
+                *url = crate::broker::sentinel::for_celery(url);
+            }
         }
         if let Some(p) = app.python.as_mut() {
             p.conf = conf;

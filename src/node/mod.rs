@@ -9,6 +9,7 @@ pub mod connecting;
 pub mod control;
 pub mod detach;
 pub mod identity;
+pub mod lease;
 pub mod names;
 pub mod notify;
 pub mod pidfile;

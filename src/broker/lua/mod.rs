@@ -1,5 +1,5 @@
-//! The Lua scripts of a slot (`*.lua` beside this file) and one argument type
-//! per script. Each script names its KEYS and ARGV at its top; the type's
+//! The Lua scripts (`*.lua` beside this file: a slot's, the revoked set's,
+//! the lock and lease helpers) and one argument type per script. Each script names its KEYS and ARGV at its top; the type's
 //! `invocation` is the one place that builds them, in that order, so no call
 //! site assembles a script's arguments by position.
 
@@ -28,6 +28,17 @@ pub fn next() -> Script {
         "{STORE_RESULT_FN}{SLOT}{}",
         include_str!("next.lua")
     ))
+}
+
+/// Deletes a lock or lease only while it holds the caller's token (the
+/// sweep's `unacked_mutex`, a node's name lease).
+pub fn release_if_owner() -> Script {
+    Script::new(include_str!("release_if_owner.lua"))
+}
+
+/// Renews or takes over a lease only while it holds the expected value.
+pub fn swap_if_owner() -> Script {
+    Script::new(include_str!("swap_if_owner.lua"))
 }
 
 /// The revoked set's scripts (`broker::revoked`).
@@ -202,6 +213,7 @@ impl ParkArgs<'_> {
         let mut inv = on_slot(script, self.slot);
         inv.key(keys::ETA_INDEX)
             .key(keys::ETA_MESSAGES)
+            .key(self.slot.eta_parked_by())
             .arg(self.tag)
             .arg(format!("{:.6}", self.due))
             .arg(self.queue_key)

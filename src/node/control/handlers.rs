@@ -62,7 +62,8 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
                 .collect(),
         )),
         // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
-        "reserved" | "dump_reserved" | "scheduled" | "dump_schedule" => reply(json!([])),
+        "reserved" | "dump_reserved" => reply(json!([])),
+        "scheduled" | "dump_schedule" => reply(Value::Array(v.scheduled.clone())),
         "registered" | "dump_tasks" => {
             let mut names: Vec<&str> = v.app.tasks.names().collect();
             names.sort_unstable();
@@ -344,6 +345,34 @@ fn request_info(
     })
 }
 
+/// One `inspect scheduled` entry for a parked message, as Celery lists a
+/// message it holds for its ETA (`priority` is Celery's timer priority, 6).
+pub fn scheduled_entry(node: &str, raw: &str) -> Option<Value> {
+    let task = crate::protocol::TaskMessage::decode(raw).ok()?;
+    let d = &task.delivery_info;
+    Some(json!({
+        "eta": task.eta.map(crate::protocol::time::format_isoformat),
+        "priority": 6,
+        "request": {
+            "id": task.id,
+            "name": task.task,
+            "args": task.args,
+            "kwargs": task.kwargs,
+            "type": task.task,
+            "hostname": node,
+            "time_start": null,
+            "acknowledged": false,
+            "delivery_info": {
+                "exchange": d.exchange,
+                "routing_key": d.routing_key,
+                "priority": d.priority,
+                "redelivered": d.redelivered,
+            },
+            "worker_pid": null,
+        },
+    }))
+}
+
 fn query_task(args: &Map<String, Value>, v: &NodeView) -> Value {
     let ids: Vec<&str> = match args.get("ids") {
         Some(Value::String(s)) => vec![s.as_str()],
@@ -549,6 +578,7 @@ mod tests {
             task_events: false,
             revoked: vec!["r1".into()],
             rusage: Value::Null,
+            scheduled: Vec::new(),
         }
     }
 
@@ -682,5 +712,13 @@ mod tests {
         assert_eq!(signal_arg(Some(&json!(9))), Signal::SIGKILL);
         assert_eq!(signal_arg(Some(&json!([1]))), Signal::SIGTERM);
         assert_eq!(signal_arg(None), Signal::SIGTERM);
+    }
+
+    #[test]
+    fn a_parked_message_is_listed_as_celery_lists_a_scheduled_one() {
+        let msg = crate::protocol::test_fixture("task-v2-eta.json");
+        let reply = crate::protocol::test_fixture("pidbox-reply-scheduled.json");
+        let entry = scheduled_entry("w1@vm", msg["raw"].as_str().unwrap()).unwrap();
+        assert_eq!(entry, reply["decoded"]["body"]["w1@vm"][0]);
     }
 }

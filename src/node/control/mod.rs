@@ -14,7 +14,7 @@ pub mod handlers;
 pub mod listener;
 pub mod revoke;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,8 @@ pub struct NodeView {
     pub revoked: Vec<String>,
     /// `getrusage(RUSAGE_SELF)` as Celery's `stats` shows it.
     pub rusage: Value,
+    /// `inspect scheduled`: the ETA messages this node parked (filled on demand).
+    pub scheduled: Vec<Value>,
 }
 
 /// What the supervisor must do for a request.
@@ -106,7 +108,7 @@ pub struct Control {
     processed: u64,
     task_events: bool,
     /// Children killed by a terminate: their task is REVOKED, not lost.
-    terminated: HashSet<i32>,
+    terminated: HashMap<i32, i32>,
     heartbeats: bool,
     next_heartbeat: Instant,
     online: bool,
@@ -133,7 +135,7 @@ impl Control {
             totals: BTreeMap::new(),
             processed: 0,
             task_events,
-            terminated: HashSet::new(),
+            terminated: HashMap::new(),
             heartbeats,
             next_heartbeat: Instant::now(),
             online: false,
@@ -160,9 +162,22 @@ impl Control {
         }
     }
 
-    /// Whether the child `pid` was killed by a terminate.
-    pub fn was_terminated(&mut self, pid: i32) -> bool {
-        self.terminated.remove(&pid)
+    /// Whether the child `pid` was killed by a terminate; if so, and task
+    /// events are on, `task-revoked` (terminated) for the task it ran.
+    pub fn was_terminated(&mut self, pid: i32, task_id: Option<&str>) -> bool {
+        let Some(signum) = self.terminated.remove(&pid) else {
+            return false;
+        };
+        if let (Some(id), true) = (task_id, self.task_events) {
+            let e = event::Event::task(event::TaskEvent::Revoked {
+                uuid: id.to_string(),
+                terminated: true,
+                signum: Some(signum),
+                expired: false,
+            });
+            self.publish_event(e);
+        }
+        true
     }
 
     /// The node is ready: subscribe, announce it (`worker-online`), and
@@ -253,6 +268,24 @@ impl Control {
                 }
             }
         }
+        if matches!(method, "scheduled" | "dump_schedule") {
+            match self
+                .conns
+                .broker()
+                .and_then(|c| broker::parked::parked_by(c, &self.node))
+            {
+                Ok(parked) => {
+                    v.scheduled = parked
+                        .iter()
+                        .filter_map(|p| handlers::scheduled_entry(&self.node, &p.raw))
+                        .collect()
+                }
+                Err(e) => {
+                    tracing::error!("Cannot read the parked ETA messages: {e}");
+                    self.conns.reset();
+                }
+            }
+        }
         if method == "stats" {
             v.rusage = handlers::rusage();
         }
@@ -264,8 +297,8 @@ impl Control {
         for action in outcome.actions {
             match action {
                 Action::Node(a) => {
-                    if let NodeAction::Terminate { pid, .. } = &a {
-                        self.terminated.insert(*pid);
+                    if let NodeAction::Terminate { pid, signal } = &a {
+                        self.terminated.insert(*pid, *signal as i32);
                     }
                     out.push(a);
                 }

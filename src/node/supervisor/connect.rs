@@ -1,6 +1,8 @@
 //! The `Connecting` phase: the first connection to Redis before the pool
 //! forks, attempted when `node::connecting` says it is due; a failure that
-//! cannot pass (a refused password, a TLS handshake) fails the start.
+//! cannot pass (a refused password, a TLS handshake) fails the start. The
+//! node's name is leased (`node::lease`) before its held lists are recovered:
+//! a second live node of that name is refused (exit 73).
 
 use super::{Phase, Supervisor};
 use crate::broker::{self, BrokerError};
@@ -14,6 +16,8 @@ impl Supervisor {
         let shown = broker::url::masked(&self.cfg.app.broker_url);
         if self.connecting.due() {
             match self.connect() {
+                // The name is taken: the start was refused.
+                Ok(()) if self.phase == Phase::Cold => return,
                 Ok(()) => {
                     tracing::info!("Connected to {shown}");
                     self.connected = true;
@@ -54,6 +58,14 @@ impl Supervisor {
         if let Err(e) = declared {
             self.recovery.reset();
             return Err(e);
+        }
+        // The name first: another live node's held lists are not ours.
+        if let Some(why) = self.lease.acquire(self.recovery.broker()?)? {
+            tracing::error!("{why}");
+            self.notifier.fail(exit::CANTCREAT, &why);
+            self.exit_code = exit::CANTCREAT;
+            self.phase = Phase::Cold;
+            return Ok(());
         }
         match self.recovery.recover_node(&self.cfg.node) {
             Ok(0) => {}

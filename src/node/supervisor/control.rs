@@ -20,7 +20,7 @@ impl Supervisor {
         Control::new(
             &cfg.app,
             &cfg.node,
-            cfg.args.task_events,
+            cfg.args.task_events || cfg.app.worker_send_task_events,
             !cfg.args.without_heartbeat,
         )
     }
@@ -117,5 +117,6 @@ fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) ->
         task_events: false,
         revoked: Vec::new(),
         rusage: serde_json::Value::Null,
+        scheduled: Vec::new(),
     }
 }

@@ -16,6 +16,7 @@ mod control;
 mod exit_kind;
 mod service;
 mod signals;
+mod template;
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -78,6 +79,10 @@ pub struct Supervisor {
     hooks: service::Hooks,
     /// Remote control, worker events, revokes (`node::control`).
     control: crate::node::control::Control,
+    /// The lease on this node's name (`node::lease`).
+    lease: super::lease::Lease,
+    /// The Python template the hosts fork from (`template.rs`).
+    template: template::TemplateSlot,
 }
 
 /// Blocks our signals for a turn's work: its Redis calls (a lost task's
@@ -99,6 +104,7 @@ impl Supervisor {
     ) -> Supervisor {
         let target = cfg.concurrency;
         let control = Self::new_control(&cfg);
+        let lease = super::lease::Lease::new(&cfg.node);
         // Orphans of a dead child's task come to us instead of init, so
         // `kill_strays` can find them.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory effects.
@@ -125,6 +131,8 @@ impl Supervisor {
             connected: false,
             boot_failures: 0,
             control,
+            lease,
+            template: template::TemplateSlot::default(),
         }
     }
 
@@ -135,6 +143,8 @@ impl Supervisor {
                 self.connect_when_due();
             }
             if matches!(self.phase, Phase::Starting | Phase::Running) {
+                // Before the children: they find it in the environment.
+                self.keep_template();
                 self.spawn_missing();
             }
             if matches!(self.phase, Phase::Warm | Phase::Cold) && self.children.is_empty() {
@@ -160,6 +170,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
+        self.stop_template();
         self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {
@@ -170,6 +181,7 @@ impl Supervisor {
                 "Restored {restored} message(s) held by this node's children to their queues"
             );
         }
+        self.lease.release(|| self.recovery.broker());
         // The launcher still waits: it was neither told ready nor failed.
         if self.notifier.is_detached() {
             self.notifier
@@ -228,6 +240,9 @@ impl Supervisor {
     }
 
     fn sweep_when_due(&mut self) {
+        if self.phase != Phase::Connecting {
+            self.lease.renew_when_due(|| self.recovery.broker());
+        }
         if self.phase == Phase::Running && Instant::now() >= self.next_sweep {
             self.next_sweep = Instant::now() + SWEEP_INTERVAL;
             self.recovery.sweep(self.cfg.app.visibility_timeout);

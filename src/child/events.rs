@@ -1,0 +1,227 @@
+//! Task events from the child that runs the task (wire.md §7): received,
+//! started, succeeded, failed, retried, revoked, rejected.
+//!
+//! Whether to send them is the node's flag `rmulti.events.<node>` (`-E`,
+//! `enable_events`, `disable_events`), read with a `GET` carried in the same
+//! write as every reservation (`probe`), so a switch reaches the children at
+//! their next task without a round trip of its own.
+//!
+//! Events are buffered and sent as one Celery `task.multi` batch with
+//! `Connections::send_later` (written now, the reply read with the next
+//! reservation's): right before a task runs (so a long task shows STARTED at
+//! once, with the previous task's outcome in the same message), and before
+//! the child waits idle or leaves. One PUBLISH per task, no round trip.
+
+use std::time::Duration;
+
+use crate::broker::{keys, BrokerError, Connections};
+use crate::protocol::event::{self, Event, Publish, Sender, Stamped, TaskEvent};
+use crate::protocol::pyrepr::saferepr;
+use crate::protocol::time::format_isoformat;
+use crate::protocol::{ExceptionInfo, State, TaskMessage};
+
+/// Celery's `resultrepr_maxsize`.
+const RESULT_REPR_MAX: usize = 1024;
+/// Celery flushes its task event buffer at this size.
+const BATCH_MAX: usize = 24;
+
+pub struct TaskEvents {
+    key: String,
+    on: bool,
+    sender: Sender,
+    db: i64,
+    clock: u64,
+    buffer: Vec<Stamped>,
+}
+
+impl TaskEvents {
+    pub fn new(node: &str, broker_url: &str) -> TaskEvents {
+        TaskEvents {
+            key: keys::task_events(node),
+            on: false,
+            sender: Sender {
+                hostname: node.to_string(),
+                utcoffset: event::utcoffset_hours(),
+                // The node's pid, as a Python worker's events carry its main pid.
+                pid: std::os::unix::process::parent_id(),
+            },
+            db: crate::broker::url::parse(broker_url)
+                .map(|t| t.db())
+                .unwrap_or(0),
+            clock: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The command that reads the node's flag, carried with a reservation.
+    pub fn probe(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(&self.key);
+        cmd
+    }
+
+    /// Takes the probe's reply: on when the flag is `1`.
+    pub fn learn(&mut self, reply: Option<&redis::Value>) {
+        if let Some(reply) = reply {
+            self.on = matches!(reply, redis::Value::BulkString(b) if b == b"1");
+        }
+    }
+
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Buffers `e` when events are on.
+    pub fn push(&mut self, e: TaskEvent) {
+        if !self.on {
+            return;
+        }
+        self.clock += 1;
+        self.buffer.push(Stamped {
+            event: Event::task(e),
+            clock: self.clock,
+            timestamp: crate::broker::reserve::now_secs(),
+        });
+    }
+
+    /// Whether the buffer should go out now whatever comes next.
+    pub fn full(&self) -> bool {
+        self.buffer.len() >= BATCH_MAX
+    }
+
+    /// Sends the buffer as one `task.multi` message, without waiting for
+    /// the reply. Kept for the next flush when the write fails.
+    pub fn flush(&mut self, conns: &mut Connections) -> Result<(), BrokerError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let tag = uuid::Uuid::new_v4().to_string();
+        let publish = Publish::batch(&self.sender, &self.buffer, self.db, &tag);
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&publish.channel).arg(&publish.payload);
+        conns.send_later(&cmd)?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
+/// `task-received` for `task`.
+pub fn received(task: &TaskMessage) -> TaskEvent {
+    TaskEvent::Received {
+        uuid: task.id.clone(),
+        name: task.display_name().to_string(),
+        args: task.argsrepr.clone(),
+        kwargs: task.kwargsrepr.clone(),
+        root_id: task.root_id.clone(),
+        parent_id: task.parent_id.clone(),
+        retries: u64::from(task.retries),
+        eta: task.eta.map(format_isoformat),
+        expires: task.expires.map(format_isoformat),
+    }
+}
+
+/// The event of a task that ran, from the result meta it stores (`None`
+/// when its result is ignored: then it counts as succeeded with `None`).
+pub fn finished(task: &TaskMessage, meta_json: Option<&str>, runtime: Duration) -> TaskEvent {
+    let uuid = task.id.clone();
+    let meta: serde_json::Value = meta_json
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let result = &meta["result"];
+    let traceback = meta["traceback"].as_str().map(str::to_string);
+    let exception =
+        || ExceptionInfo::from_value(result).map_or_else(|| saferepr(result, None), |e| e.repr());
+    match meta["status"].as_str().and_then(State::parse) {
+        Some(State::Failure) => TaskEvent::Failed {
+            uuid,
+            exception: exception(),
+            traceback: Some(traceback.unwrap_or_default()),
+        },
+        Some(State::Retry) => TaskEvent::Retried {
+            uuid,
+            exception: exception(),
+            traceback: traceback.unwrap_or_default(),
+        },
+        Some(State::Revoked) => TaskEvent::Revoked {
+            uuid,
+            terminated: false,
+            signum: None,
+            expired: false,
+        },
+        _ => TaskEvent::Succeeded {
+            uuid,
+            result: if meta.is_null() {
+                "None".into()
+            } else {
+                saferepr(result, Some(RESULT_REPR_MAX))
+            },
+            runtime: runtime.as_secs_f64(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> TaskMessage {
+        let raw = crate::protocol::NewTask {
+            task: "proj.add".into(),
+            id: "t1".into(),
+            args: vec![2.into(), 3.into()],
+            queue: "celery".into(),
+            ..Default::default()
+        }
+        .encode();
+        TaskMessage::decode(&raw).unwrap()
+    }
+
+    #[test]
+    fn a_success_carries_the_result_repr_and_runtime() {
+        let t = task();
+        let meta = crate::protocol::ResultMeta::success(&t, "hi".into(), chrono::Utc::now());
+        let e = finished(&t, Some(&meta.to_json()), Duration::from_millis(1500));
+        assert_eq!(
+            e,
+            TaskEvent::Succeeded {
+                uuid: t.id.clone(),
+                result: "'hi'".into(),
+                runtime: 1.5
+            }
+        );
+    }
+
+    #[test]
+    fn a_failure_carries_the_exception_repr_and_traceback() {
+        let t = task();
+        let exc = ExceptionInfo::builtin("ValueError", "boom");
+        let meta = crate::protocol::ResultMeta::failure(
+            &t,
+            exc,
+            Some("Traceback ...".into()),
+            chrono::Utc::now(),
+        );
+        let e = finished(&t, Some(&meta.to_json()), Duration::ZERO);
+        assert_eq!(
+            e,
+            TaskEvent::Failed {
+                uuid: t.id.clone(),
+                exception: "ValueError('boom')".into(),
+                traceback: Some("Traceback ...".into())
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_is_buffered_while_events_are_off() {
+        let mut ev = TaskEvents::new("w1@h", "redis://localhost/3");
+        ev.push(TaskEvent::Started { uuid: "u".into() });
+        assert!(ev.buffer.is_empty());
+        ev.learn(Some(&redis::Value::BulkString(b"1".to_vec())));
+        ev.push(TaskEvent::Started { uuid: "u".into() });
+        assert_eq!(ev.buffer.len(), 1);
+        assert_eq!(ev.db, 3);
+        ev.learn(Some(&redis::Value::Nil));
+        assert!(!ev.on());
+    }
+}
