@@ -265,7 +265,7 @@ def render(B, res, pyres, ceiling_ops, args, meta):
         out.append("")
         note = ("Runs: samples per system (one drain or cycle a round; latency pools %d round trips "
                 "a round; memory pools the children; the MONITOR drain of %d tasks runs in the first "
-                "round). Targets are issue 5's, on the ratio; for the ceiling, on rmulti's share: its "
+                "round). Targets are issues 5 and 15's, on the ratio; for the ceiling, on rmulti's share: its "
                 "drain rate ÷ its ceiling (the median redis-benchmark ops/s ÷ its round trips per task)." % (
                     args.n_lat, args.n_monitor))
         if args.n_big:
