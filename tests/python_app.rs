@@ -363,7 +363,7 @@ fn ignore_reject_and_custom_states() {
         "{log}"
     );
 
-    // Reject(requeue=False): acked and gone, no result.
+    // Reject(requeue=False): acked and gone, a FAILURE stored (Celery 5.7).
     let marker = node.dir.join("rejected-drop");
     let id = node.send("rejected", json!([false, marker.to_string_lossy()]));
     assert!(wait_until(WAIT, || marker.exists()));
@@ -371,7 +371,9 @@ fn ignore_reject_and_custom_states() {
         node.redis.cmd(&["LLEN", "celery"]).int() == 0
             && node.redis.cmd(&["HLEN", "unacked"]).int() == 0
     }));
-    assert!(node.redis.result(&id).is_none());
+    let meta = node.result(&id);
+    assert_eq!(meta["status"], "FAILURE", "{meta}");
+    assert_eq!(meta["result"]["exc_type"], "Reject", "{meta}");
 
     // update_state: a custom state with its meta, published as it happens.
     let id = node.send("progress", json!([3]));

@@ -99,3 +99,54 @@ fn a_sentinel_url_without_master_name_is_a_configuration_error() {
     )
     .is_none()));
 }
+
+#[test]
+fn wait_replicas_makes_each_finish_wait_for_the_replica() {
+    let group = SentinelGroup::start();
+    let work = work_dir();
+    write_sentinel_app(work.path(), &group, "", "wait_replicas = 1");
+    let mut guard = NodeGuard::new(work.path(), &["w1.pid"]);
+    let mut args = worker_args(&["-c", "2"]);
+    args.push("--detach".into());
+    Rmulti::in_dir(work.path()).args(&args).run().success();
+    guard.remember();
+
+    let ids: Vec<String> = (0..10)
+        .map(|i| publish_on(group.master.port, "proj.tasks.add", json!([i, 2])))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let meta =
+            wait_for(STARTUP_TIMEOUT, || result_on(group.master.port, id)).unwrap_or_else(|| {
+                panic!(
+                    "no result for task {i}:\n{}",
+                    read_log(work.path().join("w1.log"))
+                )
+            });
+        assert_eq!(meta["result"], json!(i + 2));
+    }
+    // Every finish (result + ack) waited for the replica: WAIT ran once per
+    // task on the master, and no finish timed out short of a replica.
+    let waits = wait_for(Duration::from_secs(5), || {
+        wait_calls(&group.master).filter(|n| *n >= ids.len())
+    });
+    assert!(
+        waits.is_some(),
+        "WAIT calls on the master: {:?}",
+        wait_calls(&group.master)
+    );
+    let logs = format!(
+        "{}{}",
+        read_log(work.path().join("w1-1.log")),
+        read_log(work.path().join("w1-2.log"))
+    );
+    assert!(!logs.contains("replicas confirmed"), "{logs}");
+}
+
+/// How many WAIT commands the server ran (INFO commandstats).
+fn wait_calls(p: &Proc) -> Option<usize> {
+    let mut c = RedisConn::connect(p.port, 0).ok()?;
+    let info = c.cmd_bytes(&[b"INFO", b"commandstats"]).ok()?.text()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:"))
+        .and_then(|v| v.split(',').next()?.strip_prefix("calls=")?.parse().ok())
+}

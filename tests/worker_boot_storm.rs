@@ -90,10 +90,13 @@ fn children_killed_at_boot_again_and_again_stop_the_node() {
     assert!(!dir.join("w1.pid").exists());
 }
 
-/// The realistic case: new code deployed under a running node no longer
-/// imports. A child recycled by `--max-tasks-per-child` starts a Python host
+/// New code deployed under a running node no longer imports, and the
+/// node's Python template (which loaded the old code) dies. A child
+/// recycled by `--max-tasks-per-child` then starts a Python host of its own
 /// that fails (a `fatal` report each time), so the node stops with the
-/// import error instead of booting Python again and again.
+/// import error instead of booting Python again and again. (While the
+/// template lives, recycled children fork from it and keep the loaded code,
+/// as a Celery pool's do.)
 #[test]
 fn a_python_app_that_no_longer_imports_stops_the_node_with_the_import_error() {
     let redis = RedisServer::start();
@@ -143,6 +146,18 @@ fn a_python_app_that_no_longer_imports_stops_the_node_with_the_import_error() {
     guard.remember();
 
     dir.write("BROKEN", "");
+    let main: i32 = dir.read("w1.pid").trim().parse().expect("pid in w1.pid");
+    let template = children_of(main)
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.starts_with("python"))
+        })
+        .expect("the node's Python template");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(template),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     let id = publish_task(&redis, "celery", "stormy.add", "[1, 2]");
     let meta = redis
         .wait_result(&id, Duration::from_secs(20))

@@ -359,6 +359,7 @@ fn task_spec(raw: RawTask) -> Result<TaskSpec, String> {
     Ok(TaskSpec {
         executor,
         acks_late: raw.acks_late,
+        reject_on_worker_lost: None,
         time_limit: limit(raw.time_limit, "time_limit")?,
         soft_time_limit: limit(raw.soft_time_limit, "soft_time_limit")?,
         ignore_result: raw.ignore_result.unwrap_or(false),

@@ -40,6 +40,9 @@ pub struct AppConfig {
     pub worker_concurrency: Option<usize>,
     /// `broker_transport_options.visibility_timeout`, seconds.
     pub visibility_timeout: u64,
+    /// `broker_transport_options.wait_replicas` (rmulti's own): replicas a
+    /// finish waits for (`WAIT`), none by default.
+    pub wait_replicas: Option<usize>,
     /// `broker_transport_options.master_name` / `.sentinel_kwargs` and the
     /// same of `result_backend_transport_options`: Redis Sentinel, folded
     /// into the URLs (`fold_sentinel_options`).

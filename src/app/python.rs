@@ -58,6 +58,7 @@ impl AppConfig {
                 TaskSpec {
                     executor: Executor::Python,
                     acks_late: info.acks_late,
+                    reject_on_worker_lost: info.reject_on_worker_lost,
                     time_limit: limit(info.time_limit),
                     soft_time_limit: limit(info.soft_time_limit),
                     ignore_result: info.ignore_result,

@@ -104,6 +104,17 @@ pub static SETTINGS: &[Setting] = &[
         ..Setting::TOP
     }
     .field(|a| &a.visibility_timeout, |a| &mut a.visibility_timeout),
+    // rmulti's own: after each finish (result stored, message acked), `WAIT`
+    // until this many replicas have the writes (at most 1 s), so a Sentinel
+    // failover cannot forget a finished task's outcome. None: no WAIT.
+    Setting {
+        name: "wait_replicas",
+        section: Some("broker_transport_options"),
+        kind: Kind::Count,
+        to_host: false,
+        ..Setting::TOP
+    }
+    .field(|a| &a.wait_replicas, |a| &mut a.wait_replicas),
     // Redis Sentinel (kombu's `sentinel://`): folded into the URLs' query
     // once settled (`AppConfig::fold_sentinel_options`). Not after `--`
     // (Celery's command line has no tables) and not handed to the hosts,

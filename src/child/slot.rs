@@ -24,6 +24,8 @@ use crate::protocol::{pyjson, ResultMeta, TaskMessage};
 
 /// How long a finished task's result is retried across reconnects.
 const STORE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a finish waits for replicas (`wait_replicas`).
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Slot<'a> {
     spec: &'a ChildSpec,
@@ -133,6 +135,7 @@ impl<'a> Slot<'a> {
                 if self.in_hand.finishing() {
                     self.in_hand = InHand::Free;
                     reporter.queue(&Report::Done);
+                    self.wait_replicas(conns);
                 }
                 Ok(reserved)
             }
@@ -147,6 +150,31 @@ impl<'a> Slot<'a> {
                 Err(e)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// With `wait_replicas`, waits (at most `REPLICA_WAIT`) until that many
+    /// replicas have this connection's writes: the finish just made (result,
+    /// ack) then survives a failover. Fewer in time is logged, not an error:
+    /// the outcome is stored on the master either way.
+    fn wait_replicas(&self, conns: &mut Connections) {
+        let Some(want) = self.spec.app.wait_replicas.filter(|n| *n > 0) else {
+            return;
+        };
+        let waited = conns.broker().and_then(|con| {
+            redis::cmd("WAIT")
+                .arg(want)
+                .arg(REPLICA_WAIT.as_millis() as u64)
+                .query::<usize>(con)
+                .map_err(BrokerError::from)
+        });
+        match waited {
+            Ok(got) if got < want => tracing::warn!(
+                "Only {got} of {want} replicas confirmed the last finish within {:?}",
+                REPLICA_WAIT
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("Cannot WAIT for replicas: {e}"),
         }
     }
 
@@ -247,7 +275,12 @@ impl<'a> Slot<'a> {
         Ok(())
     }
 
-    /// Puts `msg` back at the tail of its queue (Reject with requeue).
+    /// Puts `msg` back at the tail of its queue (Reject with requeue),
+    /// marked redelivered as kombu's restore marks it: a task can tell the
+    /// second delivery from the first. At the tail, every message queued
+    /// meanwhile runs before it comes back, so a task that always rejects
+    /// delays the others by one reservation each time round, never holds
+    /// the child (a stop is seen between two deliveries).
     pub fn requeue(
         &mut self,
         conns: &mut Connections,

@@ -224,7 +224,9 @@ fn plan(
             task: task.display_name().to_string(),
             time_limit,
             acks_late,
-            reject_on_worker_lost: app.task_reject_on_worker_lost,
+            reject_on_worker_lost: spec
+                .reject_on_worker_lost
+                .unwrap_or(app.task_reject_on_worker_lost),
             ignore_result,
             group: task.group.clone(),
             parent_id: task.parent_id.clone(),

@@ -96,6 +96,9 @@ impl NodeConfig {
                 ));
             }
         }
+        // What a Python host's worker object says as `concurrency` (host.py).
+        // Single-threaded here: nothing else reads the environment yet.
+        std::env::set_var("RMULTI_CONCURRENCY", concurrency.to_string());
         let pidfile = args
             .pidfile
             .as_deref()

@@ -36,6 +36,8 @@ pub enum Executor {
 pub struct TaskSpec {
     pub executor: Executor,
     pub acks_late: Option<bool>,
+    /// The task's own `reject_on_worker_lost` (Python apps); `None` = the app's.
+    pub reject_on_worker_lost: Option<bool>,
     pub time_limit: Option<f64>,
     pub soft_time_limit: Option<f64>,
     pub ignore_result: bool,
@@ -46,6 +48,7 @@ impl TaskSpec {
         TaskSpec {
             executor,
             acks_late: None,
+            reject_on_worker_lost: None,
             time_limit: None,
             soft_time_limit: None,
             ignore_result: false,

@@ -11,10 +11,21 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 from django.conf import settings
 
 UTC_PLUS_8 = timezone(timedelta(hours=8))
+
+# How many times worker_process_init ran in this process: once per pool
+# process (a Celery pool child, an rmulti host).
+process_inits = 0
+
+
+@worker_process_init.connect
+def count_process_init(**kwargs):
+    global process_inits
+    process_inits += 1
 
 
 @shared_task
@@ -88,3 +99,37 @@ def die(how="exit"):
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(1)
+
+
+@shared_task
+def process_info():
+    """The process running tasks, and how often it was initialised."""
+    return {"pid": os.getpid(), "process_inits": process_inits}
+
+
+@shared_task
+def db_connection_state():
+    """Whether a database connection was open when the task started (with
+    CONN_MAX_AGE = 0 Celery's Django fix-up closes it around every task),
+    then uses the database."""
+    from django.db import connection
+
+    from .models import Calculation
+
+    open_at_start = connection.connection is not None
+    Calculation.objects.count()
+    return {"open_at_start": open_at_start, "pid": os.getpid()}
+
+
+@shared_task(bind=True, acks_late=True)
+def reject_until_redelivered(self):
+    """Rejects with requeue the first time; runs when the message comes back."""
+    if not (self.request.delivery_info or {}).get("redelivered"):
+        raise Reject("first delivery", requeue=True)
+    return "ran on redelivery"
+
+
+@shared_task(bind=True, acks_late=True)
+def reject_for_good(self):
+    """Rejects without requeue: the message is dropped."""
+    raise Reject("not wanted", requeue=False)

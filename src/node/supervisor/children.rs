@@ -228,7 +228,14 @@ impl Supervisor {
             return;
         };
         for pid in children_of(self.main_pid.as_raw()) {
-            if !self.children.contains_key(&pid) {
+            // A process in a live child's group is that child's (a host
+            // whose template died); the template is ours.
+            let in_live_group = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                .is_ok_and(|g| self.children.contains_key(&g.as_raw()));
+            if !self.children.contains_key(&pid)
+                && !in_live_group
+                && self.template.pid() != Some(Pid::from_raw(pid))
+            {
                 tracing::warn!("Killing pid:{pid}, left running by a pool child that died");
                 kill_group(Pid::from_raw(pid));
             }
@@ -241,6 +248,9 @@ impl Supervisor {
     /// A child is gone: record its task as lost, then act on what its death
     /// means (`classify`).
     fn child_exited(&mut self, pid: Pid, exit: Exit) {
+        if self.template_exited(pid, &exit) {
+            return;
+        }
         let Some(mut c) = self.children.remove(&pid.as_raw()) else {
             return;
         };

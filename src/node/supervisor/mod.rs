@@ -16,6 +16,7 @@ mod control;
 mod exit_kind;
 mod service;
 mod signals;
+mod template;
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -80,6 +81,8 @@ pub struct Supervisor {
     control: crate::node::control::Control,
     /// The lease on this node's name (`node::lease`).
     lease: super::lease::Lease,
+    /// The Python template the hosts fork from (`template.rs`).
+    template: template::TemplateSlot,
 }
 
 /// Blocks our signals for a turn's work: its Redis calls (a lost task's
@@ -129,6 +132,7 @@ impl Supervisor {
             boot_failures: 0,
             control,
             lease,
+            template: template::TemplateSlot::default(),
         }
     }
 
@@ -139,6 +143,8 @@ impl Supervisor {
                 self.connect_when_due();
             }
             if matches!(self.phase, Phase::Starting | Phase::Running) {
+                // Before the children: they find it in the environment.
+                self.keep_template();
                 self.spawn_missing();
             }
             if matches!(self.phase, Phase::Warm | Phase::Cold) && self.children.is_empty() {
@@ -164,6 +170,7 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
+        self.stop_template();
         self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {

@@ -145,6 +145,9 @@ impl Supervisor {
                     self.recovery = Recovery::new(&app, self.cfg.default_queue());
                 }
                 self.cfg.app = Arc::new(app);
+                // New hosts fork from a template with the reloaded code.
+                self.stop_template();
+                self.keep_template();
                 self.say("Restarting the pool (SIGHUP): app re-read, children replaced once their current task ends");
                 self.retire_all(Signal::SIGTERM);
             }

@@ -47,15 +47,59 @@ def find_app(name):
 
 
 class _Worker:
-    """Stands in for the WorkController that `worker_init`/`celeryd_init` receivers get."""
+    """Stands in for Celery's WorkController, the `sender`/`instance` that
+    `celeryd_init`, `worker_init` and the fixups see: the attributes they
+    and common extensions read, with the values a prefork worker has
+    (DjangoFixup checks `pool_cls` to decide on closing connection pools)."""
 
-    def __init__(self, app, hostname):
+    def __init__(self, app, hostname, loglevel=logging.WARNING):
+        from datetime import datetime, timezone
+
+        from celery.concurrency import get_implementation
+
+        conf = app.conf
         self.app = app
         self.hostname = hostname
         self.pid = os.getpid()
+        self.startup_time = datetime.now(timezone.utc)
+        # The node sets RMULTI_CONCURRENCY (-c) for its processes.
+        self.concurrency = _int(os.environ.get("RMULTI_CONCURRENCY")) or conf.worker_concurrency or os.cpu_count()
+        self.min_concurrency = self.concurrency
+        self.pool_cls = get_implementation("prefork")
+        self.loglevel = loglevel
+        self.logfile = None
+        self.pidfile = None
+        self.options = {}
+        self.task_events = conf.worker_send_task_events
+        self.max_tasks_per_child = conf.worker_max_tasks_per_child
+        self.max_memory_per_child = conf.worker_max_memory_per_child
+        self.time_limit = conf.task_time_limit
+        self.soft_time_limit = conf.task_soft_time_limit
+        self.prefetch_multiplier = conf.worker_prefetch_multiplier
+        self.use_eventloop = False
+        self.include = tuple(conf.include or ())
+        # The Rust processes own these; nothing Python can drive.
+        self.consumer = None
+        self.pool = None
+        self.timer = None
+        self.hub = None
+        self.autoscaler = None
+        self.steps = []
+
+    def __repr__(self):
+        return "<Worker: %s (running)>" % self.hostname
+
+    __str__ = __repr__
 
 
-def load(name, conf, hostname, worker_signals=True):
+def _int(value):
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def load(name, conf, hostname, worker_signals=True, loglevel=logging.WARNING):
     """Imports the app and prepares it as a worker would be.
 
     `describe` passes worker_signals=False: it only looks at the app, so the
@@ -79,7 +123,7 @@ def load(name, conf, hostname, worker_signals=True):
     include = [m for m in os.environ.get("RMULTI_INCLUDE", "").split(",") if m]
     if include:
         app.conf.include = tuple(app.conf.include or ()) + tuple(include)
-    worker = _Worker(app, hostname)
+    worker = _Worker(app, hostname, loglevel)
     # As WorkController.__init__: loader init (imports, Django setup through
     # the fixup, autodiscovery), then finalize, celeryd_init, worker_init.
     app.loader.init_worker()
@@ -108,6 +152,7 @@ def describe(name, settings):
     for task_name, task in sorted(app.tasks.items()):
         tasks[task_name] = {
             "acks_late": _per_task(task, "acks_late", conf.task_acks_late),
+            "reject_on_worker_lost": _per_task(task, "reject_on_worker_lost", conf.task_reject_on_worker_lost),
             "time_limit": _per_task(task, "time_limit", conf.task_time_limit),
             "soft_time_limit": _per_task(task, "soft_time_limit", conf.task_soft_time_limit),
             "ignore_result": bool(getattr(task, "ignore_result", False)),
@@ -326,6 +371,27 @@ def hand_outcomes_to_the_child(app):
     backend._store_result = store_result
 
 
+def reject_for_good(task, request, args, kwargs, exc, einfo):
+    """As Celery 5.7's worker does for Reject(requeue=False): the task will
+    never run again, so its result becomes a FAILURE (not PENDING for ever)
+    and task_failure fires. The child drops the message."""
+    from celery import signals
+    from celery.app.task import Context
+
+    ignored = request.get("ignore_result") or task.ignore_result
+    store = not ignored or task.store_errors_even_if_ignored
+    task.backend.mark_as_failure(request["id"], exc, request=Context(request), store_result=store)
+    signals.task_failure.send(
+        sender=task,
+        task_id=request["id"],
+        exception=exc,
+        args=args,
+        kwargs=kwargs,
+        traceback=getattr(einfo, "traceback", None),
+        einfo=einfo,
+    )
+
+
 def run_one(app, req, hostname):
     from celery import states
 
@@ -342,6 +408,8 @@ def run_one(app, req, hostname):
     SoftLimit.running = True
     try:
         R, I, T, Rstr = task.__trace__(request["id"], args, kwargs, request)
+        if I is not None and I.state == states.REJECTED and not getattr(I.retval, "requeue", False):
+            reject_for_good(task, request, args, kwargs, I.retval, R)
     finally:
         SoftLimit.running = False
         Outcome.wanted = False
@@ -355,7 +423,20 @@ def run_one(app, req, hostname):
     return done
 
 
-def serve(name, conf, hostname, loglevel):
+def prepare(name, conf, hostname, loglevel):
+    """Loads the app as a worker's main process does, and builds the tracers."""
+    app, worker = load(name, conf, hostname, loglevel=loglevel)
+    from celery.app.trace import build_tracer
+
+    for task_name, task in app.tasks.items():
+        task.__trace__ = build_tracer(task_name, task, app.loader, hostname, app=app)
+    hand_outcomes_to_the_child(app)
+    return app, worker
+
+
+def become_host(loglevel):
+    """This process's streams and signals as a host: requests on fd 0 (moved
+    to a private descriptor), messages on fd 3. Returns (channel, requests)."""
     channel = Channel(3)
     os.set_inheritable(3, False)
     # Requests come on stdin; tasks must not read them (input()), so the
@@ -375,29 +456,38 @@ def serve(name, conf, hostname, loglevel):
     task_logger.setLevel(loglevel)
 
     # Ctrl-C and the node's TERM are for the Rust processes; this host
-    # ends when its child closes the pipe (or dies: PR_SET_PDEATHSIG).
+    # ends when its child closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, SoftLimit.handler)
+    return channel, proto_in
 
+
+def process_init(app, hostname):
+    """As billiard's process_initializer in each pool child."""
+    from celery import signals
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(True)
+    app.loader.init_worker_process()
+    signals.worker_process_init.send(sender=hostname)
+
+
+def serve(name, conf, hostname, loglevel):
+    channel, proto_in = become_host(loglevel)
     try:
-        app, worker = load(name, conf, hostname)
-        from celery import signals
-        from celery._state import _set_task_join_will_block
-        from celery.app.trace import build_tracer
-
-        # As billiard's process_initializer for each pool child.
-        _set_task_join_will_block(True)
-        app.loader.init_worker_process()
-        for task_name, task in app.tasks.items():
-            task.__trace__ = build_tracer(task_name, task, app.loader, hostname, app=app)
-        hand_outcomes_to_the_child(app)
-        signals.worker_process_init.send(sender=hostname)
+        app, _ = prepare(name, conf, hostname, loglevel)
+        process_init(app, hostname)
     except BaseException:
         channel.send({"fatal": traceback.format_exc()})
         return 1
-    channel.send({"hello": PROTOCOL, "pid": os.getpid(), "tasks": sorted(app.tasks.keys())})
+    return serve_loaded(app, hostname, channel, proto_in)
 
+
+def serve_loaded(app, hostname, channel, proto_in):
+    """The request loop of a host whose app is loaded and initialised."""
+    channel.send({"hello": PROTOCOL, "pid": os.getpid(), "tasks": sorted(app.tasks.keys())})
     for line in proto_in:
         try:
             msg = json.loads(line)
@@ -426,6 +516,169 @@ def serve(name, conf, hostname, loglevel):
     return 0
 
 
+def die_with(pid):
+    """A forked host's PR_SET_PDEATHSIG: its parent is the template, so a
+    thread watches the pool child it serves and kills the host when the
+    child is gone, whatever killed it."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        os._exit(1)  # the child is already gone
+
+    def watch():
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="rmulti-die-with-child", daemon=True).start()
+
+
+class Template:
+    """`template`: loads the app once and forks a host for each pool child
+    that asks (docs/python-host.md, "The template").
+
+    A child connects to the unix socket and sends one message with its
+    pipes as SCM_RIGHTS — the host's requests (read end), protocol (write
+    end), output (write end) and a status pipe (write end) — and its
+    process group as JSON. The template forks; the host joins that group
+    (a hard time limit's killpg takes it with the child), adopts the pipes
+    as fd 0, 3, 1 and 2, runs worker_process_init and serves. The template
+    answers the host's pid, and when it reaps the host writes its raw wait
+    status to the status pipe, so the child can leave the way its host did.
+    """
+
+    def __init__(self, app, hostname, loglevel, listener):
+        self.app = app
+        self.hostname = hostname
+        self.loglevel = loglevel
+        self.listener = listener
+        self.status = {}  # host pid -> status pipe fd
+
+    def reap(self, *_):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            fd = self.status.pop(pid, None)
+            if fd is not None:
+                try:
+                    os.write(fd, b"%d\n" % status)
+                except OSError:
+                    pass
+                os.close(fd)
+
+    def run(self):
+        import socket
+        import struct
+
+        signal.signal(signal.SIGCHLD, self.reap)
+        me = os.getuid()
+        while True:
+            conn, _ = self.listener.accept()
+            with conn:
+                uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+                if uid != me:
+                    continue
+                try:
+                    data, fds, _, _ = socket.recv_fds(conn, 4096, 4)
+                except OSError:
+                    continue
+                if len(fds) != 4:
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                request = json.loads(data or b"{}")
+                pgid, child = request.get("pgid", 0), request.get("pid", 0)
+                signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        self.listener.close()
+                        conn.close()
+                        self.host(fds, pgid, child)  # never returns
+                    self.status[pid] = fds[3]
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                for fd in fds[:3]:
+                    os.close(fd)
+                try:
+                    conn.sendall(b"%d\n" % pid)
+                except OSError:
+                    pass
+
+    def host(self, fds, pgid, child):
+        import fcntl
+
+        code = 1
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+            for fd in self.status.values():
+                os.close(fd)
+            os.close(fds[3])
+            if pgid:
+                os.setpgid(0, pgid)
+            if child:
+                die_with(child)
+            # Copies above the targets first, so no dup2 overwrites a pipe
+            # still to be moved.
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds[:3]]
+            for fd in fds[:3]:
+                os.close(fd)
+            for fd, target in zip(high, (0, 3, 1)):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.dup2(1, 2)
+            os.environ["RMULTI_HOST"] = "serve"
+            channel, proto_in = become_host(self.loglevel)
+            try:
+                process_init(self.app, self.hostname)
+            except BaseException:
+                channel.send({"fatal": traceback.format_exc()})
+            else:
+                code = serve_loaded(self.app, self.hostname, channel, proto_in)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(code)
+
+
+def template(name, conf, hostname, loglevel, address):
+    import gc
+    import socket
+
+    logging.basicConfig(level=loglevel, format="[%(asctime)s: %(levelname)s/Template] %(message)s")
+    # The node's INT and TERM are for the Rust processes; the main process
+    # ends the template with SIGKILL (and it dies with it: PR_SET_PDEATHSIG).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + address)
+    try:
+        app, _ = prepare(name, conf, hostname, loglevel)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    # Forked hosts share the app's pages; moving what exists now out of the
+    # collector's reach keeps its passes from writing to (unsharing) them.
+    gc.collect()
+    gc.freeze()
+    listener.listen(64)
+    Template(app, hostname, loglevel, listener).run()
+    return 0
+
+
 def main(argv):
     # Lets a project tell the two apart (e.g. skip work at describe time).
     if argv:
@@ -451,9 +704,13 @@ def main(argv):
             traceback.print_exc()
             return 1
         return 0
-    if len(argv) >= 2 and argv[0] == "serve":
+    if len(argv) >= 2 and argv[0] in ("serve", "template"):
         opts = json.loads(argv[2]) if len(argv) > 2 else {}
-        code = serve(argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+        args = (argv[1], opts.get("conf") or {}, opts.get("hostname") or "celery@localhost", opts.get("loglevel", logging.WARNING))
+        if argv[0] == "serve":
+            code = serve(*args)
+        else:
+            code = template(*args, opts["address"])
         # As billiard's pool processes do: leave without the interpreter's
         # teardown (hundreds of ms for a Django project) once
         # worker_process_shutdown has run.

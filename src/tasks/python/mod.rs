@@ -56,6 +56,9 @@ use crate::plumbing::deathsig::die_with_parent;
 use crate::plumbing::lines::LineReader;
 use crate::plumbing::pipe::{cloexec_pipe, wait_readable};
 
+pub mod template;
+use template::{HostFds, Template};
+
 /// The host script (see the module docs).
 pub const HOST_SCRIPT: &str = include_str!("host.py");
 
@@ -115,6 +118,8 @@ pub fn interpreter(flag: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) ->
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct TaskInfo {
     pub acks_late: Option<bool>,
+    #[serde(default)]
+    pub reject_on_worker_lost: Option<bool>,
     pub time_limit: Option<f64>,
     pub soft_time_limit: Option<f64>,
     #[serde(default)]
@@ -147,13 +152,13 @@ pub fn tail(text: &str) -> String {
     lines[start..].join("\n")
 }
 
-fn boot_command(python: &Path, mode: &str, app: &str) -> Command {
+pub(crate) fn boot_command(python: &Path, mode: &str, app: &str) -> Command {
     let mut cmd = Command::new(python);
     cmd.arg("-c").arg(BOOT).arg(mode).arg(app);
     cmd
 }
 
-fn script_header() -> Vec<u8> {
+pub(crate) fn script_header() -> Vec<u8> {
     let mut data = format!("{}\n", HOST_SCRIPT.len()).into_bytes();
     data.extend_from_slice(HOST_SCRIPT.as_bytes());
     data
@@ -267,9 +272,75 @@ pub struct HostConfig {
     pub conf: Map<String, Value>,
 }
 
+/// A host's process: spawned by this child, or forked by the node's
+/// template (not our child: its wait status comes on a status pipe).
+enum Proc {
+    Spawned(Child),
+    Forked {
+        pid: u32,
+        status: LineReader,
+        exited: Option<ExitStatus>,
+    },
+}
+
+impl Proc {
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Proc::Spawned(c) => c.try_wait(),
+            Proc::Forked {
+                pid,
+                status,
+                exited,
+            } => {
+                if exited.is_none() {
+                    let line = status.read_lines().into_iter().next();
+                    if let Some(raw) = line.and_then(|l| l.trim().parse::<i32>().ok()) {
+                        *exited = Some(ExitStatus::from_raw(raw));
+                    } else if status.is_eof() && kill(Pid::from_raw(*pid as i32), None).is_err() {
+                        // The template died before it could say how.
+                        *exited = Some(ExitStatus::from_raw(1 << 8));
+                    }
+                }
+                Ok(*exited)
+            }
+        }
+    }
+
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Proc::Spawned(c) = self {
+            return c.wait();
+        }
+        loop {
+            if let Some(s) = self.try_wait()? {
+                return Ok(s);
+            }
+            if let Proc::Forked { status, .. } = self {
+                let eof = status.is_eof();
+                if !eof {
+                    wait_readable(&[status.as_fd()], Some(LIVENESS_CHECK))?;
+                    continue;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Proc::Spawned(c) => {
+                let _ = c.kill();
+            }
+            Proc::Forked { pid, .. } => {
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = self.wait();
+    }
+}
+
 /// A running host.
 pub struct Host {
-    child: Child,
+    child: Proc,
     /// `None` once closed (which asks the host to exit).
     stdin: Option<ChildStdin>,
     proto: LineReader,
@@ -327,7 +398,7 @@ fn log_record(level: i64, text: &str) {
 }
 
 /// Python's `logging` level for the child's own log level.
-fn python_level() -> u8 {
+pub(crate) fn python_level() -> u8 {
     use tracing::level_filters::LevelFilter;
     match LevelFilter::current() {
         LevelFilter::OFF | LevelFilter::ERROR => 40,
@@ -338,9 +409,58 @@ fn python_level() -> u8 {
 }
 
 impl Host {
-    /// Starts a host and waits for its hello. A host that cannot load the
+    /// Starts a host and waits for its hello: forked by the node's template
+    /// when there is one, else spawned here. A host that cannot load the
     /// app gives `PythonError::Load` with the traceback's last lines.
     pub fn start(cfg: &HostConfig, hostname: &str) -> Result<Host, PythonError> {
+        if let Some(t) = Template::from_env() {
+            match Host::fork_from(&t)? {
+                Some(host) => return Ok(host),
+                None => {
+                    tracing::warn!("No Python template to fork from: starting a host of its own")
+                }
+            }
+        }
+        Host::spawn(cfg, hostname)
+    }
+
+    /// A host forked by `template`; `None` if the template cannot give one.
+    fn fork_from(t: &Template) -> Result<Option<Host>, PythonError> {
+        let (req_r, req_w) = cloexec_pipe()?;
+        let (proto_r, proto_w) = cloexec_pipe()?;
+        let (out_r, out_w) = cloexec_pipe()?;
+        let (status_r, status_w) = cloexec_pipe()?;
+        let fds = HostFds {
+            requests: req_r,
+            protocol: proto_w,
+            output: out_w,
+            status: status_w,
+        };
+        let pid = match template::ask(t, fds) {
+            Ok(pid) => pid,
+            Err(e) => {
+                tracing::warn!("Python template: {e}");
+                return Ok(None);
+            }
+        };
+        let mut host = Host {
+            child: Proc::Forked {
+                pid,
+                status: LineReader::new(status_r)?,
+                exited: None,
+            },
+            stdin: Some(ChildStdin::from(req_w)),
+            proto: LineReader::new(proto_r)?,
+            output: LineReader::new(out_r)?,
+            pid,
+        };
+        host.wait_hello()
+            .inspect_err(|_| host.kill())
+            .map(|()| Some(host))
+    }
+
+    /// Spawns a host of its own (no template).
+    fn spawn(cfg: &HostConfig, hostname: &str) -> Result<Host, PythonError> {
         let (proto_r, proto_w) = cloexec_pipe()?;
         let (out_r, out_w) = cloexec_pipe()?;
         let err_w = out_w.try_clone()?;
@@ -400,7 +520,7 @@ impl Host {
                     tracing::debug!("Python host exited before reading its script: {e}");
                 }
                 Host {
-                    child,
+                    child: Proc::Spawned(child),
                     stdin: Some(stdin),
                     proto,
                     output,
@@ -575,8 +695,7 @@ impl Host {
 
     /// Kills the host and reaps it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 }
 

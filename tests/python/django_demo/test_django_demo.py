@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from billiard.exceptions import WorkerLostError
+from celery.exceptions import Reject
 
 from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
 from demo_helpers import child_logs, wait_until
@@ -118,3 +119,134 @@ def test_the_async_page_submits_and_polls(demo_node):
         assert status["result"] == 2 * n
         assert status["eventTime"] == "2026-11-24T10:40:00+08:00"
         assert status["processingTime"].endswith("+08:00")
+
+
+# What Celery's Django fix-up and the worker signals see in the hosts
+# (issue 12): the worker object has what the fix-up reads, so nothing is
+# logged as a traceback; Django's connections are closed around every task
+# as under Celery; worker_process_init runs once per host; Reject requeues
+# marked redelivered, or stores a FAILURE.
+
+
+def node_logs(tmp, since=None):
+    """The node's logs, each from the size it had in `since` (a previous
+    `log_sizes`)."""
+    since = since or {}
+    return "".join(p.read_text(errors="replace")[since.get(p, 0):] for p in sorted(tmp.glob("worker1*.log")))
+
+
+def log_sizes(tmp):
+    return {p: len(p.read_text(errors="replace")) for p in tmp.glob("worker1*.log")}
+
+
+def test_a_thousand_tasks_log_no_traceback(tasks, demo_node):
+    before = log_sizes(demo_node)
+    results = [tasks.add.delay(i, i) for i in range(1000)]
+    assert [r.get(timeout=TIMEOUT) for r in results] == [2 * i for i in range(1000)]
+    assert tasks.db_connection_state.delay().get(timeout=TIMEOUT)
+    new = node_logs(demo_node, before)
+    at = new.find("Traceback")
+    assert at < 0, new[max(0, at - 1500) : at + 2500]
+    assert "pool_cls" not in new
+
+
+def test_no_database_connection_is_carried_from_task_to_task(tasks):
+    # More runs than hosts: each host runs several in a row.
+    seen = [tasks.db_connection_state.delay().get(timeout=TIMEOUT) for _ in range(12)]
+    assert not any(s["open_at_start"] for s in seen), seen
+
+
+def test_worker_process_init_ran_once_in_each_host(tasks):
+    seen = [tasks.process_info.delay().get(timeout=TIMEOUT) for _ in range(12)]
+    assert {s["process_inits"] for s in seen} == {1}, seen
+
+
+def test_reject_with_requeue_comes_back_redelivered(tasks):
+    assert tasks.reject_until_redelivered.delay().get(timeout=TIMEOUT) == "ran on redelivery"
+
+
+def test_reject_without_requeue_stores_a_failure(tasks):
+    result = tasks.reject_for_good.delay()
+    with pytest.raises(Reject):
+        result.get(timeout=TIMEOUT)
+    assert result.state == "FAILURE"
+
+
+# One loaded interpreter per node (issue 12): hosts are forked by the
+# node's template, each in its pool child's process group.
+
+
+def node_processes(tmp):
+    """(main pid, {pool child pid: host pid}, template pid) of worker1."""
+    import os
+
+    from demo_helpers import alive
+    from helpers import descendants, is_rmulti, read_pid
+
+    main = read_pid(tmp / "worker1.pid")
+    procs = [p for p in descendants(main) if alive(p)]
+    children = [p for p in procs if is_rmulti(p)]
+    pythons = [p for p in procs if not is_rmulti(p)]
+    hosts = {}
+    template = None
+    for p in pythons:
+        try:
+            pgid = os.getpgid(p)
+        except ProcessLookupError:
+            continue
+        if parent(p) == main:
+            template = p
+        elif pgid in children:
+            hosts[pgid] = p
+    return main, hosts, template
+
+
+def parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def test_hosts_are_forked_from_one_template(tasks, demo_node):
+    import os
+
+    main, hosts, template = node_processes(demo_node)
+    assert template and len(hosts) == 2, (template, hosts)
+    for child, host in hosts.items():
+        assert parent(host) == template
+        assert os.getpgid(host) == child
+
+
+def test_a_killed_pool_child_takes_its_host_along(tasks, demo_node):
+    import os
+    import signal
+
+    from demo_helpers import alive
+
+    _, hosts, _ = node_processes(demo_node)
+    child, host = next(iter(hosts.items()))
+    os.kill(child, signal.SIGKILL)
+    assert wait_until(10, lambda: not alive(host)), f"host {host} outlived its child {child}"
+    # The replacement child gets a host of its own, and tasks run.
+    assert wait_until(20, lambda: len(node_processes(demo_node)[1]) == 2)
+    assert tasks.add.delay(1, 2).get(timeout=TIMEOUT) == 3
+
+
+def test_a_killed_template_is_replaced_and_tasks_still_run(tasks, demo_node):
+    import os
+    import signal
+
+    _, hosts, template = node_processes(demo_node)
+    os.kill(template, signal.SIGKILL)
+    assert wait_until(20, lambda: (lambda t: t and t != template)(node_processes(demo_node)[2]))
+    assert tasks.add.delay(2, 2).get(timeout=TIMEOUT) == 4
+    # Hosts forked by the dead template go on serving their children.
+    assert all(alive_pid(h) for h in hosts.values()), (hosts, node_processes(demo_node), child_logs(demo_node)[-3000:])
+
+
+def alive_pid(pid):
+    from demo_helpers import alive
+
+    return alive(pid)

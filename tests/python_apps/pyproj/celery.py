@@ -8,7 +8,8 @@ app = Celery(
     backend=os.environ.get("CELERY_RESULT_BACKEND", "redis://localhost:6379/1"),
     include=["pyproj.tasks"],
 )
-if os.environ.get("PYPROJ_FAIL_IN_SERVE") and os.environ.get("RMULTI_HOST") == "serve":
+# Loads for `describe`, fails where tasks are to be served (the template, a host).
+if os.environ.get("PYPROJ_FAIL_IN_SERVE") and os.environ.get("RMULTI_HOST") in ("serve", "template"):
     raise RuntimeError("pyproj refuses to load in a serving host")
 
 app.conf.update(

@@ -1,0 +1,97 @@
+//! The node's Python template (`tasks::python::template`): started before
+//! the pool's children are forked, named to them in the environment,
+//! replaced when it dies (the children start hosts of their own meanwhile)
+//! and on HUP (so new hosts fork from the reloaded code), killed at exit.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::exit_kind::Exit;
+use super::Supervisor;
+use crate::tasks::python::template::{self, Template, ENV};
+
+/// How long after a template's death the next one is started; doubled
+/// (up to `MAX_RESPAWN_DELAY`) while templates die young (an app that no
+/// longer imports), so a broken deploy does not boot Python every second.
+const RESPAWN_DELAY: Duration = Duration::from_secs(1);
+const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(60);
+/// A template that lived this long loaded the app: the delay starts over.
+const GROWN_UP: Duration = Duration::from_secs(30);
+
+/// The supervisor's view of its template.
+#[derive(Default)]
+pub(super) struct TemplateSlot {
+    running: Option<Template>,
+    generation: u32,
+    not_before: Option<Instant>,
+    started: Option<Instant>,
+    delay: Option<Duration>,
+}
+
+impl TemplateSlot {
+    pub(super) fn pid(&self) -> Option<Pid> {
+        self.running.as_ref().map(|t| t.pid)
+    }
+}
+
+impl Supervisor {
+    /// Starts the template if the app is a Python one and none runs.
+    pub(super) fn keep_template(&mut self) {
+        let Some(py) = self.cfg.app.python.as_ref() else {
+            return;
+        };
+        let slot = &mut self.template;
+        if slot.running.is_some() || slot.not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        slot.generation += 1;
+        let address = format!(
+            "rmulti-template-{}-{}-{}",
+            self.cfg.node, self.main_pid, slot.generation
+        );
+        match template::spawn(&py.host_config(), &self.cfg.node, &address) {
+            Ok(t) => {
+                tracing::debug!("Python template pid:{} at @{address}", t.pid);
+                // Single-threaded: the children forked from now on see it.
+                std::env::set_var(ENV, t.env_value());
+                slot.running = Some(t);
+                slot.started = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::error!("Cannot start the Python template: {e}");
+                std::env::remove_var(ENV);
+                slot.not_before = Some(Instant::now() + RESPAWN_DELAY);
+            }
+        }
+    }
+
+    /// Whether `pid` was the template; if so it is replaced in a moment.
+    pub(super) fn template_exited(&mut self, pid: Pid, exit: &Exit) -> bool {
+        if self.template.pid() != Some(pid) {
+            return false;
+        }
+        tracing::error!("The Python template pid:{pid} exited ({exit:?}); a new one follows");
+        let slot = &mut self.template;
+        slot.running = None;
+        std::env::remove_var(ENV);
+        let young = slot.started.is_some_and(|s| s.elapsed() < GROWN_UP);
+        let delay = match slot.delay {
+            Some(d) if young => (d * 2).min(MAX_RESPAWN_DELAY),
+            _ => RESPAWN_DELAY,
+        };
+        slot.delay = Some(delay);
+        slot.not_before = Some(Instant::now() + delay);
+        true
+    }
+
+    /// Kills the template (HUP: the next one loads the reloaded code; exit).
+    pub(super) fn stop_template(&mut self) {
+        if let Some(t) = self.template.running.take() {
+            let _ = kill(t.pid, Signal::SIGKILL);
+            std::env::remove_var(ENV);
+        }
+        self.template.not_before = None;
+    }
+}

@@ -1,0 +1,186 @@
+//! The template: one Python process per node that loads the app once and
+//! forks every host from it, so hosts share the app's pages copy-on-write.
+//!
+//! The node's main process [`spawn`]s it (a spawned process, not a fork:
+//! the main process stays single-threaded and Python-free) and names it to
+//! its pool children in the environment ([`ENV`]: `PID ADDRESS`). A child's
+//! `Host::start` [`ask`]s it for a host over an abstract unix socket,
+//! passing the host's pipes as SCM_RIGHTS with its process group; the
+//! template forks a host that adopts the pipes and joins the group (so a
+//! hard time limit's `killpg` takes it too), and writes the host's wait
+//! status to the status pipe when it reaps it. host.py's `Template` is the
+//! other side.
+
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt as _;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use nix::unistd::{getpgrp, Pid};
+
+use super::{boot_command, python_level, script_header, HostConfig, PythonError};
+use crate::plumbing::deathsig::die_with_parent;
+
+/// The variable naming the node's template to its pool children.
+pub const ENV: &str = "RMULTI_TEMPLATE";
+
+/// How long a child waits for a template still loading the app.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the template may take to fork a host and say its pid.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running template, as its node's main process knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub pid: Pid,
+    /// The abstract socket name (without the leading NUL).
+    pub address: String,
+}
+
+impl Template {
+    /// The `ENV` value for the pool children.
+    pub fn env_value(&self) -> String {
+        format!("{} {}", self.pid, self.address)
+    }
+
+    /// The template named by `ENV`, if any.
+    pub fn from_env() -> Option<Template> {
+        Template::parse(&std::env::var(ENV).ok()?)
+    }
+
+    fn parse(value: &str) -> Option<Template> {
+        let (pid, address) = value.split_once(' ')?;
+        Some(Template {
+            pid: Pid::from_raw(pid.parse().ok()?),
+            address: address.to_string(),
+        })
+    }
+
+    fn alive(&self) -> bool {
+        kill(self.pid, None).is_ok()
+    }
+}
+
+/// Starts a template for `cfg` (not waited for: children wait for it when
+/// they ask for a host). It dies with the calling process, whose main
+/// thread must be the caller; the caller reaps it.
+pub fn spawn(cfg: &HostConfig, hostname: &str, address: &str) -> Result<Template, PythonError> {
+    let options = serde_json::json!({
+        "conf": cfg.conf,
+        "hostname": hostname,
+        "loglevel": python_level(),
+        "address": address,
+    });
+    let mut cmd = boot_command(&cfg.python, "template", &cfg.app);
+    cmd.arg(options.to_string()).stdin(Stdio::piped());
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, signal) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            die_with_parent(parent)?;
+            for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGPIPE, libc::SIGCHLD] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| PythonError::Spawn(cfg.python.clone(), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The script fits in the pipe's buffer: this does not wait for Python.
+        let _ = stdin.write_all(&script_header());
+    }
+    Ok(Template {
+        pid: Pid::from_raw(child.id() as i32),
+        address: address.to_string(),
+    })
+}
+
+/// Why a template could not give a host (the child then starts its own).
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("the template pid:{0} is gone")]
+    Gone(Pid),
+    #[error("the template did not listen within {0:?}")]
+    NotReady(Duration),
+    #[error("template socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("template socket: {0}")]
+    Sys(#[from] nix::Error),
+    #[error("the template answered {0:?}")]
+    Answer(String),
+}
+
+/// The host's ends of its pipes, handed to the template.
+pub struct HostFds {
+    pub requests: OwnedFd,
+    pub protocol: OwnedFd,
+    pub output: OwnedFd,
+    pub status: OwnedFd,
+}
+
+/// Asks `template` to fork a host with `fds`, in this process's group;
+/// returns the host's pid. The fds are closed here once sent.
+pub fn ask(template: &Template, fds: HostFds) -> Result<u32, AskError> {
+    let addr = SocketAddr::from_abstract_name(template.address.as_bytes())?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    // Until the template has loaded the app it does not listen.
+    let mut stream = loop {
+        match UnixStream::connect_addr(&addr) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                tracing::debug!("template connect: {e}");
+                return Err(AskError::NotReady(READY_TIMEOUT));
+            }
+            Err(_) if !template.alive() => return Err(AskError::Gone(template.pid)),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let request =
+        serde_json::json!({"pgid": getpgrp().as_raw(), "pid": std::process::id()}).to_string();
+    let raw = [
+        fds.requests.as_raw_fd(),
+        fds.protocol.as_raw_fd(),
+        fds.output.as_raw_fd(),
+        fds.status.as_raw_fd(),
+    ];
+    sendmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(request.as_bytes())],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    drop(fds);
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    answer
+        .trim()
+        .parse()
+        .map_err(|_| AskError::Answer(answer.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_value_round_trips() {
+        let t = Template {
+            pid: Pid::from_raw(42),
+            address: "rmulti-template-w1@h-7-1".into(),
+        };
+        assert_eq!(Template::parse(&t.env_value()), Some(t));
+        assert_eq!(Template::parse("junk"), None);
+    }
+}
