@@ -67,7 +67,22 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
         "registered" | "dump_tasks" => {
             let mut names: Vec<&str> = v.app.tasks.names().collect();
             names.sort_unstable();
-            reply(json!(names))
+            // Celery appends the asked task attributes that are not None;
+            // of those, rmulti knows `name` (exchange, routing_key and
+            // rate_limit, the default items, are None unless set per task).
+            let with_name = match args.get("taskinfoitems") {
+                Some(Value::Array(items)) => items.iter().any(|i| i == "name"),
+                Some(Value::String(s)) => s == "name",
+                _ => false,
+            };
+            if with_name {
+                reply(json!(names
+                    .iter()
+                    .map(|n| format!("{n} [name={n}]"))
+                    .collect::<Vec<_>>()))
+            } else {
+                reply(json!(names))
+            }
         }
         "active_queues" => reply(Value::Array(v.queues.iter().map(|q| queue_info(q)).collect())),
         "conf" | "dump_conf" => reply(conf(v)),
