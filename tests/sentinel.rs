@@ -16,19 +16,7 @@ use serde_json::json;
 fn a_node_on_sentinel_urls_runs_tasks_and_rmulti_call_reaches_it() {
     let group = SentinelGroup::start();
     let work = work_dir();
-    write_sentinel_app(work.path(), &group, "", "");
-    let mut guard = NodeGuard::new(work.path(), &["w1.pid"]);
-    let mut args = worker_args(&["-c", "2"]);
-    args.push("--detach".into());
-    Rmulti::in_dir(work.path()).args(&args).run().success();
-    guard.remember();
-    let ready = format!("{TEST_NODE} ready.");
-    assert!(
-        wait_until(STARTUP_TIMEOUT, || read_log(work.path().join("w1.log"))
-            .contains(&ready)),
-        "node not ready:\n{}",
-        read_log(work.path().join("w1.log"))
-    );
+    let _guard = start_ready_node(&work, &group, "");
     // The banner shows the URL as given, one entry per sentinel.
     let log = read_log(work.path().join("w1.log"));
     assert!(log.contains("sentinel://127.0.0.1:"), "{log}");
@@ -104,12 +92,7 @@ fn a_sentinel_url_without_master_name_is_a_configuration_error() {
 fn wait_replicas_makes_each_finish_wait_for_the_replica() {
     let group = SentinelGroup::start();
     let work = work_dir();
-    write_sentinel_app(work.path(), &group, "", "wait_replicas = 1");
-    let mut guard = NodeGuard::new(work.path(), &["w1.pid"]);
-    let mut args = worker_args(&["-c", "2"]);
-    args.push("--detach".into());
-    Rmulti::in_dir(work.path()).args(&args).run().success();
-    guard.remember();
+    let _guard = start_ready_node(&work, &group, "wait_replicas = 1");
 
     let ids: Vec<String> = (0..10)
         .map(|i| publish_on(group.master.port, "proj.tasks.add", json!([i, 2])))
@@ -149,4 +132,23 @@ fn wait_calls(p: &Proc) -> Option<usize> {
     info.lines()
         .find_map(|l| l.strip_prefix("cmdstat_wait:"))
         .and_then(|v| v.split(',').next()?.strip_prefix("calls=")?.parse().ok())
+}
+
+/// Writes the sentinel app (`transport`: more `broker_transport_options`
+/// lines), starts a detached `-c 2` node on it and waits until it is ready.
+fn start_ready_node(work: &tempfile::TempDir, group: &SentinelGroup, transport: &str) -> NodeGuard {
+    write_sentinel_app(work.path(), group, "", transport);
+    let mut guard = NodeGuard::new(work.path(), &["w1.pid"]);
+    let mut args = worker_args(&["-c", "2"]);
+    args.push("--detach".into());
+    Rmulti::in_dir(work.path()).args(&args).run().success();
+    guard.remember();
+    let ready = format!("{TEST_NODE} ready.");
+    assert!(
+        wait_until(STARTUP_TIMEOUT, || read_log(work.path().join("w1.log"))
+            .contains(&ready)),
+        "node not ready:\n{}",
+        read_log(work.path().join("w1.log"))
+    );
+    guard
 }
