@@ -616,9 +616,16 @@ fn a_host_that_died_between_tasks_is_restarted_before_the_next() {
     node.wait_idle();
     // SAFETY: kill(2) on a pid this test's node started.
     unsafe { libc::kill(host1, libc::SIGKILL) };
-    assert!(wait_until(WAIT, || !alive(host1)));
+    // Reaped, not just a zombie leader: the host's other thread holds its
+    // pipes open until the whole thread group is gone, and a task written
+    // before that is one it died running.
+    let proc_dir = format!("/proc/{host1}");
+    assert!(wait_until(WAIT, || !std::path::Path::new(&proc_dir).exists()));
     let second = node.send("pid", json!([]));
-    let host2 = node.result(&second)["result"].as_i64().expect("pid") as i32;
+    let meta = node.result(&second);
+    let host2 = meta["result"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {meta}\n{}", node.child_log())) as i32;
     assert_ne!(host1, host2);
     let log = node.child_log();
     assert!(
