@@ -27,6 +27,10 @@ pub struct Started {
     pub kwargs: serde_json::Value,
     #[serde(default)]
     pub delivery_info: serde_json::Value,
+    /// Its canvas stamps (`TaskMessage::stamps`), for a terminating
+    /// `revoke_by_stamped_headers`; left out of the report when none.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub stamps: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,16 +8,25 @@ use serde_json::{json, Map, Value};
 
 use super::{NodeAction, NodeView};
 use crate::protocol::pidbox::{error_reply, Request};
-use crate::protocol::pyrepr::python_str_repr;
+use crate::protocol::pyrepr::{python_repr, python_str_repr};
 
 /// What a handler wants done besides its reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Node(NodeAction),
     /// Add `ids` to the revoked set; store REVOKED for those not `running` here.
+    /// With `terminate`, those not running yet are signalled if they start
+    /// here after all (a child that reserved one before the revoke).
     Revoke {
         ids: Vec<String>,
         running: Vec<String>,
+        terminate: Option<Signal>,
+    },
+    /// Add stamp values to the revoked stamps, header by header; with
+    /// `terminate`, as `Revoke`'s for tasks that start later.
+    RevokeStamps {
+        headers: Vec<(String, Vec<Value>)>,
+        terminate: Option<Signal>,
     },
     TaskEvents(bool),
     /// Send a `worker-heartbeat` event (the answer to a `heartbeat` broadcast).
@@ -46,6 +55,12 @@ fn ok(text: impl Into<String>) -> Value {
 
 fn nok(text: impl Into<String>) -> Value {
     json!({ "error": text.into() })
+}
+
+/// Whether `method` acts on the tasks running now (terminating revokes),
+/// so it must see the children's latest reports.
+pub fn acts_on_running(method: &str) -> bool {
+    matches!(method, "revoke" | "terminate" | "revoke_by_stamped_headers")
 }
 
 /// Celery's handler for `req.method`; an unknown one gets kombu's
@@ -106,11 +121,7 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
         "revoke" => revoke(args, v, bool_arg(args, "terminate")),
         "terminate" => revoke(args, v, true),
         "revoke_by_stamped_headers" => {
-            let headers = args.get("headers").cloned().unwrap_or(Value::Null);
-            reply(ok(format!(
-                "headers {} flagged as revoked, but not terminated",
-                crate::protocol::pyrepr::python_repr(&headers)
-            )))
+            revoke_by_stamped_headers(args, v, bool_arg(args, "terminate"))
         }
         "shutdown" => {
             let msg = args
@@ -245,9 +256,11 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
         .filter_map(|c| c.current.as_ref().map(|(s, _)| (s.id.clone(), c.pid)))
         .filter(|(id, _)| ids.contains(id))
         .collect();
+    let signal = signal_arg(args.get("signal"));
     let mut actions = vec![Action::Revoke {
         ids: ids.clone(),
         running: running.iter().map(|(id, _)| id.clone()).collect(),
+        terminate: terminate.then_some(signal),
     }];
     if !terminate {
         let set = if ids.is_empty() {
@@ -261,7 +274,6 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
             actions,
         };
     }
-    let signal = signal_arg(args.get("signal"));
     for (id, pid) in &running {
         actions.push(Action::Log(format!("Terminating {id} ({})", signal as i32)));
         actions.push(Action::Node(NodeAction::Terminate { pid: *pid, signal }));
@@ -276,6 +288,104 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
         reply: Some(ok(text)),
         actions,
     }
+}
+
+/// `revoke_by_stamped_headers`: `headers` is `{header: value or [values]}`
+/// or a list of `"header=value"`. The stamps are revoked for every node
+/// (in Redis); with `terminate`, the running tasks stamped with one of them
+/// are signalled. Replies as Celery 5.7 words it.
+fn revoke_by_stamped_headers(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
+    let headers: Map<String, Value> = match args.get("headers") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|h| h.split_once('='))
+            .map(|(k, val)| (k.to_string(), Value::from(val.split('=').next().unwrap_or(val))))
+            .collect(),
+        _ => Map::new(),
+    };
+    let revoked: Vec<(String, Vec<Value>)> = headers
+        .iter()
+        .map(|(h, stamps)| {
+            let values = match stamps {
+                Value::Array(items) => items.clone(),
+                one => vec![one.clone()],
+            };
+            (h.clone(), values)
+        })
+        .collect();
+    let shown = python_repr(&Value::Object(headers));
+    let signal = signal_arg(args.get("signal"));
+    let mut actions = vec![Action::RevokeStamps {
+        headers: revoked.clone(),
+        terminate: terminate.then_some(signal),
+    }];
+    if !terminate {
+        return Outcome {
+            reply: Some(ok(format!(
+                "headers {shown} flagged as revoked, but not terminated"
+            ))),
+            actions,
+        };
+    }
+    // Celery's `defaultdict(set)` of the stamps that matched, by header.
+    let mut matched: Vec<(String, Vec<Value>)> = Vec::new();
+    for c in &v.children {
+        let Some((s, _)) = &c.current else { continue };
+        let hits = stamp_matches(&s.stamps, &revoked);
+        if hits.is_empty() {
+            continue;
+        }
+        for (header, value) in hits {
+            match matched.iter_mut().find(|(h, _)| *h == header) {
+                Some((_, values)) if values.contains(&value) => {}
+                Some((_, values)) => values.push(value),
+                None => matched.push((header, vec![value])),
+            }
+        }
+        actions.push(Action::Log(format!("Terminating {} ({})", s.id, signal as i32)));
+        actions.push(Action::Node(NodeAction::Terminate { pid: c.pid, signal }));
+    }
+    let text = if matched.is_empty() {
+        format!("headers {shown} were not terminated")
+    } else {
+        let items: Vec<String> = matched
+            .iter()
+            .map(|(h, values)| {
+                let set: Vec<String> = values.iter().map(python_repr).collect();
+                format!("{}: {{{}}}", python_str_repr(h), set.join(", "))
+            })
+            .collect();
+        format!(
+            "headers defaultdict(<class 'set'>, {{{}}}) revoked",
+            items.join(", ")
+        )
+    };
+    Outcome {
+        reply: Some(ok(text)),
+        actions,
+    }
+}
+
+/// The `(header, value)` pairs of a task's `stamps` that are among
+/// `revoked` (a stamp that is a list matches by its items).
+pub fn stamp_matches(
+    stamps: &Map<String, Value>,
+    revoked: &[(String, Vec<Value>)],
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (header, values) in revoked {
+        let Some(stamp) = stamps.get(header) else {
+            continue;
+        };
+        for item in crate::broker::revoked::stamp_values(stamp) {
+            if values.contains(item) {
+                out.push((header.clone(), item.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Celery's `signals.signum`: a name with or without `SIG`, or a number; TERM by default.
@@ -634,7 +744,8 @@ mod tests {
             one.actions,
             vec![Action::Revoke {
                 ids: vec!["a".into()],
-                running: vec![]
+                running: vec![],
+                terminate: None,
             }]
         );
         let many = handle(
