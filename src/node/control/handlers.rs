@@ -690,6 +690,10 @@ mod tests {
                             args: json!([1, 2]),
                             kwargs: json!({}),
                             delivery_info: json!({"routing_key": "celery"}),
+                            stamps: json!({"monitoring_id": ["m1", 7]})
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
                         },
                         1.5,
                     )
@@ -829,6 +833,60 @@ mod tests {
         );
         let hello = handle(&req("hello", json!({"from_node": "other@h"})), &view(None));
         assert_eq!(hello.reply, Some(json!({"revoked": ["r1"], "clock": 9})));
+    }
+
+    #[test]
+    fn revoke_by_stamped_headers_as_celery_replies() {
+        let plain = handle(
+            &req(
+                "revoke_by_stamped_headers",
+                json!({"headers": {"myheader": ["myvalue"]}}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(
+            plain.reply,
+            Some(json!({"ok": "headers {'myheader': ['myvalue']} flagged as revoked, but not terminated"}))
+        );
+        assert_eq!(
+            plain.actions,
+            vec![Action::RevokeStamps {
+                headers: vec![("myheader".into(), vec![json!("myvalue")])],
+                terminate: None
+            }]
+        );
+        // The list form, and a terminate that finds the running task by
+        // one item of its stamp.
+        let kill = handle(
+            &req(
+                "revoke_by_stamped_headers",
+                json!({"headers": ["monitoring_id=m1"], "terminate": true, "signal": "KILL"}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(
+            kill.reply,
+            Some(json!({"ok": "headers defaultdict(<class 'set'>, {'monitoring_id': {'m1'}}) revoked"}))
+        );
+        assert!(kill.actions.contains(&Action::Node(NodeAction::Terminate {
+            pid: 7,
+            signal: Signal::SIGKILL
+        })));
+        let missed = handle(
+            &req(
+                "revoke_by_stamped_headers",
+                json!({"headers": {"monitoring_id": 8}, "terminate": true}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(
+            missed.reply,
+            Some(json!({"ok": "headers {'monitoring_id': 8} were not terminated"}))
+        );
+        assert!(!missed
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Node(NodeAction::Terminate { .. }))));
     }
 
     #[test]

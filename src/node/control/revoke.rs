@@ -107,3 +107,43 @@ impl LateTerminates {
         Some(signal)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn started(id: &str, stamps: Value) -> Started {
+        Started {
+            id: id.into(),
+            task: "t.add".into(),
+            time_limit: None,
+            acks_late: false,
+            reject_on_worker_lost: false,
+            ignore_result: false,
+            group: None,
+            parent_id: None,
+            args: Value::Null,
+            kwargs: Value::Null,
+            delivery_info: Value::Null,
+            stamps: stamps.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn an_id_is_terminated_once_a_stamp_every_time() {
+        let mut late = LateTerminates::default();
+        late.add_ids(["a".to_string()].into_iter(), Signal::SIGKILL);
+        late.add_stamps(&[("m".into(), vec![json!("x")])], Signal::SIGTERM);
+        assert_eq!(late.take_match(&started("b", json!({}))), None);
+        assert_eq!(
+            late.take_match(&started("a", json!({}))),
+            Some(Signal::SIGKILL)
+        );
+        assert_eq!(late.take_match(&started("a", json!({}))), None);
+        let stamped = started("c", json!({"m": ["y", "x"]}));
+        assert_eq!(late.take_match(&stamped), Some(Signal::SIGTERM));
+        assert_eq!(late.take_match(&stamped), Some(Signal::SIGTERM));
+        assert_eq!(late.take_match(&started("d", json!({"m": "y"}))), None);
+    }
+}
