@@ -258,7 +258,10 @@ fn a_task_revoked_by_stamped_header_never_runs_even_on_a_restarted_node() {
     // A list stamp runs unless one of its items is revoked.
     let (other, env) = stamped_envelope("proj.tasks.add", &json!([1, 1]), &json!(["m2", "x"]));
     publish_raw(&redis, "celery", env.to_string().as_bytes());
-    assert_eq!(redis.wait_result(&other, T).expect("m2 runs")["result"], json!(2));
+    assert_eq!(
+        redis.wait_result(&other, T).expect("m2 runs")["result"],
+        json!(2)
+    );
     let meta = redis.result(&revoked).expect("REVOKED stored by the child");
     assert_eq!(meta["status"], json!("REVOKED"));
     assert_eq!(meta["result"]["exc_message"], json!(["revoked"]));

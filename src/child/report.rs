@@ -129,7 +129,8 @@ mod tests {
         });
         let mut stamped = r.clone();
         if let Report::Started(s) = &mut stamped {
-            s.stamps.insert("monitoring_id".into(), serde_json::json!("m"));
+            s.stamps
+                .insert("monitoring_id".into(), serde_json::json!("m"));
         }
         // No `stamps` key for the usual unstamped task.
         assert!(!r.to_line().contains("stamps"));

@@ -64,45 +64,33 @@ pub fn acts_on_running(method: &str) -> bool {
 }
 
 /// Celery's handler for `req.method`; an unknown one gets kombu's
-/// `{"error": "KeyError('name')"}`.
+/// `{"error": "KeyError('name')"}`. Each command group is one function
+/// that answers `None` for a method not its own.
 pub fn handle(req: &Request, v: &NodeView) -> Outcome {
-    let args = &req.arguments;
-    match req.method.as_str() {
+    let (method, args) = (req.method.as_str(), &req.arguments);
+    inspect_node(method, args, v)
+        .or_else(|| inspect_tasks(method, args, v))
+        .or_else(|| revoking(method, args, v))
+        .or_else(|| pool(method, args))
+        .or_else(|| consumers(method, args, v))
+        .or_else(|| task_limits(method, args, v))
+        .or_else(|| events(method, v))
+        .unwrap_or_else(|| {
+            reply(error_reply(&format!(
+                "KeyError({})",
+                python_str_repr(method)
+            )))
+        })
+}
+
+/// The node itself: `ping`, `stats`, `active_queues`, `conf`, `clock`,
+/// `report`, and mingle's `hello`.
+fn inspect_node(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
         "ping" => reply(ok("pong")),
         "stats" => reply(stats(v)),
-        "active" | "dump_active" => reply(Value::Array(
-            v.children
-                .iter()
-                .filter_map(|c| c.current.as_ref().map(|(s, t)| request_info(v, c.pid, s, *t)))
-                .collect(),
-        )),
-        // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
-        "reserved" | "dump_reserved" => reply(json!([])),
-        "scheduled" | "dump_schedule" => reply(Value::Array(v.scheduled.clone())),
-        "registered" | "dump_tasks" => {
-            let mut names: Vec<&str> = v.app.tasks.names().collect();
-            names.sort_unstable();
-            // Celery appends the asked task attributes that are not None;
-            // of those, rmulti knows `name` (exchange, routing_key and
-            // rate_limit, the default items, are None unless set per task).
-            let with_name = match args.get("taskinfoitems") {
-                Some(Value::Array(items)) => items.iter().any(|i| i == "name"),
-                Some(Value::String(s)) => s == "name",
-                _ => false,
-            };
-            if with_name {
-                reply(json!(names
-                    .iter()
-                    .map(|n| format!("{n} [name={n}]"))
-                    .collect::<Vec<_>>()))
-            } else {
-                reply(json!(names))
-            }
-        }
         "active_queues" => reply(Value::Array(v.queues.iter().map(|q| queue_info(q)).collect())),
         "conf" | "dump_conf" => reply(conf(v)),
-        "revoked" | "dump_revoked" => reply(json!(v.revoked)),
-        "query_task" => reply(query_task(args, v)),
         "clock" => reply(json!({ "clock": v.clock })),
         "report" => reply(ok(format!(
             "software -> rmulti:{} (Rust), Celery 5.7 wire protocol\nplatform -> Linux\nbroker -> {}\nresults -> {}",
@@ -118,11 +106,72 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
                 reply(json!({ "revoked": v.revoked, "clock": v.clock }))
             }
         }
+        _ => return None,
+    })
+}
+
+/// The tasks the node holds or knows: `active`, `reserved`, `scheduled`,
+/// `registered`, `revoked`, `query_task`.
+fn inspect_tasks(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
+        "active" | "dump_active" => reply(Value::Array(
+            v.children
+                .iter()
+                .filter_map(|c| {
+                    c.current
+                        .as_ref()
+                        .map(|(s, t)| request_info(v, c.pid, s, *t))
+                })
+                .collect(),
+        )),
+        // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
+        "reserved" | "dump_reserved" => reply(json!([])),
+        "scheduled" | "dump_schedule" => reply(Value::Array(v.scheduled.clone())),
+        "registered" | "dump_tasks" => reply(registered(args, v)),
+        "revoked" | "dump_revoked" => reply(json!(v.revoked)),
+        "query_task" => reply(query_task(args, v)),
+        _ => return None,
+    })
+}
+
+/// `registered`: the task names, with ` [name=<name>]` when `name` is among
+/// the asked `taskinfoitems`.
+fn registered(args: &Map<String, Value>, v: &NodeView) -> Value {
+    let mut names: Vec<&str> = v.app.tasks.names().collect();
+    names.sort_unstable();
+    // Celery appends the asked task attributes that are not None; of
+    // those, rmulti knows `name` (exchange, routing_key and rate_limit, the
+    // default items, are None unless set per task).
+    let with_name = match args.get("taskinfoitems") {
+        Some(Value::Array(items)) => items.iter().any(|i| i == "name"),
+        Some(Value::String(s)) => s == "name",
+        _ => false,
+    };
+    if with_name {
+        json!(names
+            .iter()
+            .map(|n| format!("{n} [name={n}]"))
+            .collect::<Vec<_>>())
+    } else {
+        json!(names)
+    }
+}
+
+/// `revoke`, `terminate`, `revoke_by_stamped_headers`.
+fn revoking(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
         "revoke" => revoke(args, v, bool_arg(args, "terminate")),
         "terminate" => revoke(args, v, true),
         "revoke_by_stamped_headers" => {
             revoke_by_stamped_headers(args, v, bool_arg(args, "terminate"))
         }
+        _ => return None,
+    })
+}
+
+/// The node's life and size: `shutdown`, `pool_grow`, `pool_shrink`.
+fn pool(method: &str, args: &Map<String, Value>) -> Option<Outcome> {
+    Some(match method {
         "shutdown" => {
             let msg = args
                 .get("msg")
@@ -130,7 +179,10 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
                 .unwrap_or("Got shutdown from remote");
             Outcome {
                 reply: None,
-                actions: vec![Action::Log(msg.to_string()), Action::Node(NodeAction::Shutdown)],
+                actions: vec![
+                    Action::Log(msg.to_string()),
+                    Action::Node(NodeAction::Shutdown),
+                ],
             }
         }
         "pool_grow" => Outcome {
@@ -141,7 +193,15 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             reply: Some(ok("pool will shrink")),
             actions: vec![Action::Node(NodeAction::Shrink(count_arg(args)))],
         },
-        "add_consumer" => match args.get("queue").and_then(Value::as_str) {
+        _ => return None,
+    })
+}
+
+/// The queues consumed: `add_consumer`, `cancel_consumer`.
+fn consumers(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    let queue = args.get("queue").and_then(Value::as_str);
+    Some(match method {
+        "add_consumer" => match queue {
             Some(q) if !q.is_empty() => {
                 let mut queues = v.queues.clone();
                 let mut actions = Vec::new();
@@ -156,7 +216,7 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             }
             _ => reply(nok("add_consumer needs a queue name")),
         },
-        "cancel_consumer" => match args.get("queue").and_then(Value::as_str) {
+        "cancel_consumer" => match queue {
             Some(q) => {
                 let queues: Vec<String> = v.queues.iter().filter(|x| *x != q).cloned().collect();
                 let mut actions = Vec::new();
@@ -170,17 +230,24 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             }
             None => reply(nok("cancel_consumer needs a queue name")),
         },
+        _ => return None,
+    })
+}
+
+/// Per-task limits: `rate_limit`, `time_limit`.
+fn task_limits(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
+    Some(match method {
         "rate_limit" => {
-            let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
             let rate = args.get("rate_limit").cloned().unwrap_or(Value::Null);
             if !valid_rate(&rate) {
-                return reply(nok(format!(
+                return Some(reply(nok(format!(
                     "Invalid rate limit string: ValueError({})",
                     python_str_repr(&format!("Invalid rate limit: {}", rate_text(&rate)))
-                )));
+                ))));
             }
             if v.app.tasks.get(task).is_none() {
-                return reply(nok("unknown task"));
+                return Some(reply(nok("unknown task")));
             }
             if rate_text(&rate).is_empty() || rate == json!(0) {
                 reply(ok("rate limit disabled successfully"))
@@ -189,26 +256,30 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             }
         }
         "time_limit" => {
-            let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
             if v.app.tasks.get(task).is_none() {
-                return Outcome {
+                return Some(Outcome {
                     reply: Some(nok("unknown task")),
                     actions: vec![Action::Log(format!(
                         "Change time limit attempt for unknown task {task}"
                     ))],
-                };
+                });
             }
-            let hard = args.get("hard").and_then(Value::as_f64);
-            let soft = args.get("soft").and_then(Value::as_f64);
             Outcome {
                 reply: Some(ok("time limits set successfully")),
                 actions: vec![Action::Node(NodeAction::SetTimeLimit {
                     task: task.to_string(),
-                    hard,
-                    soft,
+                    hard: args.get("hard").and_then(Value::as_f64),
+                    soft: args.get("soft").and_then(Value::as_f64),
                 })],
             }
         }
+        _ => return None,
+    })
+}
+
+/// Events: `enable_events`, `disable_events`, and the `heartbeat` broadcast.
+fn events(method: &str, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
         "enable_events" => Outcome {
             reply: Some(ok(if v.task_events {
                 "task events already enabled"
@@ -229,8 +300,8 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             reply: None,
             actions: vec![Action::HeartbeatReply],
         },
-        other => reply(error_reply(&format!("KeyError({})", python_str_repr(other)))),
-    }
+        _ => return None,
+    })
 }
 
 /// `revoke` / `terminate`: `task_id` is one id (from `AsyncResult.revoke()`)
@@ -301,7 +372,12 @@ fn revoke_by_stamped_headers(args: &Map<String, Value>, v: &NodeView, terminate:
             .iter()
             .filter_map(Value::as_str)
             .filter_map(|h| h.split_once('='))
-            .map(|(k, val)| (k.to_string(), Value::from(val.split('=').next().unwrap_or(val))))
+            .map(|(k, val)| {
+                (
+                    k.to_string(),
+                    Value::from(val.split('=').next().unwrap_or(val)),
+                )
+            })
             .collect(),
         _ => Map::new(),
     };
@@ -344,7 +420,10 @@ fn revoke_by_stamped_headers(args: &Map<String, Value>, v: &NodeView, terminate:
                 None => matched.push((header, vec![value])),
             }
         }
-        actions.push(Action::Log(format!("Terminating {} ({})", s.id, signal as i32)));
+        actions.push(Action::Log(format!(
+            "Terminating {} ({})",
+            s.id, signal as i32
+        )));
         actions.push(Action::Node(NodeAction::Terminate { pid: c.pid, signal }));
     }
     let text = if matched.is_empty() {
@@ -846,7 +925,9 @@ mod tests {
         );
         assert_eq!(
             plain.reply,
-            Some(json!({"ok": "headers {'myheader': ['myvalue']} flagged as revoked, but not terminated"}))
+            Some(
+                json!({"ok": "headers {'myheader': ['myvalue']} flagged as revoked, but not terminated"})
+            )
         );
         assert_eq!(
             plain.actions,
@@ -866,7 +947,9 @@ mod tests {
         );
         assert_eq!(
             kill.reply,
-            Some(json!({"ok": "headers defaultdict(<class 'set'>, {'monitoring_id': {'m1'}}) revoked"}))
+            Some(
+                json!({"ok": "headers defaultdict(<class 'set'>, {'monitoring_id': {'m1'}}) revoked"})
+            )
         );
         assert!(kill.actions.contains(&Action::Node(NodeAction::Terminate {
             pid: 7,
