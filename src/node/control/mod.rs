@@ -433,7 +433,10 @@ impl Control {
         }
         let shown: Vec<String> = headers
             .iter()
-            .map(|(h, values)| format!("{h}={values:?}"))
+            .map(|(h, values)| {
+                let shown: Vec<String> = values.iter().map(Value::to_string).collect();
+                format!("{h}=[{}]", shown.join(", "))
+            })
             .collect();
         tracing::info!("Stamped headers flagged as revoked: {}", shown.join(", "));
     }
