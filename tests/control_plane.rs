@@ -226,8 +226,14 @@ fn stamped_envelope(name: &str, args: &Value, stamp: &Value) -> (String, Value) 
 
 /// A remote-control request as kombu PUBLISHes it, with no reply wanted.
 fn broadcast(redis: &RedisServer, method: &str, arguments: Value) {
+    broadcast_body(
+        redis,
+        json!({"method": method, "arguments": arguments, "destination": null, "pattern": null, "matcher": null}),
+    );
+}
+
+fn broadcast_body(redis: &RedisServer, body: Value) {
     use base64::Engine;
-    let body = json!({"method": method, "arguments": arguments, "destination": null, "pattern": null, "matcher": null});
     let env = json!({
         "body": base64::engine::general_purpose::STANDARD.encode(body.to_string()),
         "content-type": "application/json", "content-encoding": "utf-8",
@@ -355,4 +361,44 @@ fn a_revoked_protocol_1_task_is_not_run() {
         redis.wait_result(&other_id, T).expect("runs")["result"],
         json!(7)
     );
+}
+
+/// A terminating revoke sent at the same instant as its task, behind a
+/// burst of inspect requests handled in the same loop turn (each answered
+/// with a Redis round trip): whether the node handles the revoke before a
+/// child takes the task (never started), while the child's `started`
+/// report is still in its pipe, or after (running), the task ends REVOKED
+/// and never SUCCESS. Answered from the turn's first snapshot of the pool,
+/// some rounds ran the task to the end.
+#[test]
+fn a_terminating_revoke_racing_its_task_never_lets_it_finish() {
+    let (redis, dir, _guard, pid) = started_node("", &["-c", "2"]);
+    let ping = json!({"method": "ping", "arguments": {}, "destination": null, "pattern": null,
+        "matcher": null, "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "gone"},
+        "ticket": "t"});
+    for round in 0..12 {
+        let (id, env) = task_envelope("celery", "proj.tasks.sleep", &json!([3]), &json!({}));
+        publish_raw(&redis, "celery", env.to_string().as_bytes());
+        for _ in 0..60 {
+            broadcast_body(&redis, ping.clone());
+        }
+        broadcast(
+            &redis,
+            "revoke",
+            json!({"task_id": [id], "terminate": true, "signal": "SIGKILL"}),
+        );
+        // The revoke's own REVOKED (children null) comes first; the outcome
+        // is the child's discard (children []), the terminate's record, or
+        // the task's own result.
+        let meta = wait_for(T, || {
+            redis.result(&id).filter(|m| {
+                m["status"] == json!("SUCCESS")
+                    || m["children"] == json!([])
+                    || m["result"]["exc_message"] == json!(["terminated"])
+            })
+        })
+        .unwrap_or_else(|| panic!("round {round}: no outcome\n{}", node_logs(&dir)));
+        assert_eq!(meta["status"], json!("REVOKED"), "round {round}: {meta}");
+    }
+    assert!(alive(pid));
 }
