@@ -21,6 +21,12 @@ pub const DEAD_LETTER: &str = "rmulti.deadletter";
 /// Sorted set: revoked task id → when its revocation expires (POSIX seconds).
 pub const REVOKED: &str = "rmulti.revoked";
 
+/// Sorted set: a stamp value (JSON) revoked for stamped header `header`
+/// (`revoke_by_stamped_headers`) → when that revocation expires.
+pub fn revoked_stamp(header: &str) -> String {
+    format!("rmulti.revoked.stamp.{header}")
+}
+
 /// String `0`/`1`: whether node `node`'s children send task events
 /// (`-E`, `enable_events`, `disable_events`).
 pub fn task_events(node: &str) -> String {

@@ -18,9 +18,10 @@ use super::slot::Slot;
 use super::triage::{triage, Plan, Refusal, Verdict};
 use super::{ChildSpec, Leave};
 use crate::broker::keys;
+use crate::broker::revoked::Revocation;
 use crate::broker::{BrokerError, Reserved};
 use crate::protocol::event::TaskEvent;
-use crate::protocol::pyrepr::python_str_repr;
+use crate::protocol::pyrepr::{python_repr, python_str_repr};
 use crate::protocol::{ResultMeta, TaskMessage};
 use crate::signals;
 use crate::tasks::TaskSpec;
@@ -120,7 +121,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
                     msg.source = moved_from.take().unwrap_or_default();
                 }
                 failures = 0;
-                let handled = child.handle(&msg, conns, reporter);
+                let handled = child.handle(&mut msg, conns, reporter);
                 let _ = reporter.flush();
                 if child.slot.events.full() {
                     child.send_events(conns);
@@ -233,11 +234,31 @@ impl Child<'_> {
     /// slot's next `next`.
     fn handle(
         &mut self,
-        msg: &Reserved,
+        msg: &mut Reserved,
         conns: &mut Conns,
         reporter: &mut Reporter,
     ) -> Result<(), Trouble> {
-        let verdict = triage(msg, msg.decode(), self.spec, &self.slot.in_hand, Utc::now());
+        let decoded = msg.decode();
+        // The reserving script checked the id of a protocol 2 message; stamps
+        // and protocol 1 ids are looked up here (only for such messages).
+        let mut by_header = String::new();
+        if let (Ok(task), false) = (&decoded, msg.revoked) {
+            match self.slot.revoked_unseen(conns, task)? {
+                Some(Revocation::Stamp(header, value)) => {
+                    msg.revoked = true;
+                    let mut one = serde_json::Map::new();
+                    one.insert(header, value);
+                    by_header = format!(
+                        " (revoked by header: {})",
+                        python_repr(&serde_json::Value::Object(one))
+                    );
+                }
+                Some(Revocation::Id) => msg.revoked = true,
+                None => {}
+            }
+        }
+        let msg = &*msg;
+        let verdict = triage(msg, decoded, self.spec, &self.slot.in_hand, Utc::now());
         // A due ETA message was logged as received when it arrived.
         if let (Some(task), false) = (verdict.received(), msg.from_eta_park) {
             reporter.queue(&Report::Received {
@@ -267,8 +288,10 @@ impl Child<'_> {
                 slot.finish_with(msg, &task, meta.as_ref().map(ResultMeta::to_json));
             }
             Verdict::FinishOnly(task) => slot.finish_with(msg, &task, None),
-            Verdict::Expired { task, meta } => discard(slot, msg, "expired", &task, meta),
-            Verdict::Revoked { task, meta } => discard(slot, msg, "revoked", &task, meta),
+            Verdict::Expired { task, meta } => discard(slot, msg, "expired", "", &task, meta),
+            Verdict::Revoked { task, meta } => {
+                discard(slot, msg, "revoked", &by_header, &task, meta)
+            }
             Verdict::Park { task, eta } => {
                 slot.park(conns, msg, &task, eta)?;
                 tracing::info!(
@@ -383,11 +406,12 @@ fn discard(
     slot: &mut Slot,
     msg: &Reserved,
     why: &str,
+    note: &str,
     task: &TaskMessage,
     meta: Option<ResultMeta>,
 ) {
     tracing::info!(
-        "Discarding {why} task: {}[{}]",
+        "Discarding {why} task: {}[{}]{note}",
         task.display_name(),
         task.id
     );

@@ -27,6 +27,10 @@ pub struct Started {
     pub kwargs: serde_json::Value,
     #[serde(default)]
     pub delivery_info: serde_json::Value,
+    /// Its canvas stamps (`TaskMessage::stamps`), for a terminating
+    /// `revoke_by_stamped_headers`; left out of the report when none.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub stamps: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,8 +125,16 @@ mod tests {
             args: serde_json::json!([1, 2]),
             kwargs: serde_json::json!({}),
             delivery_info: serde_json::Value::Null,
+            stamps: Default::default(),
         });
-        for report in [r, Report::Ready, Report::Done] {
+        let mut stamped = r.clone();
+        if let Report::Started(s) = &mut stamped {
+            s.stamps
+                .insert("monitoring_id".into(), serde_json::json!("m"));
+        }
+        // No `stamps` key for the usual unstamped task.
+        assert!(!r.to_line().contains("stamps"));
+        for report in [r, stamped, Report::Ready, Report::Done] {
             let line = report.to_line();
             assert_eq!(line.matches('\n').count(), 1);
             assert!(line.ends_with('\n'));

@@ -18,6 +18,7 @@ use crate::broker::keys::{self, Slot as SlotKeys};
 use crate::broker::reserve::{
     now_secs, Finish, Reservations, Reserved, Scripts, Then, ETA_PROMOTE_EVERY,
 };
+use crate::broker::revoked::{self, Revocation};
 use crate::broker::{BrokerError, Connections};
 use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::{pyjson, ResultMeta, TaskMessage};
@@ -80,6 +81,27 @@ impl<'a> Slot<'a> {
     /// The first queue key, the one an idle child blocks on.
     pub fn first_key(&self) -> &str {
         self.queue_keys.first().map_or("", String::as_str)
+    }
+
+    /// Whether `task` is revoked where the reserving script does not look:
+    /// by one of its stamps (`revoke_by_stamped_headers`), or by id for a
+    /// protocol 1 message (its id is in the body; the script reads the
+    /// headers). A round trip only for such messages; none for the others.
+    pub fn revoked_unseen(
+        &self,
+        conns: &mut Connections,
+        task: &TaskMessage,
+    ) -> Result<Option<Revocation>, BrokerError> {
+        if task.protocol != 1 && task.stamps.is_empty() {
+            return Ok(None);
+        }
+        let con = conns.broker()?;
+        let now = now_secs();
+        if task.protocol == 1 && revoked::id_revoked(con, &task.id, now)? {
+            return Ok(Some(Revocation::Id));
+        }
+        Ok(revoked::stamp_revoked(con, &task.stamps, now)?
+            .map(|(header, value)| Revocation::Stamp(header, value)))
     }
 
     /// Blocks briefly for a message on the first queue (see `Scripts::wait`).

@@ -265,5 +265,6 @@ fn started_from(raw: &str) -> Started {
         args: Value::Null,
         kwargs: Value::Null,
         delivery_info: Value::Null,
+        stamps: Default::default(),
     }
 }

@@ -52,6 +52,10 @@ pub struct TaskMessage {
     pub chord: Value,
     pub delivery_info: DeliveryInfo,
     pub delivery_tag: Option<String>,
+    /// Celery's `Request.stamps`: each header named in `stamped_headers`
+    /// with its value in `stamps` (canvas stamping); empty for most messages,
+    /// which is what keeps the revoked-stamp lookup off their path.
+    pub stamps: Map<String, Value>,
 }
 
 /// Why a message could not become a `TaskMessage`. `task_id` and `task` are
@@ -340,7 +344,29 @@ fn build(
         chord: embedded("chord"),
         delivery_info,
         delivery_tag: env.delivery_tag().map(str::to_string),
+        stamps: stamps_of(fields),
     })
+}
+
+/// `{header: stamps[header]}` for each header in `stamped_headers` (a list,
+/// or one name), leaving out those without a value, as Celery's revoke
+/// check skips them.
+fn stamps_of(fields: &Map<String, Value>) -> Map<String, Value> {
+    let names: Vec<&str> = match fields.get("stamped_headers") {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        _ => return Map::new(),
+    };
+    let Some(Value::Object(stamps)) = fields.get("stamps") else {
+        return Map::new();
+    };
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let value = stamps.get(name).filter(|v| !v.is_null())?;
+            Some((name.to_string(), value.clone()))
+        })
+        .collect()
 }
 
 /// A task to publish (used by `rmulti call`, the demo and tests).
@@ -507,6 +533,26 @@ mod tests {
 
     fn raw(name: &str) -> String {
         test_fixture(name)["raw"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn stamps_are_the_stamped_headers_values() {
+        let fields = |v: Value| v.as_object().cloned().unwrap();
+        let stamped = fields(serde_json::json!({
+            "stamped_headers": ["monitoring_id", "other", "unset"],
+            "stamps": {"monitoring_id": ["a", 1], "other": "b", "unset": null, "extra": 1},
+        }));
+        assert_eq!(
+            Value::Object(stamps_of(&stamped)),
+            serde_json::json!({"monitoring_id": ["a", 1], "other": "b"})
+        );
+        // What every client sends when nothing is stamped.
+        let plain = fields(serde_json::json!({"stamped_headers": null, "stamps": {}}));
+        assert!(stamps_of(&plain).is_empty());
+        for name in TASK_FIXTURES {
+            let msg = TaskMessage::decode(&raw(name)).unwrap();
+            assert!(msg.stamps.is_empty(), "{name}");
+        }
     }
 
     fn opt_str(v: &Value) -> Option<String> {

@@ -89,6 +89,51 @@ def test_celery_control_revoke_of_a_countdown_task(ctl_node, workdir, app):
     assert r.state == "REVOKED"
 
 
+def test_revoke_by_stamped_headers_from_the_celery_client(ctl_node, app):
+    """Canvas stamping as Celery 5.7's client sends it: a task stamped with a
+    revoked `monitoring_id` is not run (REVOKED), another stamp runs, and
+    with `terminate` a running task stamped so is killed."""
+    import uuid
+
+    from celery.canvas import StampingVisitor
+    from celery.exceptions import TaskRevokedError
+
+    name = node_name(ctl_node)
+    revoked_id, kept_id = uuid.uuid4().hex, uuid.uuid4().hex
+
+    def stamped(sig, monitoring_id):
+        class Visitor(StampingVisitor):
+            def on_signature(self, sig, **headers):
+                return {"monitoring_id": monitoring_id}
+
+        sig.stamp(visitor=Visitor())
+        return sig
+
+    reply = app.control.revoke_by_stamped_headers({"monitoring_id": [revoked_id]}, destination=[name],
+                                                  reply=True, timeout=5)
+    assert reply == [{name: {"ok": f"headers {{'monitoring_id': ['{revoked_id}']}} "
+                                   "flagged as revoked, but not terminated"}}], reply
+    gone = stamped(app.signature("proj.tasks.add", (1, 1)), revoked_id).apply_async()
+    kept = stamped(app.signature("proj.tasks.add", (2, 2)), kept_id).apply_async()
+    assert kept.get(timeout=20) == 4
+    with pytest.raises(TaskRevokedError):
+        gone.get(timeout=20)
+    assert gone.state == "REVOKED"
+    assert f"(revoked by header: {{'monitoring_id': '{revoked_id}'}})" in ctl_node.all_logs()
+
+    running_id = uuid.uuid4().hex
+    long = stamped(app.signature("proj.tasks.sleep", (30,)), running_id).apply_async()
+    assert wait_until(20, lambda: any(t["id"] == long.id for t in (app.control.inspect(
+        destination=[name], timeout=1).active() or {}).get(name, [])), interval=0.2)
+    reply = app.control.revoke_by_stamped_headers({"monitoring_id": running_id}, terminate=True,
+                                                  signal="SIGKILL", destination=[name], reply=True, timeout=5)
+    assert reply == [{name: {"ok": "headers defaultdict(<class 'set'>, "
+                                   f"{{'monitoring_id': {{'{running_id}'}}}}) revoked"}}], reply
+    with pytest.raises(TaskRevokedError):
+        long.get(timeout=20)
+    assert long.state == "REVOKED"
+
+
 def test_event_receiver_sees_worker_heartbeats(ctl_node, app):
     name = node_name(ctl_node)
     seen: list[dict] = []

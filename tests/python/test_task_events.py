@@ -11,12 +11,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 from contextlib import contextmanager
 
 import pytest
 
-from conftest import _clean_env, launch_node, stop_node
+from conftest import BROKER_DB, _clean_env, launch_node, stop_node
 from helpers import wait_until
 from test_control_cli import PYTHON, REFERENCE
 
@@ -37,10 +36,13 @@ def hostname(node) -> str:
 
 
 @contextmanager
-def receiver(app, name: str):
-    """Collects the task events of node `name` while the block runs."""
+def receiver(app, name: str, redis_server):
+    """Collects the task events of node `name` while the block runs; the
+    block starts once the receiver's PSUBSCRIBE is on (Redis counts one
+    more pattern: the nodes' own are on the pidbox, not `celeryev`)."""
     seen: list[dict] = []
-    ready = threading.Event()
+    broker = redis_server.client(BROKER_DB)
+    patterns = broker.pubsub_numpat()
 
     def on_event(event):
         if event.get("hostname") == name and event["type"].startswith("task-"):
@@ -48,16 +50,10 @@ def receiver(app, name: str):
 
     with app.connection() as conn:
         recv = app.events.Receiver(conn, handlers={"*": on_event})
-
-        def run():
-            ready.set()
-            recv.capture(limit=None, timeout=None, wakeup=False)
-
-        thread = threading.Thread(target=run, daemon=True)
+        thread = threading.Thread(target=lambda: recv.capture(limit=None, timeout=None, wakeup=False),
+                                  daemon=True)
         thread.start()
-        ready.wait(5)
-        # PSUBSCRIBE is on once the consumer loop runs: give it a beat.
-        time.sleep(0.5)
+        assert wait_until(10, lambda: broker.pubsub_numpat() > patterns), "the receiver did not subscribe"
         try:
             yield seen
         finally:
@@ -69,9 +65,9 @@ def of(seen, task_id, kind):
     return [e for e in seen if e.get("uuid") == task_id and e["type"] == kind]
 
 
-def test_a_receiver_sees_received_started_succeeded_and_failed(ev_node, app):
+def test_a_receiver_sees_received_started_succeeded_and_failed(ev_node, app, redis_server):
     name = hostname(ev_node)
-    with receiver(app, name) as seen:
+    with receiver(app, name, redis_server) as seen:
         ok = app.send_task("proj.tasks.add", (20, 22), queue="evq")
         bad = app.send_task("proj.tasks.fail", ("boom",), queue="evq")
         assert ok.get(timeout=20) == 42
@@ -93,9 +89,9 @@ def test_a_receiver_sees_received_started_succeeded_and_failed(ev_node, app):
         assert {"hostname", "utcoffset", "pid", "clock", "timestamp", "type"} <= set(e)
 
 
-def test_a_long_task_shows_started_while_it_runs(ev_node, app):
+def test_a_long_task_shows_started_while_it_runs(ev_node, app, redis_server):
     name = hostname(ev_node)
-    with receiver(app, name) as seen:
+    with receiver(app, name, redis_server) as seen:
         r = app.send_task("proj.tasks.sleep", (4,), queue="evq")
         assert wait_until(3, lambda: of(seen, r.id, "task-started")), seen
         assert not of(seen, r.id, "task-succeeded")
@@ -103,24 +99,30 @@ def test_a_long_task_shows_started_while_it_runs(ev_node, app):
         assert wait_until(5, lambda: of(seen, r.id, "task-succeeded"))
 
 
-def test_enable_and_disable_events_switch_a_node_at_runtime(rmulti_bin, workdir, app):
+def test_enable_and_disable_events_switch_a_node_at_runtime(rmulti_bin, workdir, app, redis_server):
     n = launch_node(rmulti_bin, workdir, "quiet", "-c", "1", "-Q", "quietq")
     name = hostname(n)
     try:
-        with receiver(app, name) as seen:
-            app.send_task("proj.tasks.add", (1, 1), queue="quietq").get(timeout=20)
-            time.sleep(0.5)
-            assert seen == [], "events sent without -E"
+        with receiver(app, name, redis_server) as seen:
+            quiet = app.send_task("proj.tasks.add", (1, 1), queue="quietq")
+            quiet.get(timeout=20)
             assert app.control.enable_events(destination=[name], reply=True, timeout=5)
             # The child learns it at its next reservation.
             r = app.send_task("proj.tasks.add", (2, 2), queue="quietq")
             r.get(timeout=20)
             assert wait_until(5, lambda: of(seen, r.id, "task-succeeded")), seen
+            # One child (-c 1) publishes its events in order: whatever the
+            # first task sent would have come before these.
+            assert [e for e in seen if e["uuid"] == quiet.id] == [], "events sent without -E"
             assert app.control.disable_events(destination=[name], reply=True, timeout=5)
-            seen.clear()
-            app.send_task("proj.tasks.add", (3, 3), queue="quietq").get(timeout=20)
-            time.sleep(0.5)
-            assert seen == []
+            off = app.send_task("proj.tasks.add", (3, 3), queue="quietq")
+            off.get(timeout=20)
+            # On again: the next task's events bound the silence of `off`'s.
+            assert app.control.enable_events(destination=[name], reply=True, timeout=5)
+            last = app.send_task("proj.tasks.add", (4, 4), queue="quietq")
+            last.get(timeout=20)
+            assert wait_until(5, lambda: of(seen, last.id, "task-succeeded")), seen
+            assert [e for e in seen if e["uuid"] == off.id] == [], "events sent after disable_events"
     finally:
         error = stop_node(n.pid, n.pidfile)
         if error:
@@ -133,18 +135,27 @@ def test_celery_events_dump_prints_task_events(ev_node, app, workdir):
     env["PYTHONPATH"] = str(REFERENCE)
     dump = subprocess.Popen([str(PYTHON), "-m", "celery", "-A", "proj", "events", "--dump"], cwd=workdir,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The dumper flushes each line; a thread collects them as they come.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(dump.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def printed(*words):
+        return any(all(w in line for w in words) for line in list(lines))
+
     try:
-        time.sleep(3)  # its Python start and PSUBSCRIBE
+        # Subscribed once it prints the node's heartbeat (every 2 s).
+        assert wait_until(30, lambda: printed(name, "heartbeat"), interval=0.1), "".join(lines)[-3000:]
         r = app.send_task("proj.tasks.add", (5, 6), queue="evq")
         assert r.get(timeout=20) == 11
-        time.sleep(2)
+        assert wait_until(10, lambda: printed(r.id, "succeeded"), interval=0.1), "".join(lines)[-3000:]
     finally:
         dump.terminate()
-        out, _ = dump.communicate(timeout=20)
-    lines = [line for line in out.splitlines() if r.id in line]
-    text = "\n".join(lines)
-    assert f"{name} [{r.id}] received" in text or "task received" in text, out[-3000:]
-    assert "succeeded" in text, out[-3000:]
+        dump.wait(timeout=20)
+        reader.join(10)
+    text = "\n".join(line for line in lines if r.id in line)
+    assert f"{name} [" in text and "task received" in text, text
+    assert "succeeded" in text, text
 
 
 def test_inspect_scheduled_lists_the_nodes_parked_eta_messages(ev_node, app, workdir):
@@ -172,12 +183,12 @@ def test_inspect_scheduled_lists_the_nodes_parked_eta_messages(ev_node, app, wor
     assert all(e["request"]["id"] != r.id for e in scheduled())
 
 
-def test_worker_send_task_events_setting_is_minus_e(rmulti_bin, workdir, app):
+def test_worker_send_task_events_setting_is_minus_e(rmulti_bin, workdir, app, redis_server):
     n = launch_node(rmulti_bin, workdir, "setev", "-c", "1", "-Q", "setevq", "--",
                     "worker_send_task_events=true")
     name = hostname(n)
     try:
-        with receiver(app, name) as seen:
+        with receiver(app, name, redis_server) as seen:
             r = app.send_task("proj.tasks.add", (1, 2), queue="setevq")
             assert r.get(timeout=20) == 3
             assert wait_until(5, lambda: of(seen, r.id, "task-succeeded")), seen

@@ -262,24 +262,29 @@ impl RestoreArgs<'_> {
 
 /// `revoke_add.lua`.
 pub struct RevokeAddArgs<'a> {
+    /// The set: `keys::REVOKED` or `keys::revoked_stamp(header)`.
+    pub key: &'a str,
     /// When the new entries expire, Unix seconds.
     pub until: f64,
     /// Unix seconds.
     pub now: f64,
     /// Entries kept at most.
     pub max_size: usize,
-    pub ids: &'a [String],
+    /// Seconds the key outlives this write (its newest entry's lifetime).
+    pub ttl: u64,
+    pub members: &'a [String],
 }
 
 impl RevokeAddArgs<'_> {
     pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
         let mut inv = script.prepare_invoke();
-        inv.key(keys::REVOKED)
+        inv.key(self.key)
             .arg(format!("{:.6}", self.until))
             .arg(format!("{:.6}", self.now))
-            .arg(self.max_size);
-        for id in self.ids {
-            inv.arg(id);
+            .arg(self.max_size)
+            .arg(self.ttl);
+        for member in self.members {
+            inv.arg(member);
         }
         inv
     }

@@ -8,16 +8,25 @@ use serde_json::{json, Map, Value};
 
 use super::{NodeAction, NodeView};
 use crate::protocol::pidbox::{error_reply, Request};
-use crate::protocol::pyrepr::python_str_repr;
+use crate::protocol::pyrepr::{python_repr, python_str_repr};
 
 /// What a handler wants done besides its reply.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Node(NodeAction),
     /// Add `ids` to the revoked set; store REVOKED for those not `running` here.
+    /// With `terminate`, those not running yet are signalled if they start
+    /// here after all (a child that reserved one before the revoke).
     Revoke {
         ids: Vec<String>,
         running: Vec<String>,
+        terminate: Option<Signal>,
+    },
+    /// Add stamp values to the revoked stamps, header by header; with
+    /// `terminate`, as `Revoke`'s for tasks that start later.
+    RevokeStamps {
+        headers: Vec<(String, Vec<Value>)>,
+        terminate: Option<Signal>,
     },
     TaskEvents(bool),
     /// Send a `worker-heartbeat` event (the answer to a `heartbeat` broadcast).
@@ -48,46 +57,40 @@ fn nok(text: impl Into<String>) -> Value {
     json!({ "error": text.into() })
 }
 
+/// Whether `method` acts on the tasks running now (terminating revokes),
+/// so it must see the children's latest reports.
+pub fn acts_on_running(method: &str) -> bool {
+    matches!(method, "revoke" | "terminate" | "revoke_by_stamped_headers")
+}
+
 /// Celery's handler for `req.method`; an unknown one gets kombu's
-/// `{"error": "KeyError('name')"}`.
+/// `{"error": "KeyError('name')"}`. Each command group is one function
+/// that answers `None` for a method not its own.
 pub fn handle(req: &Request, v: &NodeView) -> Outcome {
-    let args = &req.arguments;
-    match req.method.as_str() {
+    let (method, args) = (req.method.as_str(), &req.arguments);
+    inspect_node(method, args, v)
+        .or_else(|| inspect_tasks(method, args, v))
+        .or_else(|| revoking(method, args, v))
+        .or_else(|| pool(method, args))
+        .or_else(|| consumers(method, args, v))
+        .or_else(|| task_limits(method, args, v))
+        .or_else(|| events(method, v))
+        .unwrap_or_else(|| {
+            reply(error_reply(&format!(
+                "KeyError({})",
+                python_str_repr(method)
+            )))
+        })
+}
+
+/// The node itself: `ping`, `stats`, `active_queues`, `conf`, `clock`,
+/// `report`, and mingle's `hello`.
+fn inspect_node(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
         "ping" => reply(ok("pong")),
         "stats" => reply(stats(v)),
-        "active" | "dump_active" => reply(Value::Array(
-            v.children
-                .iter()
-                .filter_map(|c| c.current.as_ref().map(|(s, t)| request_info(v, c.pid, s, *t)))
-                .collect(),
-        )),
-        // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
-        "reserved" | "dump_reserved" => reply(json!([])),
-        "scheduled" | "dump_schedule" => reply(Value::Array(v.scheduled.clone())),
-        "registered" | "dump_tasks" => {
-            let mut names: Vec<&str> = v.app.tasks.names().collect();
-            names.sort_unstable();
-            // Celery appends the asked task attributes that are not None;
-            // of those, rmulti knows `name` (exchange, routing_key and
-            // rate_limit, the default items, are None unless set per task).
-            let with_name = match args.get("taskinfoitems") {
-                Some(Value::Array(items)) => items.iter().any(|i| i == "name"),
-                Some(Value::String(s)) => s == "name",
-                _ => false,
-            };
-            if with_name {
-                reply(json!(names
-                    .iter()
-                    .map(|n| format!("{n} [name={n}]"))
-                    .collect::<Vec<_>>()))
-            } else {
-                reply(json!(names))
-            }
-        }
         "active_queues" => reply(Value::Array(v.queues.iter().map(|q| queue_info(q)).collect())),
         "conf" | "dump_conf" => reply(conf(v)),
-        "revoked" | "dump_revoked" => reply(json!(v.revoked)),
-        "query_task" => reply(query_task(args, v)),
         "clock" => reply(json!({ "clock": v.clock })),
         "report" => reply(ok(format!(
             "software -> rmulti:{} (Rust), Celery 5.7 wire protocol\nplatform -> Linux\nbroker -> {}\nresults -> {}",
@@ -103,15 +106,72 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
                 reply(json!({ "revoked": v.revoked, "clock": v.clock }))
             }
         }
+        _ => return None,
+    })
+}
+
+/// The tasks the node holds or knows: `active`, `reserved`, `scheduled`,
+/// `registered`, `revoked`, `query_task`.
+fn inspect_tasks(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
+        "active" | "dump_active" => reply(Value::Array(
+            v.children
+                .iter()
+                .filter_map(|c| {
+                    c.current
+                        .as_ref()
+                        .map(|(s, t)| request_info(v, c.pid, s, *t))
+                })
+                .collect(),
+        )),
+        // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
+        "reserved" | "dump_reserved" => reply(json!([])),
+        "scheduled" | "dump_schedule" => reply(Value::Array(v.scheduled.clone())),
+        "registered" | "dump_tasks" => reply(registered(args, v)),
+        "revoked" | "dump_revoked" => reply(json!(v.revoked)),
+        "query_task" => reply(query_task(args, v)),
+        _ => return None,
+    })
+}
+
+/// `registered`: the task names, with ` [name=<name>]` when `name` is among
+/// the asked `taskinfoitems`.
+fn registered(args: &Map<String, Value>, v: &NodeView) -> Value {
+    let mut names: Vec<&str> = v.app.tasks.names().collect();
+    names.sort_unstable();
+    // Celery appends the asked task attributes that are not None; of
+    // those, rmulti knows `name` (exchange, routing_key and rate_limit, the
+    // default items, are None unless set per task).
+    let with_name = match args.get("taskinfoitems") {
+        Some(Value::Array(items)) => items.iter().any(|i| i == "name"),
+        Some(Value::String(s)) => s == "name",
+        _ => false,
+    };
+    if with_name {
+        json!(names
+            .iter()
+            .map(|n| format!("{n} [name={n}]"))
+            .collect::<Vec<_>>())
+    } else {
+        json!(names)
+    }
+}
+
+/// `revoke`, `terminate`, `revoke_by_stamped_headers`.
+fn revoking(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
         "revoke" => revoke(args, v, bool_arg(args, "terminate")),
         "terminate" => revoke(args, v, true),
         "revoke_by_stamped_headers" => {
-            let headers = args.get("headers").cloned().unwrap_or(Value::Null);
-            reply(ok(format!(
-                "headers {} flagged as revoked, but not terminated",
-                crate::protocol::pyrepr::python_repr(&headers)
-            )))
+            revoke_by_stamped_headers(args, v, bool_arg(args, "terminate"))
         }
+        _ => return None,
+    })
+}
+
+/// The node's life and size: `shutdown`, `pool_grow`, `pool_shrink`.
+fn pool(method: &str, args: &Map<String, Value>) -> Option<Outcome> {
+    Some(match method {
         "shutdown" => {
             let msg = args
                 .get("msg")
@@ -119,7 +179,10 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
                 .unwrap_or("Got shutdown from remote");
             Outcome {
                 reply: None,
-                actions: vec![Action::Log(msg.to_string()), Action::Node(NodeAction::Shutdown)],
+                actions: vec![
+                    Action::Log(msg.to_string()),
+                    Action::Node(NodeAction::Shutdown),
+                ],
             }
         }
         "pool_grow" => Outcome {
@@ -130,7 +193,15 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             reply: Some(ok("pool will shrink")),
             actions: vec![Action::Node(NodeAction::Shrink(count_arg(args)))],
         },
-        "add_consumer" => match args.get("queue").and_then(Value::as_str) {
+        _ => return None,
+    })
+}
+
+/// The queues consumed: `add_consumer`, `cancel_consumer`.
+fn consumers(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    let queue = args.get("queue").and_then(Value::as_str);
+    Some(match method {
+        "add_consumer" => match queue {
             Some(q) if !q.is_empty() => {
                 let mut queues = v.queues.clone();
                 let mut actions = Vec::new();
@@ -145,7 +216,7 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             }
             _ => reply(nok("add_consumer needs a queue name")),
         },
-        "cancel_consumer" => match args.get("queue").and_then(Value::as_str) {
+        "cancel_consumer" => match queue {
             Some(q) => {
                 let queues: Vec<String> = v.queues.iter().filter(|x| *x != q).cloned().collect();
                 let mut actions = Vec::new();
@@ -159,17 +230,24 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             }
             None => reply(nok("cancel_consumer needs a queue name")),
         },
+        _ => return None,
+    })
+}
+
+/// Per-task limits: `rate_limit`, `time_limit`.
+fn task_limits(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option<Outcome> {
+    let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
+    Some(match method {
         "rate_limit" => {
-            let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
             let rate = args.get("rate_limit").cloned().unwrap_or(Value::Null);
             if !valid_rate(&rate) {
-                return reply(nok(format!(
+                return Some(reply(nok(format!(
                     "Invalid rate limit string: ValueError({})",
                     python_str_repr(&format!("Invalid rate limit: {}", rate_text(&rate)))
-                )));
+                ))));
             }
             if v.app.tasks.get(task).is_none() {
-                return reply(nok("unknown task"));
+                return Some(reply(nok("unknown task")));
             }
             if rate_text(&rate).is_empty() || rate == json!(0) {
                 reply(ok("rate limit disabled successfully"))
@@ -178,26 +256,30 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             }
         }
         "time_limit" => {
-            let task = args.get("task_name").and_then(Value::as_str).unwrap_or("");
             if v.app.tasks.get(task).is_none() {
-                return Outcome {
+                return Some(Outcome {
                     reply: Some(nok("unknown task")),
                     actions: vec![Action::Log(format!(
                         "Change time limit attempt for unknown task {task}"
                     ))],
-                };
+                });
             }
-            let hard = args.get("hard").and_then(Value::as_f64);
-            let soft = args.get("soft").and_then(Value::as_f64);
             Outcome {
                 reply: Some(ok("time limits set successfully")),
                 actions: vec![Action::Node(NodeAction::SetTimeLimit {
                     task: task.to_string(),
-                    hard,
-                    soft,
+                    hard: args.get("hard").and_then(Value::as_f64),
+                    soft: args.get("soft").and_then(Value::as_f64),
                 })],
             }
         }
+        _ => return None,
+    })
+}
+
+/// Events: `enable_events`, `disable_events`, and the `heartbeat` broadcast.
+fn events(method: &str, v: &NodeView) -> Option<Outcome> {
+    Some(match method {
         "enable_events" => Outcome {
             reply: Some(ok(if v.task_events {
                 "task events already enabled"
@@ -218,8 +300,8 @@ pub fn handle(req: &Request, v: &NodeView) -> Outcome {
             reply: None,
             actions: vec![Action::HeartbeatReply],
         },
-        other => reply(error_reply(&format!("KeyError({})", python_str_repr(other)))),
-    }
+        _ => return None,
+    })
 }
 
 /// `revoke` / `terminate`: `task_id` is one id (from `AsyncResult.revoke()`)
@@ -245,9 +327,11 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
         .filter_map(|c| c.current.as_ref().map(|(s, _)| (s.id.clone(), c.pid)))
         .filter(|(id, _)| ids.contains(id))
         .collect();
+    let signal = signal_arg(args.get("signal"));
     let mut actions = vec![Action::Revoke {
         ids: ids.clone(),
         running: running.iter().map(|(id, _)| id.clone()).collect(),
+        terminate: terminate.then_some(signal),
     }];
     if !terminate {
         let set = if ids.is_empty() {
@@ -261,7 +345,6 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
             actions,
         };
     }
-    let signal = signal_arg(args.get("signal"));
     for (id, pid) in &running {
         actions.push(Action::Log(format!("Terminating {id} ({})", signal as i32)));
         actions.push(Action::Node(NodeAction::Terminate { pid: *pid, signal }));
@@ -276,6 +359,112 @@ fn revoke(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
         reply: Some(ok(text)),
         actions,
     }
+}
+
+/// `revoke_by_stamped_headers`: `headers` is `{header: value or [values]}`
+/// or a list of `"header=value"`. The stamps are revoked for every node
+/// (in Redis); with `terminate`, the running tasks stamped with one of them
+/// are signalled. Replies as Celery 5.7 words it.
+fn revoke_by_stamped_headers(args: &Map<String, Value>, v: &NodeView, terminate: bool) -> Outcome {
+    let headers: Map<String, Value> = match args.get("headers") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|h| h.split_once('='))
+            .map(|(k, val)| {
+                (
+                    k.to_string(),
+                    Value::from(val.split('=').next().unwrap_or(val)),
+                )
+            })
+            .collect(),
+        _ => Map::new(),
+    };
+    let revoked: Vec<(String, Vec<Value>)> = headers
+        .iter()
+        .map(|(h, stamps)| {
+            let values = match stamps {
+                Value::Array(items) => items.clone(),
+                one => vec![one.clone()],
+            };
+            (h.clone(), values)
+        })
+        .collect();
+    let shown = python_repr(&Value::Object(headers));
+    let signal = signal_arg(args.get("signal"));
+    let mut actions = vec![Action::RevokeStamps {
+        headers: revoked.clone(),
+        terminate: terminate.then_some(signal),
+    }];
+    if !terminate {
+        return Outcome {
+            reply: Some(ok(format!(
+                "headers {shown} flagged as revoked, but not terminated"
+            ))),
+            actions,
+        };
+    }
+    // Celery's `defaultdict(set)` of the stamps that matched, by header.
+    let mut matched: Vec<(String, Vec<Value>)> = Vec::new();
+    for c in &v.children {
+        let Some((s, _)) = &c.current else { continue };
+        let hits = stamp_matches(&s.stamps, &revoked);
+        if hits.is_empty() {
+            continue;
+        }
+        for (header, value) in hits {
+            match matched.iter_mut().find(|(h, _)| *h == header) {
+                Some((_, values)) if values.contains(&value) => {}
+                Some((_, values)) => values.push(value),
+                None => matched.push((header, vec![value])),
+            }
+        }
+        actions.push(Action::Log(format!(
+            "Terminating {} ({})",
+            s.id, signal as i32
+        )));
+        actions.push(Action::Node(NodeAction::Terminate { pid: c.pid, signal }));
+    }
+    let text = if matched.is_empty() {
+        format!("headers {shown} were not terminated")
+    } else {
+        let items: Vec<String> = matched
+            .iter()
+            .map(|(h, values)| {
+                let set: Vec<String> = values.iter().map(python_repr).collect();
+                format!("{}: {{{}}}", python_str_repr(h), set.join(", "))
+            })
+            .collect();
+        format!(
+            "headers defaultdict(<class 'set'>, {{{}}}) revoked",
+            items.join(", ")
+        )
+    };
+    Outcome {
+        reply: Some(ok(text)),
+        actions,
+    }
+}
+
+/// The `(header, value)` pairs of a task's `stamps` that are among
+/// `revoked` (a stamp that is a list matches by its items).
+pub fn stamp_matches(
+    stamps: &Map<String, Value>,
+    revoked: &[(String, Vec<Value>)],
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (header, values) in revoked {
+        let Some(stamp) = stamps.get(header) else {
+            continue;
+        };
+        for item in crate::broker::revoked::stamp_values(stamp) {
+            if values.contains(item) {
+                out.push((header.clone(), item.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Celery's `signals.signum`: a name with or without `SIG`, or a number; TERM by default.
@@ -580,6 +769,10 @@ mod tests {
                             args: json!([1, 2]),
                             kwargs: json!({}),
                             delivery_info: json!({"routing_key": "celery"}),
+                            stamps: json!({"monitoring_id": ["m1", 7]})
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default(),
                         },
                         1.5,
                     )
@@ -634,7 +827,8 @@ mod tests {
             one.actions,
             vec![Action::Revoke {
                 ids: vec!["a".into()],
-                running: vec![]
+                running: vec![],
+                terminate: None,
             }]
         );
         let many = handle(
@@ -718,6 +912,64 @@ mod tests {
         );
         let hello = handle(&req("hello", json!({"from_node": "other@h"})), &view(None));
         assert_eq!(hello.reply, Some(json!({"revoked": ["r1"], "clock": 9})));
+    }
+
+    #[test]
+    fn revoke_by_stamped_headers_as_celery_replies() {
+        let plain = handle(
+            &req(
+                "revoke_by_stamped_headers",
+                json!({"headers": {"myheader": ["myvalue"]}}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(
+            plain.reply,
+            Some(
+                json!({"ok": "headers {'myheader': ['myvalue']} flagged as revoked, but not terminated"})
+            )
+        );
+        assert_eq!(
+            plain.actions,
+            vec![Action::RevokeStamps {
+                headers: vec![("myheader".into(), vec![json!("myvalue")])],
+                terminate: None
+            }]
+        );
+        // The list form, and a terminate that finds the running task by
+        // one item of its stamp.
+        let kill = handle(
+            &req(
+                "revoke_by_stamped_headers",
+                json!({"headers": ["monitoring_id=m1"], "terminate": true, "signal": "KILL"}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(
+            kill.reply,
+            Some(
+                json!({"ok": "headers defaultdict(<class 'set'>, {'monitoring_id': {'m1'}}) revoked"})
+            )
+        );
+        assert!(kill.actions.contains(&Action::Node(NodeAction::Terminate {
+            pid: 7,
+            signal: Signal::SIGKILL
+        })));
+        let missed = handle(
+            &req(
+                "revoke_by_stamped_headers",
+                json!({"headers": {"monitoring_id": 8}, "terminate": true}),
+            ),
+            &view(Some("t")),
+        );
+        assert_eq!(
+            missed.reply,
+            Some(json!({"ok": "headers {'monitoring_id': 8} were not terminated"}))
+        );
+        assert!(!missed
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Node(NodeAction::Terminate { .. }))));
     }
 
     #[test]

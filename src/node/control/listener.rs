@@ -4,8 +4,12 @@
 //!
 //! redis-rs keeps what it read ahead in its parser, so "the socket is
 //! readable" and "a message is waiting" differ: after poll wakes us, `drain`
-//! reads with a 1 ms timeout until a read times out, which leaves no whole
-//! message behind in that buffer.
+//! reads until a read would block, which leaves no whole message behind in
+//! that buffer. The socket is non-blocking for that (redis-rs keeps a
+//! partly read message in its parser and takes it up on the next read): a
+//! read timeout would be at least a kernel tick (4 ms at HZ=250) added to
+//! every request, long enough for a child to take a task a revoke names
+//! before the revoke is in Redis.
 
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -14,8 +18,6 @@ use crate::broker::{self, BrokerError};
 
 /// Wait after a failed or lost subscription before trying again.
 const RETRY: Duration = Duration::from_secs(2);
-/// Read timeout while draining (must not be zero for redis-rs).
-const DRAIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 pub struct Listener {
     url: String,
@@ -82,7 +84,10 @@ impl Listener {
         redis::cmd("PSUBSCRIBE")
             .arg(&self.channel)
             .query::<redis::Value>(&mut con)?;
-        con.set_read_timeout(Some(DRAIN_TIMEOUT))?;
+        // The subscription only reads from here on (see the module doc).
+        set_nonblocking(fd).map_err(|e| {
+            BrokerError::Reply(format!("cannot make the subscription non-blocking: {e}"))
+        })?;
         tracing::debug!("Listening for remote control on {}", self.channel);
         Ok((con, fd))
     }
@@ -104,6 +109,7 @@ impl Listener {
                         Ok(bytes) => out.push(String::from_utf8_lossy(&bytes).into_owned()),
                         Err(e) => tracing::warn!("Ignored a remote-control message: {e}"),
                     },
+                    // Nothing more to read now (WouldBlock counts as a timeout).
                     Err(e) if e.is_timeout() => break,
                     // A signal (SIGCHLD) interrupted the read: nothing is
                     // lost, the loop comes back for the rest.
@@ -125,6 +131,13 @@ impl Listener {
         }
         out
     }
+}
+
+fn set_nonblocking(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// This process's open socket fds.

@@ -109,6 +109,10 @@ pub struct Control {
     task_events: bool,
     /// Children killed by a terminate: their task is REVOKED, not lost.
     terminated: HashMap<i32, i32>,
+    /// Terminating revokes of tasks that were not running here when they
+    /// came: a child may have reserved one just before (its `started`
+    /// report still to come), so it is signalled when it starts.
+    late: revoke::LateTerminates,
     heartbeats: bool,
     next_heartbeat: Instant,
     online: bool,
@@ -136,6 +140,7 @@ impl Control {
             processed: 0,
             task_events,
             terminated: HashMap::new(),
+            late: revoke::LateTerminates::default(),
             heartbeats,
             next_heartbeat: Instant::now(),
             online: false,
@@ -211,24 +216,21 @@ impl Control {
         self.online = false;
     }
 
-    /// One loop turn: heartbeat when due, then the requests that came.
-    /// `view` is called only when a request needs it.
-    pub fn turn(&mut self, view: &mut dyn FnMut() -> NodeView) -> Vec<NodeAction> {
+    /// One loop turn's first half: the heartbeat when due, then the
+    /// requests that came for this node (at most `MAX_PER_TURN`), decoded.
+    /// `view` is called only for a heartbeat. The supervisor hands each
+    /// request to `handle` with a view as fresh as the request needs.
+    pub fn receive(&mut self, view: &mut dyn FnMut() -> NodeView) -> Vec<Request> {
         if !self.online {
             return Vec::new();
         }
-        let mut actions = Vec::new();
         if self.heartbeats && Instant::now() >= self.next_heartbeat {
             self.next_heartbeat = Instant::now() + heartbeat_interval();
             let v = view();
             self.worker_event(event::WorkerEvent::Heartbeat, &v);
         }
-        let raw = self.listener.drain(MAX_PER_TURN);
-        if raw.is_empty() {
-            return actions;
-        }
-        let mut snapshot: Option<NodeView> = None;
-        for payload in raw {
+        let mut requests = Vec::new();
+        for payload in self.listener.drain(MAX_PER_TURN) {
             let req = match Request::decode(&payload) {
                 Ok(r) => r,
                 Err(e) => {
@@ -240,16 +242,21 @@ impl Control {
                 }
             };
             self.clock = self.clock.max(req.clock) + 1;
-            if !req.matches(&self.node) {
-                continue;
+            if req.matches(&self.node) {
+                requests.push(req);
             }
-            tracing::debug!("pidbox received method {}", req.method);
-            let v = snapshot.get_or_insert_with(&mut *view);
-            self.fill(v, &req.method);
-            let outcome = handlers::handle(&req, v);
-            actions.extend(self.apply(&req, outcome, v));
         }
-        actions
+        requests
+    }
+
+    /// Answers one request from `v` (completed here with the control
+    /// plane's own parts), does what is Redis's, and returns what is the
+    /// supervisor's.
+    pub fn handle(&mut self, req: &Request, v: &mut NodeView) -> Vec<NodeAction> {
+        tracing::debug!("pidbox received method {}", req.method);
+        self.fill(v, &req.method);
+        let outcome = handlers::handle(req, v);
+        self.apply(req, outcome, v)
     }
 
     /// The parts of the view that are the control plane's own.
@@ -302,7 +309,23 @@ impl Control {
                     }
                     out.push(a);
                 }
-                Action::Revoke { ids, running } => self.revoke(&ids, &running),
+                Action::Revoke {
+                    ids,
+                    running,
+                    terminate,
+                } => {
+                    if let Some(signal) = terminate {
+                        let waiting = ids.iter().filter(|id| !running.contains(id));
+                        self.late.add_ids(waiting.cloned(), signal);
+                    }
+                    self.revoke(&ids, &running);
+                }
+                Action::RevokeStamps { headers, terminate } => {
+                    if let Some(signal) = terminate {
+                        self.late.add_stamps(&headers, signal);
+                    }
+                    self.revoke_stamps(&headers);
+                }
                 Action::TaskEvents(on) => {
                     self.task_events = on;
                     let key = keys::task_events(&self.node);
@@ -393,6 +416,53 @@ impl Control {
             }
         }
         tracing::info!("Tasks flagged as revoked: {}", ids.join(", "));
+    }
+
+    /// Stamps revoked by `revoke_by_stamped_headers`, into Redis for every
+    /// node; the children look a stamped message's stamps up there.
+    fn revoke_stamps(&mut self, headers: &[(String, Vec<Value>)]) {
+        let now = broker::reserve::now_secs();
+        let added = self
+            .conns
+            .broker()
+            .and_then(|c| self.revoked.add_stamps(c, headers, now));
+        if let Err(e) = added {
+            tracing::error!("Cannot record revoked stamps {headers:?}: {e}");
+            self.conns.reset();
+            return;
+        }
+        let shown: Vec<String> = headers
+            .iter()
+            .map(|(h, values)| {
+                let shown: Vec<String> = values.iter().map(Value::to_string).collect();
+                format!("{h}=[{}]", shown.join(", "))
+            })
+            .collect();
+        tracing::info!("Stamped headers flagged as revoked: {}", shown.join(", "));
+    }
+
+    /// Terminates the tasks that started after a terminating revoke
+    /// of them came (see `late`): `running` is each child's pid and task,
+    /// as the latest reports say.
+    pub fn terminate_late<'a>(
+        &mut self,
+        running: impl Iterator<Item = (i32, &'a Started)>,
+    ) -> Vec<NodeAction> {
+        if self.late.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (pid, started) in running {
+            if self.terminated.contains_key(&pid) {
+                continue;
+            }
+            if let Some(signal) = self.late.take_match(started) {
+                tracing::warn!("Terminating {} ({})", started.id, signal as i32);
+                self.terminated.insert(pid, signal as i32);
+                out.push(NodeAction::Terminate { pid, signal });
+            }
+        }
+        out
     }
 
     fn worker_event(&mut self, which: event::WorkerEvent, v: &NodeView) {

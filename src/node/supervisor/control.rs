@@ -13,7 +13,7 @@ use super::children::Child;
 use super::{Phase, Supervisor};
 use crate::broker;
 use crate::node::config::NodeConfig;
-use crate::node::control::{self, ChildView, Control, NodeAction, NodeView};
+use crate::node::control::{self, handlers, ChildView, Control, NodeAction, NodeView};
 
 impl Supervisor {
     pub(super) fn new_control(cfg: &NodeConfig) -> Control {
@@ -38,13 +38,50 @@ impl Supervisor {
     }
 
     /// Heartbeats and remote-control requests, once per loop turn.
+    ///
+    /// A request that acts on running tasks (a terminating revoke) is
+    /// answered from the children's latest reports, read right before it:
+    /// a snapshot taken for earlier requests of the turn (a burst of
+    /// inspects, each with its Redis reply) may predate a `started`.
+    /// Its terminates are applied at once, before the child can move on to
+    /// another task; the other actions after the turn's requests, as before.
     pub(super) fn control_turn(&mut self) {
-        if self.phase != Phase::Running {
-            return;
+        if self.phase == Phase::Running {
+            let (cfg, children, target) = (&self.cfg, &self.children, self.target);
+            let requests = self
+                .control
+                .receive(&mut || node_view(cfg, children, target));
+            let mut snapshot: Option<NodeView> = None;
+            let mut later = Vec::new();
+            for req in &requests {
+                if handlers::acts_on_running(&req.method) {
+                    self.read_reports();
+                    snapshot = None;
+                }
+                let v = snapshot
+                    .get_or_insert_with(|| node_view(&self.cfg, &self.children, self.target));
+                for action in self.control.handle(req, v) {
+                    match action {
+                        NodeAction::Terminate { .. } => self.apply_control(action),
+                        other => later.push(other),
+                    }
+                }
+            }
+            for action in later {
+                self.apply_control(action);
+            }
         }
-        let (cfg, children, target) = (&self.cfg, &self.children, self.target);
-        let actions = self.control.turn(&mut || node_view(cfg, children, target));
-        for action in actions {
+        self.terminate_late();
+    }
+
+    /// Signals the children whose reports say they started a task that a
+    /// terminating revoke named before it started (`Control::terminate_late`).
+    pub(super) fn terminate_late(&mut self) {
+        let running = self
+            .children
+            .values()
+            .filter_map(|c| c.current.as_ref().map(|(s, _)| (c.pid.as_raw(), s)));
+        for action in self.control.terminate_late(running) {
             self.apply_control(action);
         }
     }
