@@ -309,7 +309,24 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
             p.conf = conf;
         }
     }
-    for url in [&app.broker_url, &app.result_backend] {
+    // A backend that is not Redis is a Python app's to write, through its
+    // hosts; the Rust side cannot store the results of other tasks there.
+    let native_tasks = app.tasks.names().any(|n| {
+        app.tasks
+            .get(n)
+            .is_some_and(|t| !matches!(t.executor, crate::tasks::Executor::Python))
+    });
+    if !crate::broker::url::is_redis(&app.result_backend) && (app.python.is_none() || native_tasks) {
+        return Err(StartError::new(
+            exit::CONFIG,
+            format!(
+                "result backend {} is not Redis: only a Celery app's own tasks can store \
+                 results there (through its Python hosts), not the builtin or exec tasks of {name}",
+                crate::broker::url::masked(&app.result_backend)
+            ),
+        ));
+    }
+    for url in [&app.broker_url, app.redis_backend_url()] {
         crate::broker::connection::validate_url(url)
             .map_err(|e| StartError::new(e.exit_code(), e.to_string()))?;
     }

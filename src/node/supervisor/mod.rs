@@ -40,6 +40,10 @@ pub use self::signals::HANDLED;
 /// on every 10th call).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
 
+/// How long the exit waits for the Python template to take the last
+/// outcomes (`hand_records`).
+const RECORDS_AT_EXIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for Redis (`connecting`); no child yet.
@@ -156,6 +160,7 @@ impl Supervisor {
             self.read_reports();
             self.control_turn();
             self.reap();
+            self.hand_records(Duration::ZERO);
             self.kill_strays();
             self.enforce_time_limits();
             self.check_ready();
@@ -170,12 +175,16 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
-        self.stop_template();
         self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {
             restored += self.recovery.release_held(&Slot::new(&self.cfg.node, slot));
         }
+        // Lost tasks' outcomes for a backend only Python writes, before the
+        // template goes.
+        self.hand_records(RECORDS_AT_EXIT);
+        self.drop_records();
+        self.stop_template();
         if restored > 0 {
             tracing::warn!(
                 "Restored {restored} message(s) held by this node's children to their queues"

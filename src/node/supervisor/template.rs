@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use super::exit_kind::Exit;
 use super::Supervisor;
-use crate::tasks::python::template::{self, Template, ENV};
+use crate::tasks::python::template::{self, AskError, Template, ENV};
 
 /// How long after a template's death the next one is started; doubled
 /// (up to `MAX_RESPAWN_DELAY`) while templates die young (an app that no
@@ -84,6 +84,38 @@ impl Supervisor {
         slot.delay = Some(delay);
         slot.not_before = Some(Instant::now() + delay);
         true
+    }
+
+    /// Hands the outcomes the main process recorded for an app whose results
+    /// are Python's (`Recovery::records`) to the template, waiting up to
+    /// `patience` for it to listen; what it cannot take yet (still loading,
+    /// being replaced) waits for a later turn.
+    pub(super) fn hand_records(&mut self, patience: Duration) {
+        let Some(t) = self.template.running.clone() else {
+            return;
+        };
+        let records = self.recovery.records();
+        while let Some(record) = records.first() {
+            match template::record(&t, record, patience) {
+                Ok(()) => {
+                    records.remove(0);
+                }
+                Err(AskError::NotReady(_) | AskError::Gone(_)) => return,
+                Err(e) => {
+                    let id = record.meta.get("task_id").cloned().unwrap_or_default();
+                    tracing::error!("The Python template did not take the outcome of task {id}: {e}");
+                    records.remove(0);
+                }
+            }
+        }
+    }
+
+    /// Logs the outcomes no template took (the node is leaving).
+    pub(super) fn drop_records(&mut self) {
+        for record in self.recovery.records().drain(..) {
+            let id = record.meta.get("task_id").cloned().unwrap_or_default();
+            tracing::error!("The outcome of task {id} could not be stored: no Python template took it");
+        }
     }
 
     /// Kills the template (HUP: the next one loads the reloaded code; exit).

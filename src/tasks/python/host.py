@@ -392,6 +392,41 @@ def reject_for_good(task, request, args, kwargs, exc, einfo):
     )
 
 
+def record(app, rec, hostname):
+    """Stores an outcome the Rust side decided (a task lost with its child,
+    a hard time limit, a revoke, an expired or unregistered task) through the
+    app's own backend, as Celery's worker does: mark_as_failure /
+    mark_as_revoked with the message's request, so chord parts and errbacks
+    go on; anything else with store_result."""
+    from celery import states
+    from celery.app.task import Context
+
+    meta = rec["meta"]
+    task_id = meta["task_id"]
+    request = None
+    if rec.get("raw"):
+        try:
+            request, _, _ = decode_request(rec["raw"], hostname, app)
+        except Exception:
+            request = None
+    if request is None:
+        request = {"id": task_id, "task": rec.get("task"), "group": meta.get("group_id"),
+                   "parent_id": meta.get("parent_id"), "hostname": hostname}
+    task = app.tasks.get(request.get("task") or "")
+    backend = task.backend if task is not None else app.backend
+    context = Context(request)
+    state = meta["status"]
+    if state in states.EXCEPTION_STATES:
+        exc = backend.exception_to_python(meta["result"])
+        if state == states.REVOKED:
+            reason = exc.args[0] if getattr(exc, "args", None) else ""
+            backend.mark_as_revoked(task_id, reason, request=context)
+        else:
+            backend.mark_as_failure(task_id, exc, traceback=meta.get("traceback"), request=context)
+    else:
+        backend.store_result(task_id, meta.get("result"), state, traceback=meta.get("traceback"), request=context)
+
+
 def run_one(app, req, hostname):
     from celery import states
 
@@ -587,8 +622,11 @@ class Template:
                 if uid != me:
                     continue
                 try:
-                    data, fds, _, _ = socket.recv_fds(conn, 4096, 4)
+                    data, fds, _, _ = socket.recv_fds(conn, 65536, 4)
                 except OSError:
+                    continue
+                if not fds and data.startswith(b'{"record"'):
+                    self.fork_recorder(conn, data)
                     continue
                 if len(fds) != 4:
                     for fd in fds:
@@ -612,6 +650,47 @@ class Template:
                     conn.sendall(b"%d\n" % pid)
                 except OSError:
                     pass
+
+    def fork_recorder(self, conn, data):
+        """A record from the node (see `record`): read to EOF, stored by a
+        forked process, so this one never opens the backend's connections
+        (its hosts would inherit them) nor waits on a slow database."""
+        conn.settimeout(10)
+        try:
+            while True:
+                more = conn.recv(1 << 20)
+                if not more:
+                    break
+                data += more
+            rec = json.loads(data)["record"]
+        except (OSError, ValueError, KeyError):
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    self.listener.close()
+                    conn.close()
+                    for fd in self.status.values():
+                        os.close(fd)
+                    record(self.app, rec, self.hostname)
+                    code = 0
+                except BaseException:
+                    sys.stderr.write("rmulti: cannot store the outcome of task %s:\n" % (rec.get("meta") or {}).get("task_id"))
+                    traceback.print_exc()
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+        try:
+            conn.sendall(b"ok\n")
+        except OSError:
+            pass
 
     def host(self, fds, pgid, child):
         import fcntl

@@ -170,6 +170,50 @@ pub fn ask(template: &Template, fds: HostFds) -> Result<u32, AskError> {
         .map_err(|_| AskError::Answer(answer.clone()))
 }
 
+/// An outcome the Rust processes decided (a task lost with its child, a
+/// revoked or expired one, a host failing around a task) for an app whose
+/// results only Python can write (`AppConfig::results_in_python`). The
+/// template forks a short-lived recorder that stores it through the app's
+/// own backend, with the request the message carries (so chords and
+/// errbacks go on as under Celery's worker); host.py's `record`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Record {
+    /// The result meta as rmulti stores it on Redis (`ResultMeta::to_json`).
+    pub meta: serde_json::Value,
+    /// The task's name, when known.
+    pub task: Option<String>,
+    /// The task's message, when at hand: the request context comes from it.
+    pub raw: Option<String>,
+}
+
+/// Hands `record` to `template`, waiting up to `patience` for it to listen
+/// (the main process passes zero: it keeps the record for a later turn).
+/// Returns once the template has forked the recorder.
+pub fn record(template: &Template, record: &Record, patience: Duration) -> Result<(), AskError> {
+    let addr = SocketAddr::from_abstract_name(template.address.as_bytes())?;
+    let deadline = Instant::now() + patience;
+    let mut stream = loop {
+        match UnixStream::connect_addr(&addr) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() >= deadline => return Err(AskError::NotReady(patience)),
+            Err(_) if !template.alive() => return Err(AskError::Gone(template.pid)),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let line = serde_json::json!({ "record": record }).to_string();
+    stream.write_all(line.as_bytes())?;
+    // EOF ends the request: a message may be larger than one read.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    match answer.trim() {
+        "ok" => Ok(()),
+        other => Err(AskError::Answer(other.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
