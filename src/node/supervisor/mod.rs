@@ -209,6 +209,7 @@ impl Supervisor {
             .min(Duration::from_secs(1));
         let mut fds = vec![self.pipe.as_fd()];
         fds.extend(self.children.values().map(|c| c.status.as_fd()));
+        fds.extend(self.template.output_fd());
         // Requests are only read while running: out of that phase a
         // readable subscription must not keep waking the loop.
         if self.phase == Phase::Running {
@@ -218,6 +219,7 @@ impl Supervisor {
             tracing::error!("poll failed: {e}");
         }
         self.pipe.drain();
+        self.template.log_output();
     }
 
     fn next_deadline(&self) -> Option<Instant> {

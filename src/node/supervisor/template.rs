@@ -3,6 +3,7 @@
 //! replaced when it dies (the children start hosts of their own meanwhile)
 //! and on HUP (so new hosts fork from the reloaded code), killed at exit.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -10,6 +11,7 @@ use nix::unistd::Pid;
 
 use super::exit_kind::Exit;
 use super::Supervisor;
+use crate::plumbing::lines::LineReader;
 use crate::tasks::python::template::{self, AskError, Template, ENV};
 
 /// How long after a template's death the next one is started; doubled
@@ -24,6 +26,8 @@ const GROWN_UP: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub(super) struct TemplateSlot {
     running: Option<Template>,
+    /// The template's stdout and stderr, logged by the main process.
+    output: Option<LineReader>,
     generation: u32,
     not_before: Option<Instant>,
     started: Option<Instant>,
@@ -33,6 +37,26 @@ pub(super) struct TemplateSlot {
 impl TemplateSlot {
     pub(super) fn pid(&self) -> Option<Pid> {
         self.running.as_ref().map(|t| t.pid)
+    }
+
+    /// The fd of the template's output, for the loop's wait.
+    pub(super) fn output_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.output.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Writes what the template printed to the node's log, as one record
+    /// (a traceback stays together); forgets the pipe at its end.
+    pub(super) fn log_output(&mut self) {
+        let Some(reader) = self.output.as_mut() else {
+            return;
+        };
+        let lines = reader.read_lines();
+        if !lines.is_empty() {
+            tracing::warn!("Python template:\n{}", lines.join("\n"));
+        }
+        if reader.is_eof() {
+            self.output = None;
+        }
     }
 }
 
@@ -52,8 +76,11 @@ impl Supervisor {
             self.cfg.node, self.main_pid, slot.generation
         );
         match template::spawn(&py.host_config(), &self.cfg.node, &address) {
-            Ok(t) => {
+            Ok((t, output)) => {
                 tracing::debug!("Python template pid:{} at @{address}", t.pid);
+                slot.output = LineReader::new(output)
+                    .map_err(|e| tracing::error!("Cannot read the Python template's output: {e}"))
+                    .ok();
                 // Single-threaded: the children forked from now on see it.
                 std::env::set_var(ENV, t.env_value());
                 slot.running = Some(t);
@@ -72,8 +99,11 @@ impl Supervisor {
         if self.template.pid() != Some(pid) {
             return false;
         }
+        // Its last words (a traceback) before the line saying it died.
+        self.template.log_output();
         tracing::error!("The Python template pid:{pid} exited ({exit:?}); a new one follows");
         let slot = &mut self.template;
+        slot.output = None;
         slot.running = None;
         std::env::remove_var(ENV);
         let young = slot.started.is_some_and(|s| s.elapsed() < GROWN_UP);
@@ -124,6 +154,8 @@ impl Supervisor {
             let _ = kill(t.pid, Signal::SIGKILL);
             std::env::remove_var(ENV);
         }
+        self.template.log_output();
+        self.template.output = None;
         self.template.not_before = None;
     }
 }

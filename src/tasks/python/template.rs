@@ -25,6 +25,7 @@ use nix::unistd::{getpgrp, Pid};
 
 use super::{boot_command, python_level, script_header, HostConfig, PythonError};
 use crate::plumbing::deathsig::die_with_parent;
+use crate::plumbing::pipe::cloexec_pipe;
 
 /// The variable naming the node's template to its pool children.
 pub const ENV: &str = "RMULTI_TEMPLATE";
@@ -68,16 +69,31 @@ impl Template {
 
 /// Starts a template for `cfg` (not waited for: children wait for it when
 /// they ask for a host). It dies with the calling process, whose main
-/// thread must be the caller; the caller reaps it.
-pub fn spawn(cfg: &HostConfig, hostname: &str, address: &str) -> Result<Template, PythonError> {
+/// thread must be the caller; the caller reaps it. Returns it with the read
+/// end of its stdout and stderr (one pipe): a detached node's stdio is
+/// /dev/null, and what the template prints (an import's traceback, a
+/// recorder's error) belongs in the node's log.
+pub fn spawn(
+    cfg: &HostConfig,
+    hostname: &str,
+    address: &str,
+) -> Result<(Template, OwnedFd), PythonError> {
     let options = serde_json::json!({
         "conf": cfg.conf,
         "hostname": hostname,
         "loglevel": python_level(),
         "address": address,
     });
+    let (output, output_w) =
+        cloexec_pipe().map_err(|e| PythonError::Spawn(cfg.python.clone(), e))?;
+    let output_w2 = output_w
+        .try_clone()
+        .map_err(|e| PythonError::Spawn(cfg.python.clone(), e))?;
     let mut cmd = boot_command(&cfg.python, "template", &cfg.app);
-    cmd.arg(options.to_string()).stdin(Stdio::piped());
+    cmd.arg(options.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(output_w))
+        .stderr(Stdio::from(output_w2));
     let parent = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls (prctl, getppid, signal) between
     // fork and exec.
@@ -99,10 +115,15 @@ pub fn spawn(cfg: &HostConfig, hostname: &str, address: &str) -> Result<Template
         // The script fits in the pipe's buffer: this does not wait for Python.
         let _ = stdin.write_all(&script_header());
     }
-    Ok(Template {
+    let template = Template {
         pid: Pid::from_raw(child.id() as i32),
         address: address.to_string(),
-    })
+    };
+    // `cmd` holds the write ends until dropped: EOF must mean the template
+    // (and its hosts, which share the pipe only until they adopt their own)
+    // is gone.
+    drop(cmd);
+    Ok((template, output))
 }
 
 /// Why a template could not give a host (the child then starts its own).
