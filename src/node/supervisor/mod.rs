@@ -160,6 +160,12 @@ impl Supervisor {
             self.read_reports();
             self.control_turn();
             self.reap();
+            if matches!(self.phase, Phase::Starting | Phase::Running) {
+                // A dead child's replacement first: the turn's other chores
+                // (the stray scan reads all of /proc) would delay it.
+                self.keep_template();
+                self.spawn_missing();
+            }
             self.hand_records(Duration::ZERO);
             self.kill_strays();
             self.enforce_time_limits();

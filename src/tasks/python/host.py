@@ -737,7 +737,9 @@ def template(name, conf, hostname, loglevel, address):
     import gc
     import socket
 
-    logging.basicConfig(level=loglevel, format="[%(asctime)s: %(levelname)s/Template] %(message)s")
+    # Its stderr goes to the node's log (the main process adds the time):
+    # warnings and errors only, not the debug lines of loading the app.
+    logging.basicConfig(level=max(loglevel, logging.WARNING), format="%(levelname)s/Template: %(message)s")
     # The node's INT and TERM are for the Rust processes; the main process
     # ends the template with SIGKILL (and it dies with it: PR_SET_PDEATHSIG).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
