@@ -738,8 +738,12 @@ def template(name, conf, hostname, loglevel, address):
     import socket
 
     # Its stderr goes to the node's log (the main process adds the time):
-    # warnings and errors only, not the debug lines of loading the app.
-    logging.basicConfig(level=max(loglevel, logging.WARNING), format="%(levelname)s/Template: %(message)s")
+    # warnings and errors only, not the debug lines of loading the app. The
+    # loggers keep the node's level: Celery's tracers, built here, decide
+    # once whether to log a task's success.
+    logging.basicConfig(level=loglevel, format="%(levelname)s/Template: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(max(loglevel, logging.WARNING))
     # The node's INT and TERM are for the Rust processes; the main process
     # ends the template with SIGKILL (and it dies with it: PR_SET_PDEATHSIG).
     signal.signal(signal.SIGINT, signal.SIG_IGN)

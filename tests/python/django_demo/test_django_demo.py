@@ -87,6 +87,12 @@ def test_debug_task_print_reaches_the_child_log(django_project, demo_node):
     )
     assert line, child_logs(demo_node)
     assert "WARNING/ForkPoolWorker-" in line
+    # The tracer's own INFO line (its logger's level is read when the
+    # template builds the tracers).
+    done = wait_until(
+        10, lambda: next((l for l in child_logs(demo_node).splitlines() if f"debug_task[{result.id}] succeeded" in l), None)
+    )
+    assert done and "INFO/ForkPoolWorker-" in done, child_logs(demo_node)[-3000:]
 
 
 def test_the_async_page_submits_and_polls(demo_node):
