@@ -523,10 +523,22 @@ mod tests {
 
     #[test]
     fn redis_urls_are_told_from_python_backends() {
-        for url in ["redis://h/1", "rediss://h", "unix:///s", "redis+socket:///s", "sentinel://h:26379"] {
+        for url in [
+            "redis://h/1",
+            "rediss://h",
+            "unix:///s",
+            "redis+socket:///s",
+            "sentinel://h:26379",
+        ] {
             assert!(is_redis(url), "{url}");
         }
-        for url in ["django-db", "db+sqlite:///r.db", "rpc://", "cache+memcached://h/", ""] {
+        for url in [
+            "django-db",
+            "db+sqlite:///r.db",
+            "rpc://",
+            "cache+memcached://h/",
+            "",
+        ] {
             assert!(!is_redis(url), "{url}");
         }
     }

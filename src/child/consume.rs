@@ -11,8 +11,8 @@ use chrono::Utc;
 use nix::sys::signal::Signal;
 
 use super::events;
-use super::records;
 use super::in_hand::InHand;
+use super::records;
 use super::report::{Report, Reporter};
 use super::run::{Outcome, Runner};
 use super::slot::Slot;

@@ -310,23 +310,19 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
         }
     }
     // A backend that is not Redis is a Python app's to write, through its
-    // hosts; the Rust side cannot store the results of other tasks there.
+    // hosts; the Rust side cannot store other tasks' results there, so an
+    // app file's backend is checked as a Redis URL.
     let native_tasks = app.tasks.names().any(|n| {
         app.tasks
             .get(n)
             .is_some_and(|t| !matches!(t.executor, crate::tasks::Executor::Python))
     });
-    if !crate::broker::url::is_redis(&app.result_backend) && (app.python.is_none() || native_tasks) {
-        return Err(StartError::new(
-            exit::CONFIG,
-            format!(
-                "result backend {} is not Redis: only a Celery app's own tasks can store \
-                 results there (through its Python hosts), not the builtin or exec tasks of {name}",
-                crate::broker::url::masked(&app.result_backend)
-            ),
-        ));
-    }
-    for url in [&app.broker_url, app.redis_backend_url()] {
+    let backend = if app.python.is_some() && !native_tasks {
+        app.redis_backend_url()
+    } else {
+        &app.result_backend
+    };
+    for url in [&app.broker_url, backend] {
         crate::broker::connection::validate_url(url)
             .map_err(|e| StartError::new(e.exit_code(), e.to_string()))?;
     }

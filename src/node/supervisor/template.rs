@@ -132,8 +132,10 @@ impl Supervisor {
                 }
                 Err(AskError::NotReady(_) | AskError::Gone(_)) => return,
                 Err(e) => {
-                    let id = record.meta.get("task_id").cloned().unwrap_or_default();
-                    tracing::error!("The Python template did not take the outcome of task {id}: {e}");
+                    tracing::error!(
+                        "The Python template did not take the outcome of task {}: {e}",
+                        record.task_id()
+                    );
                     records.remove(0);
                 }
             }
@@ -143,8 +145,10 @@ impl Supervisor {
     /// Logs the outcomes no template took (the node is leaving).
     pub(super) fn drop_records(&mut self) {
         for record in self.recovery.records().drain(..) {
-            let id = record.meta.get("task_id").cloned().unwrap_or_default();
-            tracing::error!("The outcome of task {id} could not be stored: no Python template took it");
+            tracing::error!(
+                "The outcome of task {} could not be stored: no Python template took it",
+                record.task_id()
+            );
         }
     }
 

@@ -207,6 +207,16 @@ pub struct Record {
     pub raw: Option<String>,
 }
 
+impl Record {
+    /// The task id the record is about, for log lines.
+    pub fn task_id(&self) -> &str {
+        self.meta
+            .get("task_id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+    }
+}
+
 /// Hands `record` to `template`, waiting up to `patience` for it to listen
 /// (the main process passes zero: it keeps the record for a later turn).
 /// Returns once the template has forked the recorder.

@@ -182,14 +182,14 @@ def test_reject_without_requeue_stores_a_failure(tasks):
 # node's template, each in its pool child's process group.
 
 
-def node_processes(tmp):
-    """(main pid, {pool child pid: host pid}, template pid) of worker1."""
+def node_processes(tmp, name="worker1"):
+    """(main pid, {pool child pid: host pid}, template pid) of node `name`."""
     import os
 
     from demo_helpers import alive
     from helpers import descendants, is_rmulti, read_pid
 
-    main = read_pid(tmp / "worker1.pid")
+    main = read_pid(tmp / f"{name}.pid")
     procs = [p for p in descendants(main) if alive(p)]
     children = [p for p in procs if is_rmulti(p)]
     pythons = [p for p in procs if not is_rmulti(p)]
