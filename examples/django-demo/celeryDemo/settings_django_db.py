@@ -10,3 +10,7 @@ INSTALLED_APPS = INSTALLED_APPS + ["django_celery_results"]
 CELERY_RESULT_BACKEND = "django-db"
 # Task name, args and worker in the result row, as the admin shows them.
 CELERY_RESULT_EXTENDED = True
+# Several pool processes write results to one SQLite file: take the write
+# lock when a transaction begins (a chord's counter is read, then updated),
+# and wait for it, instead of failing with "database is locked".
+DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}  # noqa: F405

@@ -60,6 +60,12 @@ def main():
     running.revoke(terminate=True)
     out["terminated"] = outcome(running)
     out["after"] = outcome(tasks.add.delay(20, 22))
+    # Groups and chords go through the same backend (a chord's counter,
+    # or chord_unlock where the backend has none).
+    from celery import chord, group
+
+    out["group"] = outcome(group(tasks.add.s(i, i) for i in range(3)).delay())
+    out["chord"] = outcome(chord(tasks.add.s(i, i) for i in range(3))(tasks.xsum.s()))
     print(json.dumps(out, default=str))
 
 

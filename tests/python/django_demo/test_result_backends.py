@@ -6,7 +6,7 @@ broker. For each, the project's own client (backend_client.py) reads
 through that backend, exactly as under Celery: a result, a task's failure,
 a killed host's WorkerLostError, a hard time limit, a revoked id and a
 terminated task — the last four decided by rmulti's Rust processes and
-stored through the app's backend. Nothing lands on the broker's Redis when
+stored through the app's backend — and a group and a chord. Nothing lands on the broker's Redis when
 the backend is not Redis."""
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def test_results_failures_and_lost_tasks_reach_the_apps_backend(backend_node):
     assert seen["terminated"]["error"] == "TaskRevokedError", seen
     assert "terminated" in seen["terminated"]["text"]
     assert seen["after"] == {"value": 42}
+    assert seen["group"] == {"value": [0, 2, 4]}, seen
+    assert seen["chord"] == {"value": 6}, seen
     # The Rust side stored nothing of its own next to the broker.
     if kind != "redis-elsewhere":
         keys = subprocess.run(["redis-cli", "-p", str(servers[0].port), "-n", "0", "--scan",
