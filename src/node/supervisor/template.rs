@@ -121,6 +121,9 @@ impl Supervisor {
     /// `patience` for it to listen; what it cannot take yet (still loading,
     /// being replaced) waits for a later turn.
     pub(super) fn hand_records(&mut self, patience: Duration) {
+        if self.recovery.records().is_empty() {
+            return;
+        }
         let Some(t) = self.template.running.clone() else {
             return;
         };
