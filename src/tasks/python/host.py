@@ -592,6 +592,7 @@ class Template:
         self.loglevel = loglevel
         self.listener = listener
         self.status = {}  # host pid -> status pipe fd
+        self.spare = None  # (pid, socket) of the host forked ahead of need
 
     def reap(self, *_):
         while True:
@@ -616,6 +617,8 @@ class Template:
         signal.signal(signal.SIGCHLD, self.reap)
         me = os.getuid()
         while True:
+            if self.spare is None:
+                self.make_spare()
             conn, _ = self.listener.accept()
             with conn:
                 uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
@@ -636,11 +639,13 @@ class Template:
                 pgid, child = request.get("pgid", 0), request.get("pid", 0)
                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
                 try:
-                    pid = os.fork()
-                    if pid == 0:
-                        self.listener.close()
-                        conn.close()
-                        self.host(fds, pgid, child)  # never returns
+                    pid = self.give_spare(data, fds)
+                    if pid is None:
+                        pid = os.fork()
+                        if pid == 0:
+                            self.listener.close()
+                            conn.close()
+                            self.host(fds, pgid, child)  # never returns
                     self.status[pid] = fds[3]
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
@@ -650,6 +655,55 @@ class Template:
                     conn.sendall(b"%d\n" % pid)
                 except OSError:
                     pass
+
+    def make_spare(self):
+        """Forks the next host ahead of need: it waits on a socket pair for
+        its pool child's request and pipes, so a replacement does not wait
+        for the fork (a few ms of copying a loaded interpreter's page
+        tables). It leaves on EOF: the template is gone."""
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    # The listener first: the template's address must die with it.
+                    self.listener.close()
+                    ours.close()
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                    data, fds, _, _ = socket.recv_fds(theirs, 65536, 4)
+                    theirs.close()
+                    if len(fds) == 4:
+                        request = json.loads(data or b"{}")
+                        self.host(fds, request.get("pgid", 0), request.get("pid", 0))  # never returns
+                    code = 0
+                finally:
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+        theirs.close()
+        self.spare = (pid, ours)
+
+    def give_spare(self, data, fds):
+        """Hands a request to the spare host; its pid, or None when there is
+        no spare (or it died: the caller forks one then)."""
+        import socket
+
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        pid, ours = spare
+        try:
+            socket.send_fds(ours, [data], fds)
+        except OSError:
+            return None
+        finally:
+            ours.close()
+        return pid
 
     def fork_recorder(self, conn, data):
         """A record from the node (see `record`): read to EOF, stored by a
