@@ -4,8 +4,9 @@ Driven by bin/bench -> bench/run (which starts a private redis-server and
 passes its port). This file owns the run (arguments, machine description,
 the JSON and Markdown files in bench/results/) and the helpers the scenarios
 share (processes, memory, CPU, Celery messages); the scenarios are
-builtin.py (issue 5's drains, client, memory, start/stop, Redis cost) and
-pytasks.py (the same Python app under both), the table is report.py.
+builtin.py (issue 5's drains, client, memory, start/stop, Redis cost),
+pytasks.py (the same Python app under both) and djangodemo.py (the Django
+example's memory by -c, start and replacements), the table is report.py.
 Every measurement is taken for both systems in the same round, alternating
 which goes first from one round to the next so that drift cancels.
 
@@ -574,9 +575,11 @@ def main():
     ap.add_argument("--redis-benchmark", default="", help="its path; empty: no ceiling")
     ap.add_argument("--busy-stop", action="store_true", help="also the busy warm-shutdown check")
     ap.add_argument("--n-busy", type=int, default=4000, help="pre-loaded for the busy stop")
-    ap.add_argument("--scenario", choices=("builtin", "python", "all"), default="all",
+    ap.add_argument("--scenario", choices=("builtin", "python", "django", "all"), default="all",
                     help="builtin: rmulti's builtin tasks vs a Celery worker; python: the same "
-                         "Python app under celery multi and rmulti (pytasks.py); all: both")
+                         "Python app under celery multi and rmulti (pytasks.py); django: the Django "
+                         "example's memory, start and replacements (django.py); all: every one")
+    ap.add_argument("--django-concurrency", default="1,2,4,8", help="django scenario: the -c values")
     ap.add_argument("--python", default=sys.executable, help="the interpreter rmulti's hosts run")
     ap.add_argument("--py-n", type=int, default=1500, help="python scenario: pre-loaded add tasks")
     ap.add_argument("--py-heavy", type=int, default=400, help="python scenario: pre-loaded sumrange tasks")
@@ -617,6 +620,12 @@ def main():
 
         pyres = pytasks.run(sys.modules[__name__], args, env, r0, r1, os.path.abspath(args.python))
 
+    djres = None
+    if args.scenario in ("django", "all"):
+        import djangodemo
+
+        djres = djangodemo.run(sys.modules[__name__], args, env, r0, os.path.abspath(args.python))
+
     elapsed = time.monotonic() - t_begin
     meta["elapsed"] = "%d min %02d s" % (elapsed // 60, elapsed % 60)
     meta["elapsed_s"] = elapsed
@@ -625,10 +634,10 @@ def main():
     rounds = (res or {}).get("ceiling_ops", [])
     ceiling_ops = {k: statistics.median([r[k] for r in rounds if k in r])
                    for k in sorted(set(k for r in rounds for k in r))}
-    text = report.render(sys.modules[__name__], res, pyres, ceiling_ops, args, meta)
+    text = report.render(sys.modules[__name__], res, pyres, ceiling_ops, args, meta, djres)
     os.makedirs(args.out_dir, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    raw = {"meta": meta, "args": vars(args), "builtin": res, "python": pyres, "busy_stop": busy,
+    raw = {"meta": meta, "args": vars(args), "builtin": res, "python": pyres, "django": djres, "busy_stop": busy,
            "redis_benchmark": ceiling_ops, "problems": PROBLEMS}
     for name in (stamp + ".json", "latest.json"):
         with open(os.path.join(args.out_dir, name), "w") as f:

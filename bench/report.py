@@ -265,7 +265,7 @@ def commands_table(res):
     return lines
 
 
-def render(B, res, pyres, ceiling_ops, args, meta):
+def render(B, res, pyres, ceiling_ops, args, meta, djres=None):
     out = ["# rmulti vs Celery %s — %s" % (meta["celery_version"], meta["date"]), ""]
     out.append("Machine: `%s`, %s, %d cores, Linux %s; Redis %s (private, 127.0.0.1); Python %s; "
                "rmulti at %s. %s run, %d round(s) (order alternating), took %s; load average %s at the "
@@ -323,6 +323,10 @@ def render(B, res, pyres, ceiling_ops, args, meta):
         import pytasks
 
         out.append("## " + pytasks.report(B, pyres, args, meta).lstrip("# "))
+    if djres:
+        import djangodemo
+
+        out.append("## " + djangodemo.report(B, djres, args, meta).lstrip("# "))
     probs = B.PROBLEMS
     if probs:
         out += ["## Problems seen during the run", ""] + ["- " + p for p in probs] + [""]

@@ -581,6 +581,20 @@ fn a_host_that_fails_in_the_child_fails_start_with_the_traceback() {
         err.contains("RuntimeError: pyproj refuses to load in a serving host"),
         "{err}"
     );
+    // The template's own traceback reaches the detached node's log (its
+    // stdio is /dev/null), before the line saying it died.
+    let log = dir.read("w1.log");
+    let said = log.find("Python template:");
+    let died = log.find("The Python template pid:");
+    assert!(
+        said.is_some() && said < died,
+        "no template output before its death in the log:\n{log}"
+    );
+    let output = &log[said.unwrap_or(0)..];
+    assert!(
+        output.contains("RuntimeError: pyproj refuses to load in a serving host"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -89,6 +89,26 @@ impl AppConfig {
         app
     }
 
+    /// Whether the result backend is one only the app's Python code can
+    /// write (`django-db`, `db+sqlite:///...`: anything but Redis). Then the
+    /// hosts store every outcome through the app's own backend, and what the
+    /// Rust processes decide themselves (a lost task, a revoked one) is
+    /// handed to the template to store (`tasks::python::template::record`).
+    pub fn results_in_python(&self) -> bool {
+        self.python.is_some() && !crate::broker::url::is_redis(&self.result_backend)
+    }
+
+    /// The Redis URL the Rust processes write results to: the backend's, or
+    /// the broker's when the backend is Python's (`results_in_python`:
+    /// nothing is meant to land there).
+    pub fn redis_backend_url(&self) -> &str {
+        if crate::broker::url::is_redis(&self.result_backend) {
+            &self.result_backend
+        } else {
+            &self.broker_url
+        }
+    }
+
     /// The settings without an app file: the table's start values under the
     /// environment and the flags (`rmulti call` without `-A`).
     pub fn without_file(

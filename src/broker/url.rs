@@ -99,6 +99,24 @@ impl Target {
     }
 }
 
+/// Whether `url` names a Redis server in a form rmulti connects to itself
+/// (sentinel included). Any other result backend (`django-db`,
+/// `db+sqlite:///...`) is only a Python app's to write: its hosts store the
+/// outcomes (`AppConfig::results_in_python`).
+pub fn is_redis(url: &str) -> bool {
+    if super::sentinel::is_sentinel(url) {
+        return true;
+    }
+    let scheme = url
+        .trim_start()
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    matches!(
+        scheme.as_deref(),
+        Some("redis" | "rediss" | "redis+socket" | "socket" | "unix" | "redis+unix")
+    )
+}
+
 /// Parses `url` (see the module doc for the forms).
 pub fn parse(url: &str) -> Result<Target, UrlError> {
     let fail = |reason: String| UrlError {
@@ -501,6 +519,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rediss://") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls_are_told_from_python_backends() {
+        for url in [
+            "redis://h/1",
+            "rediss://h",
+            "unix:///s",
+            "redis+socket:///s",
+            "sentinel://h:26379",
+        ] {
+            assert!(is_redis(url), "{url}");
+        }
+        for url in [
+            "django-db",
+            "db+sqlite:///r.db",
+            "rpc://",
+            "cache+memcached://h/",
+            "",
+        ] {
+            assert!(!is_redis(url), "{url}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 
 use super::events;
 use super::in_hand::InHand;
+use super::records;
 use super::report::{Report, Reporter};
 use super::run::{Outcome, Runner};
 use super::slot::Slot;
@@ -52,7 +53,7 @@ pub fn nap(total: Duration) {
 
 /// Runs until asked to stop; returns the child's exit status.
 pub fn run(spec: &ChildSpec, reporter: &mut Reporter) -> i32 {
-    let mut conns = Conns::new(&spec.app.broker_url, &spec.app.result_backend);
+    let mut conns = Conns::new(&spec.app.broker_url, spec.app.redis_backend_url());
     let mut child = Child {
         spec,
         slot: Slot::new(spec),
@@ -258,7 +259,8 @@ impl Child<'_> {
             }
         }
         let msg = &*msg;
-        let verdict = triage(msg, decoded, self.spec, &self.slot.in_hand, Utc::now());
+        let mut verdict = triage(msg, decoded, self.spec, &self.slot.in_hand, Utc::now());
+        records::take_from_verdict(&self.spec.app, &mut verdict, &msg.raw);
         // A due ETA message was logged as received when it arrived.
         if let (Some(task), false) = (verdict.received(), msg.from_eta_park) {
             reporter.queue(&Report::Received {

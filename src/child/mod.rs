@@ -8,7 +8,9 @@
 //! - `slot`: the Redis side of this child's slot (held list, finish, ack, park);
 //! - `run`: running a task (builtin, exec, Python host) to an outcome;
 //! - `report`: the status pipe to the main process;
-//! - `events`: task events (`-E`), sent without a round trip of their own.
+//! - `events`: task events (`-E`), sent without a round trip of their own;
+//! - `records`: outcomes handed to the Python template when only the app's
+//!   Python code can write its result backend (`django-db`, `db+...`).
 //!
 //! Dependencies point one way: `consume` → (`triage`, `slot`, `run`) →
 //! (`in_hand`, `report`).
@@ -17,6 +19,7 @@ pub mod boot;
 pub mod consume;
 pub mod events;
 pub mod in_hand;
+pub mod records;
 pub mod report;
 pub mod run;
 pub mod slot;

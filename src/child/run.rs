@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::triage::Plan;
 use super::{ChildSpec, Leave};
+use crate::app::AppConfig;
 use crate::protocol::time::duration_secs;
 use crate::protocol::{pyrepr, ExceptionInfo, ResultMeta, TaskMessage};
 use crate::tasks::python::{self, Host, RunError};
@@ -62,7 +63,7 @@ impl<'a> Runner<'a> {
     ) -> Result<Outcome, Leave> {
         if plan.in_host {
             let done = self.run_in_host(raw, plan.soft_limit.and_then(duration_secs))?;
-            return Ok(host_outcome(task, plan, done));
+            return Ok(host_outcome(&self.spec.app, task, plan, done, raw));
         }
         Ok(run_native(task, spec, plan))
     }
@@ -122,7 +123,16 @@ impl<'a> Runner<'a> {
 
 /// The host's tracer stored the outcome and logged it; what is left here is
 /// the message (and a FAILURE when the host itself failed around the task).
-fn host_outcome(task: &TaskMessage, plan: &Plan, done: python::Done) -> Outcome {
+/// When only Python can write the app's backend, the Outcome carries no
+/// result: the host stored it, and a failure around the task goes to the
+/// template (`records`).
+fn host_outcome(
+    app: &AppConfig,
+    task: &TaskMessage,
+    plan: &Plan,
+    done: python::Done,
+    raw: &str,
+) -> Outcome {
     let ignore_result = plan.started.ignore_result;
     let mut meta = None;
     if let Some(error) = &done.error {
@@ -153,6 +163,7 @@ fn host_outcome(task: &TaskMessage, plan: &Plan, done: python::Done) -> Outcome 
     if plan.started.acks_late && done.state == "REJECTED" && done.requeue {
         return Outcome::Requeue;
     }
+    let meta = super::records::for_redis(app, meta, Some(&task.task), Some(raw));
     Outcome::Finish {
         result: meta.as_ref().map(ResultMeta::to_json).or(done.meta),
         keep: None,

@@ -62,7 +62,7 @@ impl<'a> Slot<'a> {
             token: uuid::Uuid::new_v4().simple().to_string(),
             early_by_default,
             exceptions,
-            result_dbs: crate::broker::url::same_server(&app.broker_url, &app.result_backend),
+            result_dbs: crate::broker::url::same_server(&app.broker_url, app.redis_backend_url()),
             result_expires: app.result_expires,
         };
         Slot {

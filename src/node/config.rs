@@ -309,7 +309,20 @@ pub fn load_app(args: &WorkerArgs) -> Result<AppConfig, StartError> {
             p.conf = conf;
         }
     }
-    for url in [&app.broker_url, &app.result_backend] {
+    // A backend that is not Redis is a Python app's to write, through its
+    // hosts; the Rust side cannot store other tasks' results there, so an
+    // app file's backend is checked as a Redis URL.
+    let native_tasks = app.tasks.names().any(|n| {
+        app.tasks
+            .get(n)
+            .is_some_and(|t| !matches!(t.executor, crate::tasks::Executor::Python))
+    });
+    let backend = if app.python.is_some() && !native_tasks {
+        app.redis_backend_url()
+    } else {
+        &app.result_backend
+    };
+    for url in [&app.broker_url, backend] {
         crate::broker::connection::validate_url(url)
             .map_err(|e| StartError::new(e.exit_code(), e.to_string()))?;
     }

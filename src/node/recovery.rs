@@ -15,6 +15,7 @@ use crate::child::report::Started;
 use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::result::{worker_lost, NODE_KILLED};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage};
+use crate::tasks::python::template::Record;
 
 /// Why a child's running task ended without the child reporting it.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,16 +38,27 @@ pub struct Recovery {
     scripts: Scripts,
     store: Backend,
     default_queue: String,
+    /// The app's results are only Python's to write (`django-db`, ...):
+    /// outcomes go to `records`, which the supervisor hands to the template.
+    results_in_python: bool,
+    records: Vec<Record>,
 }
 
 impl Recovery {
     pub fn new(app: &AppConfig, default_queue: &str) -> Recovery {
         Recovery {
-            conns: Connections::new(&app.broker_url, &app.result_backend),
+            conns: Connections::new(&app.broker_url, app.redis_backend_url()),
             scripts: Scripts::default(),
             store: Backend::new(app.result_expires),
             default_queue: default_queue.to_string(),
+            results_in_python: app.results_in_python(),
+            records: Vec::new(),
         }
+    }
+
+    /// The outcomes waiting for the Python template to store them.
+    pub fn records(&mut self) -> &mut Vec<Record> {
+        &mut self.records
     }
 
     pub fn broker(&mut self) -> Result<&mut Connection, BrokerError> {
@@ -56,6 +68,9 @@ impl Recovery {
     /// Connects to the result backend (if not connected): whether it takes
     /// our credentials is known before the pool starts.
     pub fn check_backend(&mut self) -> Result<(), BrokerError> {
+        if self.results_in_python {
+            return Ok(());
+        }
         self.conns.backend().map(|_| ())
     }
 
@@ -150,7 +165,14 @@ impl Recovery {
             meta.group_id = task.group.clone();
             meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
-            {
+            if self.results_in_python {
+                // Acked below all the same: the record is the template's now.
+                self.records.push(Record {
+                    meta: serde_json::from_str(&json).unwrap_or_default(),
+                    task: Some(task.task.clone()),
+                    raw: raw.clone(),
+                });
+            } else {
                 let con = self.conns.backend()?;
                 self.store.store(con, &task.id, &json)?;
             }

@@ -133,3 +133,10 @@ def reject_until_redelivered(self):
 def reject_for_good(self):
     """Rejects without requeue: the message is dropped."""
     raise Reject("not wanted", requeue=False)
+
+
+@shared_task
+def linger(seconds):
+    """Sleeps `seconds`: something to revoke, or to stop at a hard time limit."""
+    time.sleep(seconds)
+    return "done"

@@ -103,6 +103,7 @@ pub struct Control {
     node: String,
     db: i64,
     result_expires: Option<u64>,
+    results_in_python: bool,
     clock: u64,
     totals: BTreeMap<String, u64>,
     processed: u64,
@@ -129,12 +130,13 @@ impl Control {
                 &app.broker_url,
                 &envelope::fanout_channel("", db, pidbox::EXCHANGE, ""),
             ),
-            conns: Connections::new(&app.broker_url, &app.result_backend),
+            conns: Connections::new(&app.broker_url, app.redis_backend_url()),
             revoked: broker::revoked::Revoked::default(),
             events: Events::new(node),
             node: node.to_string(),
             db,
             result_expires: app.result_expires,
+            results_in_python: app.results_in_python(),
             clock: 0,
             totals: BTreeMap::new(),
             processed: 0,
@@ -401,7 +403,10 @@ impl Control {
             self.conns.reset();
             return;
         }
-        for id in ids.iter().filter(|id| !running.contains(id)) {
+        // A backend only Python can write gets REVOKED when a child meets
+        // the message, as under Celery's worker.
+        let marks = if self.results_in_python { &[][..] } else { ids };
+        for id in marks.iter().filter(|id| !running.contains(id)) {
             let mut meta = crate::protocol::ResultMeta::revoked(id, "revoked", chrono::Utc::now());
             meta.children = Value::Null;
             let json = meta.to_json();

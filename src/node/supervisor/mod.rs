@@ -40,6 +40,10 @@ pub use self::signals::HANDLED;
 /// on every 10th call).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(100);
 
+/// How long the exit waits for the Python template to take the last
+/// outcomes (`hand_records`).
+const RECORDS_AT_EXIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for Redis (`connecting`); no child yet.
@@ -156,6 +160,13 @@ impl Supervisor {
             self.read_reports();
             self.control_turn();
             self.reap();
+            if matches!(self.phase, Phase::Starting | Phase::Running) {
+                // A dead child's replacement first: the turn's other chores
+                // (the stray scan reads all of /proc) would delay it.
+                self.keep_template();
+                self.spawn_missing();
+            }
+            self.hand_records(Duration::ZERO);
             self.kill_strays();
             self.enforce_time_limits();
             self.check_ready();
@@ -170,12 +181,16 @@ impl Supervisor {
     }
 
     fn finish(&mut self) {
-        self.stop_template();
         self.control_offline();
         let mut restored = 0;
         for slot in (1..=self.highest_slot).filter(|_| self.connected) {
             restored += self.recovery.release_held(&Slot::new(&self.cfg.node, slot));
         }
+        // Lost tasks' outcomes for a backend only Python writes, before the
+        // template goes.
+        self.hand_records(RECORDS_AT_EXIT);
+        self.drop_records();
+        self.stop_template();
         if restored > 0 {
             tracing::warn!(
                 "Restored {restored} message(s) held by this node's children to their queues"
@@ -200,6 +215,7 @@ impl Supervisor {
             .min(Duration::from_secs(1));
         let mut fds = vec![self.pipe.as_fd()];
         fds.extend(self.children.values().map(|c| c.status.as_fd()));
+        fds.extend(self.template.output_fd());
         // Requests are only read while running: out of that phase a
         // readable subscription must not keep waking the loop.
         if self.phase == Phase::Running {
@@ -209,6 +225,7 @@ impl Supervisor {
             tracing::error!("poll failed: {e}");
         }
         self.pipe.drain();
+        self.template.log_output();
     }
 
     fn next_deadline(&self) -> Option<Instant> {

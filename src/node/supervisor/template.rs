@@ -3,6 +3,7 @@
 //! replaced when it dies (the children start hosts of their own meanwhile)
 //! and on HUP (so new hosts fork from the reloaded code), killed at exit.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -10,7 +11,8 @@ use nix::unistd::Pid;
 
 use super::exit_kind::Exit;
 use super::Supervisor;
-use crate::tasks::python::template::{self, Template, ENV};
+use crate::plumbing::lines::LineReader;
+use crate::tasks::python::template::{self, AskError, Template, ENV};
 
 /// How long after a template's death the next one is started; doubled
 /// (up to `MAX_RESPAWN_DELAY`) while templates die young (an app that no
@@ -24,6 +26,8 @@ const GROWN_UP: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub(super) struct TemplateSlot {
     running: Option<Template>,
+    /// The template's stdout and stderr, logged by the main process.
+    output: Option<LineReader>,
     generation: u32,
     not_before: Option<Instant>,
     started: Option<Instant>,
@@ -33,6 +37,26 @@ pub(super) struct TemplateSlot {
 impl TemplateSlot {
     pub(super) fn pid(&self) -> Option<Pid> {
         self.running.as_ref().map(|t| t.pid)
+    }
+
+    /// The fd of the template's output, for the loop's wait.
+    pub(super) fn output_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.output.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Writes what the template printed to the node's log, as one record
+    /// (a traceback stays together); forgets the pipe at its end.
+    pub(super) fn log_output(&mut self) {
+        let Some(reader) = self.output.as_mut() else {
+            return;
+        };
+        let lines = reader.read_lines();
+        if !lines.is_empty() {
+            tracing::warn!("Python template:\n{}", lines.join("\n"));
+        }
+        if reader.is_eof() {
+            self.output = None;
+        }
     }
 }
 
@@ -52,8 +76,11 @@ impl Supervisor {
             self.cfg.node, self.main_pid, slot.generation
         );
         match template::spawn(&py.host_config(), &self.cfg.node, &address) {
-            Ok(t) => {
+            Ok((t, output)) => {
                 tracing::debug!("Python template pid:{} at @{address}", t.pid);
+                slot.output = LineReader::new(output)
+                    .map_err(|e| tracing::error!("Cannot read the Python template's output: {e}"))
+                    .ok();
                 // Single-threaded: the children forked from now on see it.
                 std::env::set_var(ENV, t.env_value());
                 slot.running = Some(t);
@@ -72,8 +99,11 @@ impl Supervisor {
         if self.template.pid() != Some(pid) {
             return false;
         }
+        // Its last words (a traceback) before the line saying it died.
+        self.template.log_output();
         tracing::error!("The Python template pid:{pid} exited ({exit:?}); a new one follows");
         let slot = &mut self.template;
+        slot.output = None;
         slot.running = None;
         std::env::remove_var(ENV);
         let young = slot.started.is_some_and(|s| s.elapsed() < GROWN_UP);
@@ -86,12 +116,53 @@ impl Supervisor {
         true
     }
 
+    /// Hands the outcomes the main process recorded for an app whose results
+    /// are Python's (`Recovery::records`) to the template, waiting up to
+    /// `patience` for it to listen; what it cannot take yet (still loading,
+    /// being replaced) waits for a later turn.
+    pub(super) fn hand_records(&mut self, patience: Duration) {
+        if self.recovery.records().is_empty() {
+            return;
+        }
+        let Some(t) = self.template.running.clone() else {
+            return;
+        };
+        let records = self.recovery.records();
+        while let Some(record) = records.first() {
+            match template::record(&t, record, patience) {
+                Ok(()) => {
+                    records.remove(0);
+                }
+                Err(AskError::NotReady(_) | AskError::Gone(_)) => return,
+                Err(e) => {
+                    tracing::error!(
+                        "The Python template did not take the outcome of task {}: {e}",
+                        record.task_id()
+                    );
+                    records.remove(0);
+                }
+            }
+        }
+    }
+
+    /// Logs the outcomes no template took (the node is leaving).
+    pub(super) fn drop_records(&mut self) {
+        for record in self.recovery.records().drain(..) {
+            tracing::error!(
+                "The outcome of task {} could not be stored: no Python template took it",
+                record.task_id()
+            );
+        }
+    }
+
     /// Kills the template (HUP: the next one loads the reloaded code; exit).
     pub(super) fn stop_template(&mut self) {
         if let Some(t) = self.template.running.take() {
             let _ = kill(t.pid, Signal::SIGKILL);
             std::env::remove_var(ENV);
         }
+        self.template.log_output();
+        self.template.output = None;
         self.template.not_before = None;
     }
 }

@@ -392,6 +392,41 @@ def reject_for_good(task, request, args, kwargs, exc, einfo):
     )
 
 
+def record(app, rec, hostname):
+    """Stores an outcome the Rust side decided (a task lost with its child,
+    a hard time limit, a revoke, an expired or unregistered task) through the
+    app's own backend, as Celery's worker does: mark_as_failure /
+    mark_as_revoked with the message's request, so chord parts and errbacks
+    go on; anything else with store_result."""
+    from celery import states
+    from celery.app.task import Context
+
+    meta = rec["meta"]
+    task_id = meta["task_id"]
+    request = None
+    if rec.get("raw"):
+        try:
+            request, _, _ = decode_request(rec["raw"], hostname, app)
+        except Exception:
+            request = None
+    if request is None:
+        request = {"id": task_id, "task": rec.get("task"), "group": meta.get("group_id"),
+                   "parent_id": meta.get("parent_id"), "hostname": hostname}
+    task = app.tasks.get(request.get("task") or "")
+    backend = task.backend if task is not None else app.backend
+    context = Context(request)
+    state = meta["status"]
+    if state in states.EXCEPTION_STATES:
+        exc = backend.exception_to_python(meta["result"])
+        if state == states.REVOKED:
+            reason = exc.args[0] if getattr(exc, "args", None) else ""
+            backend.mark_as_revoked(task_id, reason, request=context)
+        else:
+            backend.mark_as_failure(task_id, exc, traceback=meta.get("traceback"), request=context)
+    else:
+        backend.store_result(task_id, meta.get("result"), state, traceback=meta.get("traceback"), request=context)
+
+
 def run_one(app, req, hostname):
     from celery import states
 
@@ -557,6 +592,7 @@ class Template:
         self.loglevel = loglevel
         self.listener = listener
         self.status = {}  # host pid -> status pipe fd
+        self.spare = None  # (pid, socket) of the host forked ahead of need
 
     def reap(self, *_):
         while True:
@@ -581,14 +617,19 @@ class Template:
         signal.signal(signal.SIGCHLD, self.reap)
         me = os.getuid()
         while True:
+            if self.spare is None:
+                self.make_spare()
             conn, _ = self.listener.accept()
             with conn:
                 uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
                 if uid != me:
                     continue
                 try:
-                    data, fds, _, _ = socket.recv_fds(conn, 4096, 4)
+                    data, fds, _, _ = socket.recv_fds(conn, 65536, 4)
                 except OSError:
+                    continue
+                if not fds and data.startswith(b'{"record"'):
+                    self.fork_recorder(conn, data)
                     continue
                 if len(fds) != 4:
                     for fd in fds:
@@ -598,11 +639,13 @@ class Template:
                 pgid, child = request.get("pgid", 0), request.get("pid", 0)
                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
                 try:
-                    pid = os.fork()
-                    if pid == 0:
-                        self.listener.close()
-                        conn.close()
-                        self.host(fds, pgid, child)  # never returns
+                    pid = self.give_spare(data, fds)
+                    if pid is None:
+                        pid = os.fork()
+                        if pid == 0:
+                            self.listener.close()
+                            conn.close()
+                            self.host(fds, pgid, child)  # never returns
                     self.status[pid] = fds[3]
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
@@ -612,6 +655,96 @@ class Template:
                     conn.sendall(b"%d\n" % pid)
                 except OSError:
                     pass
+
+    def make_spare(self):
+        """Forks the next host ahead of need: it waits on a socket pair for
+        its pool child's request and pipes, so a replacement does not wait
+        for the fork (a few ms of copying a loaded interpreter's page
+        tables). It leaves on EOF: the template is gone."""
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    # The listener first: the template's address must die with it.
+                    self.listener.close()
+                    ours.close()
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                    data, fds, _, _ = socket.recv_fds(theirs, 65536, 4)
+                    theirs.close()
+                    if len(fds) == 4:
+                        request = json.loads(data or b"{}")
+                        self.host(fds, request.get("pgid", 0), request.get("pid", 0))  # never returns
+                    code = 0
+                finally:
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+        theirs.close()
+        self.spare = (pid, ours)
+
+    def give_spare(self, data, fds):
+        """Hands a request to the spare host; its pid, or None when there is
+        no spare (or it died: the caller forks one then)."""
+        import socket
+
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        pid, ours = spare
+        try:
+            socket.send_fds(ours, [data], fds)
+        except OSError:
+            return None
+        finally:
+            ours.close()
+        return pid
+
+    def fork_recorder(self, conn, data):
+        """A record from the node (see `record`): read to EOF, stored by a
+        forked process, so this one never opens the backend's connections
+        (its hosts would inherit them) nor waits on a slow database."""
+        conn.settimeout(10)
+        try:
+            while True:
+                more = conn.recv(1 << 20)
+                if not more:
+                    break
+                data += more
+            rec = json.loads(data)["record"]
+        except (OSError, ValueError, KeyError):
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    self.listener.close()
+                    conn.close()
+                    for fd in self.status.values():
+                        os.close(fd)
+                    record(self.app, rec, self.hostname)
+                    code = 0
+                except BaseException:
+                    sys.stderr.write("rmulti: cannot store the outcome of task %s:\n" % (rec.get("meta") or {}).get("task_id"))
+                    traceback.print_exc()
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
+        try:
+            conn.sendall(b"ok\n")
+        except OSError:
+            pass
 
     def host(self, fds, pgid, child):
         import fcntl
@@ -658,7 +791,13 @@ def template(name, conf, hostname, loglevel, address):
     import gc
     import socket
 
-    logging.basicConfig(level=loglevel, format="[%(asctime)s: %(levelname)s/Template] %(message)s")
+    # Its stderr goes to the node's log (the main process adds the time):
+    # warnings and errors only, not the debug lines of loading the app. The
+    # loggers keep the node's level: Celery's tracers, built here, decide
+    # once whether to log a task's success.
+    logging.basicConfig(level=loglevel, format="%(levelname)s/Template: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(max(loglevel, logging.WARNING))
     # The node's INT and TERM are for the Rust processes; the main process
     # ends the template with SIGKILL (and it dies with it: PR_SET_PDEATHSIG).
     signal.signal(signal.SIGINT, signal.SIG_IGN)

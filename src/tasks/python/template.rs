@@ -25,6 +25,7 @@ use nix::unistd::{getpgrp, Pid};
 
 use super::{boot_command, python_level, script_header, HostConfig, PythonError};
 use crate::plumbing::deathsig::die_with_parent;
+use crate::plumbing::pipe::cloexec_pipe;
 
 /// The variable naming the node's template to its pool children.
 pub const ENV: &str = "RMULTI_TEMPLATE";
@@ -68,16 +69,31 @@ impl Template {
 
 /// Starts a template for `cfg` (not waited for: children wait for it when
 /// they ask for a host). It dies with the calling process, whose main
-/// thread must be the caller; the caller reaps it.
-pub fn spawn(cfg: &HostConfig, hostname: &str, address: &str) -> Result<Template, PythonError> {
+/// thread must be the caller; the caller reaps it. Returns it with the read
+/// end of its stdout and stderr (one pipe): a detached node's stdio is
+/// /dev/null, and what the template prints (an import's traceback, a
+/// recorder's error) belongs in the node's log.
+pub fn spawn(
+    cfg: &HostConfig,
+    hostname: &str,
+    address: &str,
+) -> Result<(Template, OwnedFd), PythonError> {
     let options = serde_json::json!({
         "conf": cfg.conf,
         "hostname": hostname,
         "loglevel": python_level(),
         "address": address,
     });
+    let (output, output_w) =
+        cloexec_pipe().map_err(|e| PythonError::Spawn(cfg.python.clone(), e))?;
+    let output_w2 = output_w
+        .try_clone()
+        .map_err(|e| PythonError::Spawn(cfg.python.clone(), e))?;
     let mut cmd = boot_command(&cfg.python, "template", &cfg.app);
-    cmd.arg(options.to_string()).stdin(Stdio::piped());
+    cmd.arg(options.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(output_w))
+        .stderr(Stdio::from(output_w2));
     let parent = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls (prctl, getppid, signal) between
     // fork and exec.
@@ -99,10 +115,15 @@ pub fn spawn(cfg: &HostConfig, hostname: &str, address: &str) -> Result<Template
         // The script fits in the pipe's buffer: this does not wait for Python.
         let _ = stdin.write_all(&script_header());
     }
-    Ok(Template {
+    let template = Template {
         pid: Pid::from_raw(child.id() as i32),
         address: address.to_string(),
-    })
+    };
+    // `cmd` holds the write ends until dropped: EOF must mean the template
+    // (and its hosts, which share the pipe only until they adopt their own)
+    // is gone.
+    drop(cmd);
+    Ok((template, output))
 }
 
 /// Why a template could not give a host (the child then starts its own).
@@ -168,6 +189,60 @@ pub fn ask(template: &Template, fds: HostFds) -> Result<u32, AskError> {
         .trim()
         .parse()
         .map_err(|_| AskError::Answer(answer.clone()))
+}
+
+/// An outcome the Rust processes decided (a task lost with its child, a
+/// revoked or expired one, a host failing around a task) for an app whose
+/// results only Python can write (`AppConfig::results_in_python`). The
+/// template forks a short-lived recorder that stores it through the app's
+/// own backend, with the request the message carries (so chords and
+/// errbacks go on as under Celery's worker); host.py's `record`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Record {
+    /// The result meta as rmulti stores it on Redis (`ResultMeta::to_json`).
+    pub meta: serde_json::Value,
+    /// The task's name, when known.
+    pub task: Option<String>,
+    /// The task's message, when at hand: the request context comes from it.
+    pub raw: Option<String>,
+}
+
+impl Record {
+    /// The task id the record is about, for log lines.
+    pub fn task_id(&self) -> &str {
+        self.meta
+            .get("task_id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+    }
+}
+
+/// Hands `record` to `template`, waiting up to `patience` for it to listen
+/// (the main process passes zero: it keeps the record for a later turn).
+/// Returns once the template has forked the recorder.
+pub fn record(template: &Template, record: &Record, patience: Duration) -> Result<(), AskError> {
+    let addr = SocketAddr::from_abstract_name(template.address.as_bytes())?;
+    let deadline = Instant::now() + patience;
+    let mut stream = loop {
+        match UnixStream::connect_addr(&addr) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() >= deadline => return Err(AskError::NotReady(patience)),
+            Err(_) if !template.alive() => return Err(AskError::Gone(template.pid)),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    stream.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let line = serde_json::json!({ "record": record }).to_string();
+    stream.write_all(line.as_bytes())?;
+    // EOF ends the request: a message may be larger than one read.
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    match answer.trim() {
+        "ok" => Ok(()),
+        other => Err(AskError::Answer(other.to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -57,20 +57,21 @@ def child_logs(tmp: Path) -> str:
 
 
 @contextlib.contextmanager
-def demo_worker(name: str, tmp: Path, env: dict):
-    """`rmulti start NAME -A celeryDemo` in the example's directory with this
-    interpreter as `--python`, pidfile and logs (`NAME.log`, `NAME-N.log`) in
-    `tmp`; `rmulti stopwait` on leaving, which must stop every process of the
-    node. Whatever is left of the node then (or after a failed start, a
-    command that timed out, a failing test) is SIGKILLed."""
+def demo_worker(name: str, tmp: Path, env: dict, cwd: Path = DEMO, extra: tuple = ()):
+    """`rmulti start NAME -A celeryDemo` in the example's directory (or a
+    copy of it, `cwd`) with this interpreter as `--python` and `extra`
+    arguments, pidfile and logs (`NAME.log`, `NAME-N.log`) in `tmp`;
+    `rmulti stopwait` on leaving, which must stop every process of the node.
+    Whatever is left of the node then (or after a failed start, a command
+    that timed out, a failing test) is SIGKILLed."""
     files = [f"--pidfile={tmp}/%n.pid", f"--logfile={tmp}/%n%I.log"]
     args = [name, "-A", "celeryDemo"] + files
     pidfile = tmp / f"{name}.pid"
     procs = []
     try:
         run = subprocess.run(
-            [rmulti_bin(), "start"] + args + [f"--python={sys.executable}", "-c", "2", "-l", "info"],
-            cwd=DEMO, env=env, capture_output=True, text=True, timeout=60,
+            [rmulti_bin(), "start"] + args + [f"--python={sys.executable}", "-c", "2", "-l", "info", *extra],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
         )
         assert run.returncode == 0, f"rmulti start {name} failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
         pid = read_pid(pidfile)
@@ -78,7 +79,7 @@ def demo_worker(name: str, tmp: Path, env: dict):
         procs = tree(pid)
         yield
         stop = subprocess.run(
-            [rmulti_bin(), "stopwait"] + args, cwd=DEMO, env=env, capture_output=True, text=True, timeout=60
+            [rmulti_bin(), "stopwait"] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60
         )
         stopped = wait_until(20, lambda: not any(alive(p) for p in procs))
         assert stop.returncode == 0 and stopped, f"stopwait {name}: {stop.stdout}{stop.stderr}"

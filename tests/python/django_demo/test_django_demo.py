@@ -87,6 +87,12 @@ def test_debug_task_print_reaches_the_child_log(django_project, demo_node):
     )
     assert line, child_logs(demo_node)
     assert "WARNING/ForkPoolWorker-" in line
+    # The tracer's own INFO line (its logger's level is read when the
+    # template builds the tracers).
+    done = wait_until(
+        10, lambda: next((l for l in child_logs(demo_node).splitlines() if f"debug_task[{result.id}] succeeded" in l), None)
+    )
+    assert done and "INFO/ForkPoolWorker-" in done, child_logs(demo_node)[-3000:]
 
 
 def test_the_async_page_submits_and_polls(demo_node):
@@ -176,14 +182,14 @@ def test_reject_without_requeue_stores_a_failure(tasks):
 # node's template, each in its pool child's process group.
 
 
-def node_processes(tmp):
-    """(main pid, {pool child pid: host pid}, template pid) of worker1."""
+def node_processes(tmp, name="worker1"):
+    """(main pid, {pool child pid: host pid}, template pid) of node `name`."""
     import os
 
     from demo_helpers import alive
     from helpers import descendants, is_rmulti, read_pid
 
-    main = read_pid(tmp / "worker1.pid")
+    main = read_pid(tmp / f"{name}.pid")
     procs = [p for p in descendants(main) if alive(p)]
     children = [p for p in procs if is_rmulti(p)]
     pythons = [p for p in procs if not is_rmulti(p)]
