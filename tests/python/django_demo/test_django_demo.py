@@ -8,7 +8,6 @@ import pytest
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import Reject
 
-from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
 from demo_helpers import child_logs, wait_until
 
 UTC8 = timezone(timedelta(hours=8))

@@ -19,7 +19,6 @@ import urllib.request
 
 import pytest
 
-from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
 from demo_helpers import DEMO, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(180)

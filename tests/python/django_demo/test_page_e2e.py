@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: F401 (fixtures)
 from demo_helpers import DEMO, alive, demo_worker, free_port, tree, wait_until
 
 CHROMIUM = "/usr/bin/chromium"

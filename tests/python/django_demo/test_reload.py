@@ -11,7 +11,6 @@ import signal
 
 from celery import Celery
 
-from demo_fixtures import demo_env, demo_redis, demo_tmp  # noqa: F401 (fixtures)
 from demo_helpers import DEMO, alive, demo_worker, wait_until
 from helpers import read_pid
 from test_django_demo import node_processes, parent
