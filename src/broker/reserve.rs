@@ -65,6 +65,17 @@ pub struct Reservations {
     pub result_dbs: Option<(i64, i64)>,
     /// `result_expires` in seconds (`None`: no expiry).
     pub result_expires: Option<u64>,
+    /// The node's task-events flag, read by `next.lua` with each call.
+    pub events_key: String,
+}
+
+/// What `Scripts::next` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextReply {
+    /// The message reserved, if one was.
+    pub reserved: Option<Reserved>,
+    /// Whether the node's task events are on.
+    pub events_on: bool,
 }
 
 /// The end of a handled message, done in the same script as the next
@@ -137,7 +148,8 @@ pub enum Then {
 impl Scripts {
     /// Finishes the handled message (`finish`), then, when `reserve`, takes
     /// the held message or the first message in `queue_keys` order: one
-    /// round trip per task on a busy queue.
+    /// round trip per task on a busy queue. The reply also says whether
+    /// task events are on (`events_key`).
     pub fn next(
         &self,
         con: &mut dyn redis::ConnectionLike,
@@ -146,7 +158,7 @@ impl Scripts {
         how: &Reservations,
         finish: Option<&Finish>,
         then: Then,
-    ) -> Result<Option<Reserved>, BrokerError> {
+    ) -> Result<NextReply, BrokerError> {
         let stored = finish
             .and_then(|f| f.result.as_ref().map(|r| (f, r)))
             .filter(|_| how.result_dbs.is_some());
@@ -158,6 +170,7 @@ impl Scripts {
             slot,
             result_key: stored.map(|(f, _)| keys::result_key(&f.task_id)),
             queue_keys,
+            events_key: &how.events_key,
             now: now_secs(),
             promote_batch: if then == Then::PromoteAndReserve {
                 ETA_PROMOTE_BATCH
@@ -181,28 +194,37 @@ impl Scripts {
         };
         // Bytes, not String: a message that is not UTF-8 must reach the
         // dead-letter path, not fail the reply and wedge the slot.
-        let reply: Option<(Vec<u8>, String, i64, i64, i64, i64)> =
-            args.invocation(&self.next).invoke(con)?;
-        Ok(
-            reply.map(|(raw, source, promoted, started, acked, revoked)| {
-                let (raw, invalid_utf8) = match String::from_utf8(raw) {
-                    Ok(text) => (text, None),
-                    Err(e) => (
-                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                        Some(e.into_bytes()),
-                    ),
-                };
-                Reserved {
-                    raw,
-                    invalid_utf8,
-                    source,
-                    from_eta_park: promoted == 1,
-                    started: started == 1,
-                    acked: acked == 1,
-                    revoked: revoked == 1,
-                }
-            }),
-        )
+        let (raw, source, promoted, started, acked, revoked, events_on): (
+            Option<Vec<u8>>,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = args.invocation(&self.next).invoke(con)?;
+        let reserved = raw.map(|raw| {
+            let (raw, invalid_utf8) = match String::from_utf8(raw) {
+                Ok(text) => (text, None),
+                Err(e) => (
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    Some(e.into_bytes()),
+                ),
+            };
+            Reserved {
+                raw,
+                invalid_utf8,
+                source,
+                from_eta_park: promoted == 1,
+                started: started == 1,
+                acked: acked == 1,
+                revoked: revoked == 1,
+            }
+        });
+        Ok(NextReply {
+            reserved,
+            events_on: events_on == 1,
+        })
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it

@@ -2,9 +2,9 @@
 //! started, succeeded, failed, retried, revoked, rejected.
 //!
 //! Whether to send them is the node's flag `rmulti.events.<node>` (`-E`,
-//! `enable_events`, `disable_events`), read with a `GET` carried in the same
-//! write as every reservation (`probe`), so a switch reaches the children at
-//! their next task without a round trip of its own.
+//! `enable_events`, `disable_events`), read by the reserving script itself
+//! (`next.lua` returns it with every reply), so a switch reaches the children
+//! at their next task without a command of its own.
 //!
 //! Events are buffered and sent as one Celery `task.multi` batch with
 //! `Connections::send_later` (written now, the reply read with the next
@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::broker::{keys, BrokerError, Connections};
+use crate::broker::{BrokerError, Connections};
 use crate::protocol::event::{self, Event, Publish, Sender, Stamped, TaskEvent};
 use crate::protocol::pyrepr::saferepr;
 use crate::protocol::time::format_isoformat;
@@ -26,7 +26,6 @@ const RESULT_REPR_MAX: usize = 1024;
 const BATCH_MAX: usize = 24;
 
 pub struct TaskEvents {
-    key: String,
     on: bool,
     sender: Sender,
     db: i64,
@@ -37,7 +36,6 @@ pub struct TaskEvents {
 impl TaskEvents {
     pub fn new(node: &str, broker_url: &str) -> TaskEvents {
         TaskEvents {
-            key: keys::task_events(node),
             on: false,
             sender: Sender {
                 hostname: node.to_string(),
@@ -53,18 +51,9 @@ impl TaskEvents {
         }
     }
 
-    /// The command that reads the node's flag, carried with a reservation.
-    pub fn probe(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(&self.key);
-        cmd
-    }
-
-    /// Takes the probe's reply: on when the flag is `1`.
-    pub fn learn(&mut self, reply: Option<&redis::Value>) {
-        if let Some(reply) = reply {
-            self.on = matches!(reply, redis::Value::BulkString(b) if b == b"1");
-        }
+    /// Takes the node's flag, as the reserving script returned it.
+    pub fn set_on(&mut self, on: bool) {
+        self.on = on;
     }
 
     pub fn on(&self) -> bool {
@@ -217,11 +206,11 @@ mod tests {
         let mut ev = TaskEvents::new("w1@h", "redis://localhost/3");
         ev.push(TaskEvent::Started { uuid: "u".into() });
         assert!(ev.buffer.is_empty());
-        ev.learn(Some(&redis::Value::BulkString(b"1".to_vec())));
+        ev.set_on(true);
         ev.push(TaskEvent::Started { uuid: "u".into() });
         assert_eq!(ev.buffer.len(), 1);
         assert_eq!(ev.db, 3);
-        ev.learn(Some(&redis::Value::Nil));
+        ev.set_on(false);
         assert!(!ev.on());
     }
 }

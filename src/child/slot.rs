@@ -39,7 +39,7 @@ pub struct Slot<'a> {
     promoted_at: Option<Instant>,
     /// The message in hand and how far this child got with it.
     pub in_hand: InHand,
-    /// Task events; their on/off flag is read with each reservation.
+    /// Task events; their on/off flag comes back with each reservation.
     pub events: TaskEvents,
 }
 
@@ -63,6 +63,7 @@ impl<'a> Slot<'a> {
             exceptions,
             result_dbs: crate::broker::url::same_server(&app.broker_url, &app.result_backend),
             result_expires: app.result_expires,
+            events_key: keys::task_events(&spec.node),
         };
         Slot {
             spec,
@@ -113,22 +114,21 @@ impl<'a> Slot<'a> {
             (true, false) => Then::Reserve,
             (true, true) => Then::PromoteAndReserve,
         };
-        // The events flag rides in the same write (see `events`).
-        let probe = self.events.probe();
-        let reply = conns.piggyback(Some(&probe)).and_then(|mut con| {
-            let reply = self.scripts.next(
+        let reply = conns.piggyback().and_then(|mut con| {
+            self.scripts.next(
                 &mut con,
                 &self.keys,
                 &self.queue_keys,
                 &self.how,
                 self.in_hand.finish(),
                 then,
-            );
-            self.events.learn(con.probe_reply.as_ref());
-            reply
+            )
         });
         match reply {
-            Ok(reserved) => {
+            Ok(reply) => {
+                // The events flag comes back with every reservation (see `events`).
+                self.events.set_on(reply.events_on);
+                let reserved = reply.reserved;
                 if promote {
                     self.promoted_at = Some(Instant::now());
                 }

@@ -115,6 +115,8 @@ pub struct NextArgs<'a> {
     /// The finished task's result key, when the script stores its result.
     pub result_key: Option<String>,
     pub queue_keys: &'a [String],
+    /// The node's task-events flag (`rmulti.events.<node>`).
+    pub events_key: &'a str,
     /// Unix seconds.
     pub now: f64,
     /// Due ETA messages to promote at most; 0 skips the promotion.
@@ -143,7 +145,8 @@ impl NextArgs<'_> {
             .key(keys::ETA_MESSAGES)
             .key(keys::ETA_PROMOTED)
             .key(self.result_key.as_deref().unwrap_or(""))
-            .key(keys::REVOKED);
+            .key(keys::REVOKED)
+            .key(self.events_key);
         for k in self.queue_keys {
             inv.key(k);
         }
