@@ -14,11 +14,13 @@ use super::events;
 use super::in_hand::InHand;
 use super::report::{Report, Reporter};
 use super::run::{Outcome, Runner};
-use super::slot::Slot;
+use super::slot::{Got, Slot, SLOW_TASK};
 use super::triage::{triage, Plan, Refusal, Verdict};
 use super::{ChildSpec, Leave};
 use crate::broker::keys;
+use crate::broker::reserve::{Batch, BatchFinish};
 use crate::broker::{BrokerError, Reserved};
+use crate::plumbing::progress::{now_ms, Mark, Stage};
 use crate::protocol::event::TaskEvent;
 use crate::protocol::pyrepr::python_str_repr;
 use crate::protocol::{ResultMeta, TaskMessage};
@@ -114,8 +116,18 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
         }
         let limit_reached = spec.max_tasks.is_some_and(|max| done >= max) || over_memory(spec);
         let reserve = !leaving && !limit_reached;
-        match child.slot.next(conns, reporter, reserve) {
-            Ok(Some(mut msg)) => {
+        let room = spec
+            .max_tasks
+            .map_or(usize::MAX, |max| max.saturating_sub(done) as usize);
+        match child.slot.next(conns, reporter, reserve, room) {
+            Ok(Some(Got::Batch(batch))) => {
+                failures = 0;
+                match child.handle_batch(batch, conns, reporter) {
+                    Ok(handled) => done += handled as u64,
+                    Err(how) => exit_now(how),
+                }
+            }
+            Ok(Some(Got::One(mut msg))) => {
                 if msg.source.is_empty() {
                     msg.source = moved_from.take().unwrap_or_default();
                 }
@@ -330,6 +342,7 @@ impl Child<'_> {
         let began = Instant::now();
         let ran = self.runner.run(task, spec, plan, &msg.raw);
         let slot = &mut self.slot;
+        slot.one_handled(began.elapsed());
         match ran {
             Err(how) => return Err(Trouble::Leave(how)),
             Ok(Outcome::Requeue) => {
@@ -353,6 +366,169 @@ impl Child<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Works through a batch (all acked early by the reserving script): the
+    /// main process gets one report for all of it, and follows which task
+    /// runs through the progress word. Stops early after a slow task or when
+    /// asked to leave; the batch's finish (results, events, the rest back on
+    /// the queue) goes with the next reservation. Returns how many ran.
+    fn handle_batch(
+        &mut self,
+        batch: Batch,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<usize, Leave> {
+        let gen = batch.gen;
+        tracing::debug!(
+            "Reserved a batch of {} message(s) (generation {gen})",
+            batch.messages.len()
+        );
+        let mut verdicts = Vec::with_capacity(batch.messages.len());
+        let mut tasks = Vec::with_capacity(batch.messages.len());
+        for msg in &batch.messages {
+            let verdict = triage(msg, msg.decode(), self.spec, &InHand::Free, Utc::now());
+            if let Some(task) = verdict.received() {
+                reporter.queue(&Report::Received {
+                    id: task.id.clone(),
+                    task: task.display_name().to_string(),
+                });
+                if !matches!(verdict, Verdict::DeadLetter { .. }) {
+                    self.slot.events.push(events::received(task));
+                }
+            }
+            self.push_verdict_event(&verdict);
+            tasks.push(match &verdict {
+                Verdict::Run { plan, .. } => Some(plan.started.clone()),
+                _ => None,
+            });
+            verdicts.push(verdict);
+        }
+        if reporter.send(&Report::Batch { gen, tasks }).is_err() {
+            return Err(Leave::Code(1));
+        }
+        let mut results = Vec::with_capacity(verdicts.len());
+        let mut slow = false;
+        for (i, (msg, verdict)) in batch.messages.iter().zip(verdicts).enumerate() {
+            if i > 0 && (slow || stop_requested()) {
+                break;
+            }
+            self.slot.set_progress(Mark {
+                gen,
+                index: i as u16,
+                stage: Stage::Running,
+                since_ms: now_ms(),
+            });
+            let began = Instant::now();
+            let result = self.batch_one(msg, verdict, conns, reporter)?;
+            results.push(result);
+            slow |= began.elapsed() >= SLOW_TASK;
+            self.slot.set_progress(Mark {
+                gen,
+                index: i as u16 + 1,
+                stage: Stage::Between,
+                since_ms: 0,
+            });
+        }
+        let _ = reporter.flush();
+        let handled = results.len();
+        self.slot.batch_handled(BatchFinish { gen, results }, slow);
+        Ok(handled)
+    }
+
+    /// One message of a batch: (task id, result meta to store).
+    fn batch_one(
+        &mut self,
+        msg: &Reserved,
+        verdict: Verdict,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(String, Option<String>), Leave> {
+        let meta = |m: Option<ResultMeta>| m.as_ref().map(ResultMeta::to_json);
+        Ok(match verdict {
+            Verdict::Run { task, spec, plan } => {
+                let result = self.run_in_batch(msg, &task, spec, &plan, conns, reporter)?;
+                (task.id, result)
+            }
+            Verdict::Expired { task, meta: m } | Verdict::Revoked { task, meta: m } => {
+                let why = if msg.revoked { "revoked" } else { "expired" };
+                tracing::info!(
+                    "Discarding {why} task: {}[{}]",
+                    task.display_name(),
+                    task.id
+                );
+                (task.id, meta(m))
+            }
+            Verdict::DeadLetter {
+                refusal,
+                reason,
+                failure,
+            } => {
+                let (id, name) = log_refusal(msg, &refusal);
+                if let Err(e) = self.slot.keep_refused(conns, msg, &reason, id, name) {
+                    tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                }
+                (id.unwrap_or_default().to_string(), meta(failure))
+            }
+            // Not for a batch's messages (all fresh, acked, without an ETA):
+            // recorded lost rather than run, to be safe.
+            other => {
+                let id = msg.decode().map(|t| t.id).unwrap_or_default();
+                tracing::error!("Unexpected verdict for a batched message {id}: {other:?}");
+                (id, None)
+            }
+        })
+    }
+
+    /// Runs one task of a batch. Only a task with a hard time limit is
+    /// reported started on its own (the main process enforces the limit).
+    fn run_in_batch(
+        &mut self,
+        msg: &Reserved,
+        task: &TaskMessage,
+        spec: &TaskSpec,
+        plan: &Plan,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<Option<String>, Leave> {
+        let limited = plan.started.time_limit.is_some();
+        if limited
+            && reporter
+                .send(&Report::Started(plan.started.clone()))
+                .is_err()
+        {
+            return Err(Leave::Code(1));
+        }
+        if plan.track_started {
+            let meta = ResultMeta::started(&task.id, std::process::id(), &self.spec.node);
+            if let Err(e) = self.slot.store(conns, &meta.with_request(task)) {
+                tracing::warn!("Cannot store STARTED for {}: {e}", task.id);
+            }
+        }
+        self.slot.events.push(TaskEvent::Started {
+            uuid: task.id.clone(),
+        });
+        let began = Instant::now();
+        let ran = self.runner.run(task, spec, plan, &msg.raw)?;
+        if limited {
+            reporter.queue(&Report::Done);
+        }
+        let result = match ran {
+            // Only under acks_late, which a batch never holds.
+            Outcome::Requeue => None,
+            Outcome::Finish { result, keep } => {
+                if let Some(reason) = keep {
+                    if let Err(e) = self.slot.keep(conns, msg, &reason, &task.id, &task.task) {
+                        tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                    }
+                }
+                result
+            }
+        };
+        self.slot
+            .events
+            .push(events::finished(task, result.as_deref(), began.elapsed()));
+        Ok(result)
     }
 
     /// The event of a verdict that does not run the task.
@@ -403,7 +579,16 @@ fn refuse(
     reason: &str,
     failure: Option<&ResultMeta>,
 ) -> Result<(), BrokerError> {
-    let (task_id, task) = match refusal {
+    let (task_id, task) = log_refusal(msg, refusal);
+    if let Some(meta) = failure {
+        slot.store(conns, meta)?;
+    }
+    slot.dead_letter(msg, conns, reason, task_id, task)
+}
+
+/// Logs why a message cannot run; returns its task id and name if known.
+fn log_refusal<'a>(msg: &Reserved, refusal: &'a Refusal) -> (Option<&'a str>, Option<&'a str>) {
+    match refusal {
         Refusal::Invalid {
             content_type,
             error,
@@ -425,11 +610,7 @@ fn refuse(
             );
             (Some(task.id.as_str()), Some(task.task.as_str()))
         }
-    };
-    if let Some(meta) = failure {
-        slot.store(conns, meta)?;
     }
-    slot.dead_letter(msg, conns, reason, task_id, task)
 }
 
 /// Leaves this pool child at once, as `how` says. It is a forked process: no

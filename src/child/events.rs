@@ -11,6 +11,9 @@
 //! reservation's): right before a task runs (so a long task shows STARTED at
 //! once, with the previous task's outcome in the same message), and before
 //! the child waits idle or leaves. One PUBLISH per task, no round trip.
+//! A child working through a batch (`lua/batch.lua`) buffers the batch's
+//! events instead and hands them to the script that finishes it: one
+//! PUBLISH per batch, inside a round trip it makes anyway.
 
 use std::time::Duration;
 
@@ -76,6 +79,24 @@ impl TaskEvents {
     /// Whether the buffer should go out now whatever comes next.
     pub fn full(&self) -> bool {
         self.buffer.len() >= BATCH_MAX
+    }
+
+    /// Takes the buffer as one `task.multi` message, for a script to
+    /// publish (`batch.lua`); `None` when there is nothing to send. The
+    /// caller puts it back (`put_back`) when the script failed.
+    pub fn take_publish(&mut self) -> Option<(Publish, Vec<Stamped>)> {
+        if self.buffer.is_empty() {
+            return None;
+        }
+        let tag = uuid::Uuid::new_v4().to_string();
+        let publish = Publish::batch(&self.sender, &self.buffer, self.db, &tag);
+        Some((publish, std::mem::take(&mut self.buffer)))
+    }
+
+    /// Returns events `take_publish` took that could not be sent.
+    pub fn put_back(&mut self, mut events: Vec<Stamped>) {
+        events.append(&mut self.buffer);
+        self.buffer = events;
     }
 
     /// Sends the buffer as one `task.multi` message, without waiting for

@@ -49,6 +49,13 @@ pub enum Report {
     },
     Started(Started),
     Done,
+    /// A batch was reserved (all acked early): one entry per message, in
+    /// order (`None`: not run, e.g. revoked). Which one runs is in the
+    /// child's progress word (`plumbing::progress`), not reported.
+    Batch {
+        gen: u32,
+        tasks: Vec<Option<Started>>,
+    },
 }
 
 impl Report {

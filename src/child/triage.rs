@@ -288,6 +288,8 @@ task_time_limit = 30
             max_memory_kib: None,
             time_limit: None,
             soft_time_limit: Some(7.0),
+            pool_size: 1,
+            progress: None,
         }
     }
 

@@ -38,8 +38,10 @@
 -- Last, it looks the message's task id up in the revoked set (one ZSCORE):
 -- the child then stores REVOKED and acks it instead of running it.
 -- Reply: {message, source list, was promoted from the ETA park, had started
--- under another child, acked now, its id is revoked, task events are on};
--- the message is nil (and the flags 0) when none was reserved. The events
+-- under another child, acked now, its id is revoked, task events are on,
+-- messages left on its source queue}; the message is nil (and the flags 0)
+-- when none was reserved. The depth tells the child whether a batch
+-- (`batch.lua`) would pay. The events
 -- flag comes back with every call, so a switch reaches the child at its
 -- next reservation without a command of its own.
 local eta_index_key = KEYS[5]
@@ -83,7 +85,7 @@ end
 local events_on = 0
 if redis.call('GET', events_key) == '1' then events_on = 1 end
 if reserve ~= '1' then
-  return {false, '', 0, 0, 0, 0, events_on}
+  return {false, '', 0, 0, 0, 0, events_on, 0}
 end
 local due = {}
 if promote_batch ~= '0' then
@@ -135,17 +137,19 @@ if msg then
     end
   end
 end
+local depth = 0
 if not msg then
   for i = first_queue, #KEYS do
     msg = redis.call('LMOVE', KEYS[i], held_key, 'RIGHT', 'LEFT')
     if msg then
       src = KEYS[i]
+      depth = redis.call('LLEN', src)
       break
     end
   end
 end
 if not msg then
-  return {false, '', 0, 0, 0, 0, events_on}
+  return {false, '', 0, 0, 0, 0, events_on, 0}
 end
 local promoted = 0
 local ok, env = pcall(cjson.decode, msg)
@@ -190,4 +194,4 @@ if ok and type(env) == 'table' and type(env['headers']) == 'table' and type(env[
     revoked = 1
   end
 end
-return {msg, src, promoted, started, acked, revoked, events_on}
+return {msg, src, promoted, started, acked, revoked, events_on, depth}
