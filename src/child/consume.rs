@@ -111,7 +111,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
     // would otherwise keep it unseen.
     loop {
         let leaving = stop_requested() && moved_from.is_none();
-        if leaving && !child.slot.in_hand.finishing() {
+        if leaving && !child.slot.finishing() {
             return 0;
         }
         let limit_reached = spec.max_tasks.is_some_and(|max| done >= max) || over_memory(spec);
@@ -211,7 +211,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
                 if retry_later(&e, &mut failures, conns) {
                     continue;
                 }
-                if !child.slot.in_hand.finishing() {
+                if !child.slot.finishing() {
                     return 0;
                 }
                 // Stopping with a task run but not finished: its result is

@@ -242,12 +242,18 @@ impl<'a> Slot<'a> {
     /// are fast and the queue keeps enough for every sibling.
     pub fn one_handled(&mut self, took: Duration) {
         let deep = self.depth >= 2 * self.spec.pool_size.max(1);
-        self.batch = if took < SLOW_TASK && deep { 2 } else { 1 };
+        // A one-message round between batches (an ETA promotion) keeps K.
+        self.batch = if took < SLOW_TASK && deep {
+            self.batch.max(2)
+        } else {
+            1
+        };
     }
 
-    /// How many messages the next reservation asks for.
-    pub fn batch_size(&self) -> usize {
-        self.batch
+    /// Whether something handled still waits for its finish (a message's
+    /// or a batch's): a leaving child does it first.
+    pub fn finishing(&self) -> bool {
+        self.in_hand.finishing() || self.batch_finish.is_some()
     }
 
     /// `next_batch`'s fallback when Redis refuses the script: each result on
