@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use super::events;
 use super::in_hand::InHand;
-use super::report::{Report, Reporter};
+use super::report::{Report, Reporter, Started};
 use super::run::{Outcome, Runner};
 use super::slot::{Got, Slot, SLOW_TASK};
 use super::triage::{triage, Plan, Refusal, Verdict};
@@ -492,12 +492,14 @@ impl Child<'_> {
         reporter: &mut Reporter,
     ) -> Result<Option<String>, Leave> {
         let limited = plan.started.time_limit.is_some();
-        if limited
-            && reporter
-                .send(&Report::Started(plan.started.clone()))
-                .is_err()
-        {
-            return Err(Leave::Code(1));
+        if limited {
+            let started = Started {
+                batched: true,
+                ..plan.started.clone()
+            };
+            if reporter.send(&Report::Started(started)).is_err() {
+                return Err(Leave::Code(1));
+            }
         }
         if plan.track_started {
             let meta = ResultMeta::started(&task.id, std::process::id(), &self.spec.node);

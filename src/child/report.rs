@@ -27,6 +27,10 @@ pub struct Started {
     pub kwargs: serde_json::Value,
     #[serde(default)]
     pub delivery_info: serde_json::Value,
+    /// Also listed in a `batch` report (a task with a hard time limit, whose
+    /// start the main process must see): counted once, there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batched: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +132,7 @@ mod tests {
             args: serde_json::json!([1, 2]),
             kwargs: serde_json::json!({}),
             delivery_info: serde_json::Value::Null,
+            batched: false,
         });
         for report in [r, Report::Ready, Report::Done] {
             let line = report.to_line();

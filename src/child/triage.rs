@@ -238,6 +238,7 @@ fn plan(
                 "priority": task.delivery_info.priority,
                 "redelivered": task.delivery_info.redelivered,
             }),
+            batched: false,
         },
         soft_limit,
         ack_at_start: !acks_late && !msg.acked,

@@ -388,5 +388,6 @@ fn started_from(raw: &str) -> Started {
         args: Value::Null,
         kwargs: Value::Null,
         delivery_info: Value::Null,
+        batched: false,
     }
 }

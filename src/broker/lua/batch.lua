@@ -137,14 +137,14 @@ if n < 2 then
 end
 local msgs = {}
 local revoked = {}
-for _ = 1, n do
-  local msg = redis.call('LINDEX', src, -1)
+-- Whether a message may join a batch: returns its task id, or nil.
+local function batchable(msg)
   local ok, env = pcall(cjson.decode, msg)
-  if not (ok and type(env) == 'table' and type(env['headers']) == 'table') then break end
+  if not (ok and type(env) == 'table' and type(env['headers']) == 'table') then return nil end
   local headers = env['headers']
   if type(headers['task']) ~= 'string' or type(headers['id']) ~= 'string'
       or type(headers['eta']) == 'string' then
-    break
+    return nil
   end
   local early = early_by_default == '1'
   for i = first_exception, #ARGV do
@@ -153,10 +153,21 @@ for _ = 1, n do
       break
     end
   end
-  if not early then break end
-  redis.call('LMOVE', src, batch_key, 'RIGHT', 'RIGHT')
+  if early then return headers['id'] end
+  return nil
+end
+
+for _ = 1, n do
+  -- Moved first and moved back if it may not join: one command, not two,
+  -- for the usual message.
+  local msg = redis.call('LMOVE', src, batch_key, 'RIGHT', 'RIGHT')
+  local id = batchable(msg)
+  if not id then
+    redis.call('LMOVE', batch_key, src, 'RIGHT', 'RIGHT')
+    break
+  end
   msgs[#msgs + 1] = msg
-  revoked[#revoked + 1] = is_revoked(headers['id'])
+  revoked[#revoked + 1] = is_revoked(id)
 end
 if #msgs == 0 then
   return none

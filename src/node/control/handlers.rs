@@ -580,6 +580,7 @@ mod tests {
                             args: json!([1, 2]),
                             kwargs: json!({}),
                             delivery_info: json!({"routing_key": "celery"}),
+                            batched: false,
                         },
                         1.5,
                     )

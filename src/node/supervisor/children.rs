@@ -104,10 +104,14 @@ impl Child {
         match report {
             Report::Ready => self.ready = true,
             Report::Fatal { message } => self.fatal = Some(message),
-            Report::Received { id, task } => return Some(format!("Task {task}[{id}] received")),
+            // Built only when logged: a batch brings dozens at once.
+            Report::Received { id, task } => {
+                return tracing::enabled!(tracing::Level::INFO)
+                    .then(|| format!("Task {task}[{id}] received"))
+            }
             Report::Started(s) => {
+                self.jobs += usize::from(!s.batched);
                 self.current = Some((s, Instant::now()));
-                self.jobs += 1;
             }
             Report::Done => self.current = None,
             Report::Batch { gen, tasks } => {
