@@ -404,7 +404,9 @@ impl Child<'_> {
             });
             verdicts.push(verdict);
         }
-        if reporter.send(&Report::Batch { gen, tasks }).is_err() {
+        let names = tasks.iter().flatten().map(|s| s.task.clone()).collect();
+        let tasks = serde_json::to_string(&tasks).unwrap_or_else(|_| "[]".into());
+        if reporter.send(&Report::Batch { gen, tasks, names }).is_err() {
             return Err(Leave::Code(1));
         }
         let mut results = Vec::with_capacity(verdicts.len());

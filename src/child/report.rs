@@ -53,13 +53,23 @@ pub enum Report {
     },
     Started(Started),
     Done,
-    /// A batch was reserved (all acked early): one entry per message, in
-    /// order (`None`: not run, e.g. revoked). Which one runs is in the
-    /// child's progress word (`plumbing::progress`), not reported.
+    /// A batch was reserved (all acked early). `tasks` is a JSON array with
+    /// one `Started` (or null: not to be run, e.g. revoked) per message, in
+    /// order, kept as text: the main process parses it only when it needs
+    /// it (a death, USR1, `inspect active`), since it mostly never does.
+    /// `names` are the task names of the ones to run (`inspect stats`).
+    /// Which one runs is in the child's progress word
+    /// (`plumbing::progress`), not reported.
     Batch {
         gen: u32,
-        tasks: Vec<Option<Started>>,
+        tasks: String,
+        names: Vec<String>,
     },
+}
+
+/// A batch report's `tasks`, parsed.
+pub fn batch_tasks(tasks: &str) -> Vec<Option<Started>> {
+    serde_json::from_str(tasks).unwrap_or_default()
 }
 
 impl Report {

@@ -158,9 +158,9 @@ impl Control {
     pub fn observe(&mut self, report: &Report) {
         match report {
             Report::Started(s) if !s.batched => self.count(&s.task),
-            Report::Batch { tasks, .. } => {
-                for s in tasks.iter().flatten() {
-                    self.count(&s.task);
+            Report::Batch { names, .. } => {
+                for name in names {
+                    self.count(name);
                 }
             }
             _ => {}

@@ -15,7 +15,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::exit_kind::{classify, Exit, ExitKind, Facts, Respawn};
 use super::{Phase, Supervisor, HANDLED};
 use crate::broker::keys::Slot;
-use crate::child::report::{Report, Started};
+use crate::child::report::{batch_tasks, Report, Started};
 use crate::child::{self, ChildSpec};
 use crate::exit;
 use crate::node::control::Control;
@@ -41,8 +41,8 @@ pub(super) struct Child {
     spawned: Instant,
     pub(super) current: Option<(Started, Instant)>,
     /// The last batch the child reported: its generation and its messages'
-    /// tasks in order (`None`: not run).
-    batch: Option<(u32, Vec<Option<Started>>)>,
+    /// tasks in order, as JSON (`report::batch_tasks` parses it).
+    batch: Option<(u32, String)>,
     /// Where the child is in that batch (`None`: the page could not be
     /// mapped; the child then never batches).
     progress: Option<Progress>,
@@ -114,8 +114,8 @@ impl Child {
                 self.current = Some((s, Instant::now()));
             }
             Report::Done => self.current = None,
-            Report::Batch { gen, tasks } => {
-                self.jobs += tasks.iter().flatten().count();
+            Report::Batch { gen, tasks, names } => {
+                self.jobs += names.len();
                 self.batch = Some((gen, tasks));
             }
         }
@@ -129,16 +129,18 @@ impl Child {
 
     /// The task the child runs and since when: the one it reported started,
     /// else the one its progress word points at in its batch.
-    pub(super) fn running(&self) -> Option<(&Started, Instant)> {
+    pub(super) fn running(&self) -> Option<(Started, Instant)> {
         if let Some((s, since)) = &self.current {
-            return Some((s, *since));
+            return Some((s.clone(), *since));
         }
         let (gen, tasks) = self.batch.as_ref()?;
         let mark = self.mark();
         if mark.stage != Stage::Running || mark.gen != *gen {
             return None;
         }
-        let task = tasks.get(usize::from(mark.index))?.as_ref()?;
+        let task = batch_tasks(tasks)
+            .into_iter()
+            .nth(usize::from(mark.index))??;
         let ago = Duration::from_millis(now_ms().saturating_sub(mark.since_ms));
         let now = Instant::now();
         Some((task, now.checked_sub(ago).unwrap_or(now)))
@@ -331,7 +333,7 @@ impl Supervisor {
             tracing::error!("Process '{name}' pid:{pid} exited with '{exit}'");
         }
         let kind = classify(&c.facts(), self.phase, exit, self.boot_failures);
-        let running = c.running().map(|(task, _)| task.id.clone());
+        let running = c.running().map(|(task, _)| task.id);
         let terminated = self
             .control
             .was_terminated(pid.as_raw(), running.as_deref());

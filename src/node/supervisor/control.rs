@@ -98,7 +98,7 @@ fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) ->
             slot: c.slot,
             current: c.running().map(|(s, since)| {
                 let ran = Instant::now().saturating_duration_since(since);
-                (s.clone(), now - ran.as_secs_f64())
+                (s, now - ran.as_secs_f64())
             }),
         })
         .collect();
