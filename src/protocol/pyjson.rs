@@ -13,6 +13,16 @@ pub fn to_string(value: &Value) -> String {
     out
 }
 
+/// Appends `json.dumps(value)` to `out`.
+pub fn write_json(out: &mut String, value: &Value) {
+    write_value(out, value, &JSON);
+}
+
+/// Appends `json.dumps(s)` to `out`.
+pub fn write_json_str(out: &mut String, s: &str) {
+    write_str(out, s);
+}
+
 /// What `json.dumps` and the builtin `repr` (`pyrepr`) write differently for
 /// a JSON value: the three literals and string quoting. The layout of lists
 /// and dicts (`[a, b]`, `{k: v}`) and numbers are the same in both.
