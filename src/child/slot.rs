@@ -194,11 +194,15 @@ impl<'a> Slot<'a> {
                 if let Some((_, stamped)) = events {
                     self.events.put_back(stamped);
                 }
-                if !e.is_connection_problem() && self.batch_finish.is_some() {
-                    tracing::error!(
-                        "Cannot finish a batch in one step: {e}; finishing step by step"
-                    );
-                    self.finish_batch_apart(conns)?;
+                if !e.is_connection_problem() {
+                    // Refused, not lost: the one-message path from here on.
+                    self.batch = 1;
+                    if self.batch_finish.is_some() {
+                        tracing::error!(
+                            "Cannot finish a batch in one step: {e}; finishing step by step"
+                        );
+                        self.finish_batch_apart(conns)?;
+                    }
                 }
                 return Err(e);
             }

@@ -349,7 +349,11 @@ impl Supervisor {
                 .task_lost(&self.cfg.node, c.slot, &task, &why, jobs_before);
         }
         // Its batch: the tasks it ran or runs are recorded, the rest requeued.
-        let died = kind.lost(self.phase, exit, 0.0);
+        // The batch's others were not what hit the time limit.
+        let died = match kind.lost(self.phase, exit, 0.0) {
+            Lost::TimeLimit(_) => Lost::Died(exit.to_string()),
+            other => other,
+        };
         let why_running = if terminated {
             Lost::Terminated
         } else {
