@@ -215,3 +215,29 @@ fn a_node_killed_mid_batch_runs_nothing_twice_and_records_every_task() {
         found.len()
     );
 }
+
+#[test]
+fn batched_tasks_under_a_time_limit_all_succeed_and_stats_count_each_once() {
+    // A hard limit makes each batched task report its start on its own too.
+    let (redis, dir) = redis_with_app("task_time_limit = 30");
+    let ids = send(&redis, 3000);
+    let (_guard, _pid) = start_node(&dir);
+    wait_batches(&dir, 4);
+    let found = wait_all_finished(&redis, &dir, &ids);
+    assert!(found.values().all(|m| m["status"] == "SUCCESS"));
+    let run = Rmulti::new(&dir)
+        .args([
+            "inspect", "stats", "-j", "-A", "proj", "-t", "2", "-d", TEST_NODE,
+        ])
+        .run()
+        .success();
+    let all: Value = serde_json::from_str(run.stdout().trim()).expect("stats JSON");
+    assert_eq!(
+        all[TEST_NODE]["total"][TASK],
+        json!(ids.len()),
+        "{}",
+        run.stdout()
+    );
+    let runs = runs(&dir);
+    assert!(runs.values().all(|&n| n == 1) && runs.len() == ids.len());
+}

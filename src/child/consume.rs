@@ -404,9 +404,12 @@ impl Child<'_> {
             });
             verdicts.push(verdict);
         }
-        let names = tasks.iter().flatten().map(|s| s.task.clone()).collect();
+        let names: Vec<Option<String>> = tasks
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.task.clone()))
+            .collect();
         let tasks = serde_json::to_string(&tasks).unwrap_or_else(|_| "[]".into());
-        if reporter.send(&Report::Batch { gen, tasks, names }).is_err() {
+        if reporter.send(&Report::Batch { gen, tasks }).is_err() {
             return Err(Leave::Code(1));
         }
         let mut results = Vec::with_capacity(verdicts.len());
@@ -432,8 +435,11 @@ impl Child<'_> {
                 since_ms: 0,
             });
         }
-        let _ = reporter.flush();
         let handled = results.len();
+        // Counted as they ran; goes with the next write.
+        let names = names.into_iter().take(handled).flatten().collect();
+        reporter.queue(&Report::Ran { names });
+        let _ = reporter.flush();
         self.slot.batch_handled(BatchFinish { gen, results }, slow);
         Ok(handled)
     }

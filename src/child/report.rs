@@ -27,8 +27,8 @@ pub struct Started {
     pub kwargs: serde_json::Value,
     #[serde(default)]
     pub delivery_info: serde_json::Value,
-    /// Also listed in a `batch` report (a task with a hard time limit, whose
-    /// start the main process must see): counted once, there.
+    /// Also in a batch (a task with a hard time limit, whose start the main
+    /// process must see): counted once, by the batch's `ran` report.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub batched: bool,
 }
@@ -57,12 +57,15 @@ pub enum Report {
     /// one `Started` (or null: not to be run, e.g. revoked) per message, in
     /// order, kept as text: the main process parses it only when it needs
     /// it (a death, USR1, `inspect active`), since it mostly never does.
-    /// `names` are the task names of the ones to run (`inspect stats`).
     /// Which one runs is in the child's progress word
     /// (`plumbing::progress`), not reported.
     Batch {
         gen: u32,
         tasks: String,
+    },
+    /// The tasks of a batch that ran, by name (`inspect stats`), sent with
+    /// the next write: a batch stopped early gives the rest back.
+    Ran {
         names: Vec<String>,
     },
 }

@@ -158,7 +158,7 @@ impl Control {
     pub fn observe(&mut self, report: &Report) {
         match report {
             Report::Started(s) if !s.batched => self.count(&s.task),
-            Report::Batch { names, .. } => {
+            Report::Ran { names } => {
                 for name in names {
                     self.count(name);
                 }

@@ -114,10 +114,8 @@ impl Child {
                 self.current = Some((s, Instant::now()));
             }
             Report::Done => self.current = None,
-            Report::Batch { gen, tasks, names } => {
-                self.jobs += names.len();
-                self.batch = Some((gen, tasks));
-            }
+            Report::Batch { gen, tasks } => self.batch = Some((gen, tasks)),
+            Report::Ran { names } => self.jobs += names.len(),
         }
         None
     }
