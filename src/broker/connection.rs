@@ -296,21 +296,14 @@ impl Connections {
     }
 
     /// The broker connection for one request that reads the owed replies
-    /// after writing its own, and carries `probe` in the same write.
-    pub fn piggyback(
-        &mut self,
-        probe: Option<&redis::Cmd>,
-    ) -> Result<super::piggyback::Piggyback<'_>, BrokerError> {
+    /// after writing its own.
+    pub fn piggyback(&mut self) -> Result<super::piggyback::Piggyback<'_>, BrokerError> {
         self.broker_owing()?;
         let con = self
             .broker
             .as_mut()
             .ok_or_else(|| BrokerError::Reply("no broker connection".into()))?;
-        Ok(super::piggyback::Piggyback::new(
-            con,
-            &mut self.owed,
-            probe.map(redis::Cmd::get_packed_command),
-        ))
+        Ok(super::piggyback::Piggyback::new(con, &mut self.owed))
     }
 
     pub fn backend(&mut self) -> Result<&mut redis::Connection, BrokerError> {

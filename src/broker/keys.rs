@@ -84,6 +84,10 @@ pub fn queue_of_key(key: &str) -> &str {
 pub struct Slot {
     pub held: String,
     pub state: String,
+    /// The batch a child of the slot reserved (`lua/batch.lua`), in order.
+    pub batch: String,
+    /// The batch's `<generation> <queue key>`.
+    pub batch_state: String,
 }
 
 impl Slot {
@@ -93,11 +97,24 @@ impl Slot {
 
     /// The slot of a held-list key found in Redis.
     pub fn from_held(held: String) -> Slot {
-        let state = match held.strip_prefix("rmulti.held.") {
-            Some(rest) => format!("rmulti.state.{rest}"),
-            None => format!("{held}.state"),
+        let (state, batch, batch_state) = match held.strip_prefix("rmulti.held.") {
+            Some(rest) => (
+                format!("rmulti.state.{rest}"),
+                format!("rmulti.batch.{rest}"),
+                format!("rmulti.batchstate.{rest}"),
+            ),
+            None => (
+                format!("{held}.state"),
+                format!("{held}.batch"),
+                format!("{held}.batchstate"),
+            ),
         };
-        Slot { held, state }
+        Slot {
+            held,
+            state,
+            batch,
+            batch_state,
+        }
     }
 }
 
@@ -118,6 +135,15 @@ impl Slot {
 
 /// Pattern matching every held list of a node.
 pub fn held_pattern(node: &str) -> String {
+    slot_pattern("rmulti.held.", node)
+}
+
+/// Pattern matching every batch state of a node.
+pub fn batch_state_pattern(node: &str) -> String {
+    slot_pattern("rmulti.batchstate.", node)
+}
+
+fn slot_pattern(prefix: &str, node: &str) -> String {
     // The node name is literal text in a glob.
     let mut escaped = String::with_capacity(node.len());
     for c in node.chars() {
@@ -126,7 +152,7 @@ pub fn held_pattern(node: &str) -> String {
         }
         escaped.push(c);
     }
-    format!("rmulti.held.{escaped}.*")
+    format!("{prefix}{escaped}.*")
 }
 
 pub fn binding(exchange: &str) -> String {

@@ -65,6 +65,19 @@ pub struct Reservations {
     pub result_dbs: Option<(i64, i64)>,
     /// `result_expires` in seconds (`None`: no expiry).
     pub result_expires: Option<u64>,
+    /// The node's task-events flag, read by `next.lua` with each call.
+    pub events_key: String,
+}
+
+/// What `Scripts::next` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextReply {
+    /// The message reserved, if one was.
+    pub reserved: Option<Reserved>,
+    /// Whether the node's task events are on.
+    pub events_on: bool,
+    /// Messages left on the queue the message came from.
+    pub depth: usize,
 }
 
 /// The end of a handled message, done in the same script as the next
@@ -87,6 +100,45 @@ pub struct Finish {
     pub in_unacked: bool,
 }
 
+/// Messages a child reserved in one call (`batch.lua`), all acked early;
+/// the batch list in Redis holds them until their batch is finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The generation the child gave it (also in Redis and in the child's
+    /// progress word).
+    pub gen: u32,
+    pub messages: Vec<Reserved>,
+}
+
+/// The end of a batch, done with the next `batch.lua` call: the results of
+/// its tasks stored, the batch forgotten.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchFinish {
+    pub gen: u32,
+    /// (task id, result meta JSON) of each message; `None` stores nothing.
+    pub results: Vec<(String, Option<String>)>,
+}
+
+/// What `Scripts::batch` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchReply {
+    pub batch: Option<Batch>,
+    pub events_on: bool,
+}
+
+/// What one `Scripts::batch` call is to do.
+pub struct BatchCall<'a> {
+    pub finish: Option<&'a BatchFinish>,
+    /// Task events to publish: (channel, payload).
+    pub event: Option<(&'a str, &'a str)>,
+    /// The generation of the batch to reserve.
+    pub gen: u32,
+    /// Messages to reserve at most (0: finish only).
+    pub want: usize,
+    /// The node's pool size: a batch takes at most this share of the queue.
+    pub share: usize,
+}
+
 /// The Lua scripts, loaded once per process (EVALSHA, SCRIPT LOAD on NOSCRIPT).
 pub struct Scripts {
     next: Script,
@@ -95,6 +147,8 @@ pub struct Scripts {
     park: Script,
     dead_letter: Script,
     restore: Script,
+    batch: Script,
+    release_batch: Script,
 }
 
 impl Default for Scripts {
@@ -106,6 +160,8 @@ impl Default for Scripts {
             park: lua::park(),
             dead_letter: lua::dead_letter(),
             restore: lua::restore(),
+            batch: lua::batch(),
+            release_batch: lua::release_batch(),
         }
     }
 }
@@ -137,7 +193,8 @@ pub enum Then {
 impl Scripts {
     /// Finishes the handled message (`finish`), then, when `reserve`, takes
     /// the held message or the first message in `queue_keys` order: one
-    /// round trip per task on a busy queue.
+    /// round trip per task on a busy queue. The reply also says whether
+    /// task events are on (`events_key`).
     pub fn next(
         &self,
         con: &mut dyn redis::ConnectionLike,
@@ -146,7 +203,7 @@ impl Scripts {
         how: &Reservations,
         finish: Option<&Finish>,
         then: Then,
-    ) -> Result<Option<Reserved>, BrokerError> {
+    ) -> Result<NextReply, BrokerError> {
         let stored = finish
             .and_then(|f| f.result.as_ref().map(|r| (f, r)))
             .filter(|_| how.result_dbs.is_some());
@@ -158,6 +215,7 @@ impl Scripts {
             slot,
             result_key: stored.map(|(f, _)| keys::result_key(&f.task_id)),
             queue_keys,
+            events_key: &how.events_key,
             now: now_secs(),
             promote_batch: if then == Then::PromoteAndReserve {
                 ETA_PROMOTE_BATCH
@@ -181,28 +239,118 @@ impl Scripts {
         };
         // Bytes, not String: a message that is not UTF-8 must reach the
         // dead-letter path, not fail the reply and wedge the slot.
-        let reply: Option<(Vec<u8>, String, i64, i64, i64, i64)> =
-            args.invocation(&self.next).invoke(con)?;
-        Ok(
-            reply.map(|(raw, source, promoted, started, acked, revoked)| {
-                let (raw, invalid_utf8) = match String::from_utf8(raw) {
-                    Ok(text) => (text, None),
-                    Err(e) => (
-                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                        Some(e.into_bytes()),
-                    ),
-                };
-                Reserved {
-                    raw,
-                    invalid_utf8,
-                    source,
-                    from_eta_park: promoted == 1,
-                    started: started == 1,
-                    acked: acked == 1,
-                    revoked: revoked == 1,
-                }
-            }),
-        )
+        let (raw, source, promoted, started, acked, revoked, events_on, depth): (
+            Option<Vec<u8>>,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            usize,
+        ) = args.invocation(&self.next).invoke(con)?;
+        let reserved = raw.map(|raw| {
+            let (raw, invalid_utf8) = match String::from_utf8(raw) {
+                Ok(text) => (text, None),
+                Err(e) => (
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    Some(e.into_bytes()),
+                ),
+            };
+            Reserved {
+                raw,
+                invalid_utf8,
+                source,
+                from_eta_park: promoted == 1,
+                started: started == 1,
+                acked: acked == 1,
+                revoked: revoked == 1,
+            }
+        });
+        Ok(NextReply {
+            reserved,
+            events_on: events_on == 1,
+            depth,
+        })
+    }
+
+    /// Finishes `call.finish` (results, events, the batch forgotten), then
+    /// reserves up to `call.want` messages as one batch when the queue is
+    /// deep enough (see `batch.lua`). Only for a backend on the broker's
+    /// server.
+    pub fn batch(
+        &self,
+        con: &mut dyn redis::ConnectionLike,
+        slot: &Slot,
+        queue_keys: &[String],
+        how: &Reservations,
+        call: &BatchCall,
+    ) -> Result<BatchReply, BrokerError> {
+        let (backend_db, broker_db) = match how.result_dbs {
+            Some((b, k)) if b != k => (b.to_string(), k.to_string()),
+            _ => (String::new(), String::new()),
+        };
+        let finish_gen = call.finish.map(|f| f.gen.to_string()).unwrap_or_default();
+        let gen = call.gen.to_string();
+        let args = lua::BatchArgs {
+            slot,
+            queue_keys,
+            events_key: &how.events_key,
+            now: now_secs(),
+            finish_gen: &finish_gen,
+            gen: &gen,
+            want: call.want,
+            share: call.share,
+            early_by_default: how.early_by_default,
+            result_expires: how.result_expires.unwrap_or(0),
+            backend_db,
+            broker_db,
+            event: call.event,
+            results: call.finish.map_or(&[][..], |f| f.results.as_slice()),
+            exceptions: &how.exceptions,
+        };
+        let (events_on, source, raws, revoked): (i64, String, Vec<Vec<u8>>, Vec<i64>) =
+            args.invocation(&self.batch).invoke(con)?;
+        let batch = (!raws.is_empty()).then(|| Batch {
+            gen: call.gen,
+            messages: raws
+                .into_iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    // Only messages the script decoded as JSON are taken:
+                    // they are UTF-8.
+                    let raw = String::from_utf8(raw)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    Reserved {
+                        raw,
+                        invalid_utf8: None,
+                        source: source.clone(),
+                        from_eta_park: false,
+                        started: false,
+                        acked: true,
+                        revoked: revoked.get(i) == Some(&1),
+                    }
+                })
+                .collect(),
+        });
+        Ok(BatchReply {
+            batch,
+            events_on: events_on == 1,
+        })
+    }
+
+    /// Puts a dead child's batch back from position `from` on and forgets
+    /// it, if it is still generation `gen`. Returns how many were restored.
+    pub fn release_batch(
+        &self,
+        con: &mut Connection,
+        slot: &Slot,
+        gen: &str,
+        from: usize,
+    ) -> Result<usize, BrokerError> {
+        let args = lua::ReleaseBatchArgs { slot, gen, from };
+        let restored: usize = args.invocation(&self.release_batch).invoke(con)?;
+        Ok(restored)
     }
 
     /// Blocks up to `BLOCK_TIMEOUT` for a message on `first_key`, moving it
@@ -337,18 +485,57 @@ pub fn held_message(con: &mut Connection, slot: &Slot) -> Result<Option<String>,
     Ok(redis::cmd("LINDEX").arg(&slot.held).arg(-1).query(con)?)
 }
 
+/// A slot's batch, if any: its generation and its messages in order.
+pub fn batch_of(
+    con: &mut Connection,
+    slot: &Slot,
+) -> Result<Option<(String, Vec<String>)>, BrokerError> {
+    let (state, msgs): (Option<String>, Vec<String>) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg(&slot.batch_state)
+        .cmd("LRANGE")
+        .arg(&slot.batch)
+        .arg(0)
+        .arg(-1)
+        .query(con)?;
+    Ok(state.map(|s| {
+        let gen = s.split_once(' ').map_or(s.as_str(), |(g, _)| g).to_string();
+        (gen, msgs)
+    }))
+}
+
 /// Every held list of `node` (start-up recovery after a node was killed):
 /// SCAN, not KEYS, and only `rmulti.held.<node>.<digits>` — not the lists of
 /// a node whose name merely starts the same.
 pub fn held_slots(con: &mut Connection, node: &str) -> Result<Vec<Slot>, BrokerError> {
-    let prefix = format!("rmulti.held.{node}.");
+    slots_by(con, node, "rmulti.held.", &keys::held_pattern(node))
+}
+
+/// Every slot of `node` with a batch state (see `held_slots`).
+pub fn batch_slots(con: &mut Connection, node: &str) -> Result<Vec<Slot>, BrokerError> {
+    slots_by(
+        con,
+        node,
+        "rmulti.batchstate.",
+        &keys::batch_state_pattern(node),
+    )
+}
+
+fn slots_by(
+    con: &mut Connection,
+    node: &str,
+    prefix: &str,
+    pattern: &str,
+) -> Result<Vec<Slot>, BrokerError> {
+    let prefix = format!("{prefix}{node}.");
     let mut found = Vec::new();
     let mut cursor: u64 = 0;
     loop {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(keys::held_pattern(node))
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query(con)?;
@@ -360,7 +547,10 @@ pub fn held_slots(con: &mut Connection, node: &str) -> Result<Vec<Slot>, BrokerE
                         !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit())
                     })
                 })
-                .map(Slot::from_held),
+                .map(|k| {
+                    let slot = &k[prefix.len()..];
+                    Slot::from_held(format!("rmulti.held.{node}.{slot}"))
+                }),
         );
         if next == 0 {
             return Ok(found);

@@ -13,17 +13,19 @@ use nix::sys::signal::Signal;
 use super::events;
 use super::in_hand::InHand;
 use super::records;
-use super::report::{Report, Reporter};
+use super::report::{Report, Reporter, Started};
 use super::run::{Outcome, Runner};
-use super::slot::Slot;
+use super::slot::{Got, Slot, SLOW_TASK};
 use super::triage::{triage, Plan, Refusal, Verdict};
 use super::{ChildSpec, Leave};
 use crate::broker::keys;
+use crate::broker::reserve::{Batch, BatchFinish};
 use crate::broker::revoked::Revocation;
 use crate::broker::{BrokerError, Reserved};
+use crate::plumbing::progress::{now_ms, Mark, Stage};
 use crate::protocol::event::TaskEvent;
 use crate::protocol::pyrepr::{python_repr, python_str_repr};
-use crate::protocol::{ResultMeta, TaskMessage};
+use crate::protocol::{DecodeError, ResultMeta, TaskMessage};
 use crate::signals;
 use crate::tasks::TaskSpec;
 
@@ -111,13 +113,23 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
     // would otherwise keep it unseen.
     loop {
         let leaving = stop_requested() && moved_from.is_none();
-        if leaving && !child.slot.in_hand.finishing() {
+        if leaving && !child.slot.finishing() {
             return 0;
         }
         let limit_reached = spec.max_tasks.is_some_and(|max| done >= max) || over_memory(spec);
         let reserve = !leaving && !limit_reached;
-        match child.slot.next(conns, reporter, reserve) {
-            Ok(Some(mut msg)) => {
+        let room = spec
+            .max_tasks
+            .map_or(usize::MAX, |max| max.saturating_sub(done) as usize);
+        match child.slot.next(conns, reporter, reserve, room) {
+            Ok(Some(Got::Batch(batch))) => {
+                failures = 0;
+                match child.handle_batch(batch, conns, reporter) {
+                    Ok(handled) => done += handled as u64,
+                    Err(how) => exit_now(how),
+                }
+            }
+            Ok(Some(Got::One(mut msg))) => {
                 if msg.source.is_empty() {
                     msg.source = moved_from.take().unwrap_or_default();
                 }
@@ -201,7 +213,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
                 if retry_later(&e, &mut failures, conns) {
                     continue;
                 }
-                if !child.slot.in_hand.finishing() {
+                if !child.slot.finishing() {
                     return 0;
                 }
                 // Stopping with a task run but not finished: its result is
@@ -230,6 +242,36 @@ impl Child<'_> {
         }
     }
 
+    /// The reserving script checked the id of a protocol 2 message; stamps
+    /// and protocol 1 ids are looked up here (only for such messages).
+    /// Marks `msg` revoked; returns what the discard line adds.
+    fn look_up_revocation(
+        &mut self,
+        conns: &mut Conns,
+        msg: &mut Reserved,
+        decoded: &Result<TaskMessage, DecodeError>,
+    ) -> Result<String, BrokerError> {
+        let (Ok(task), false) = (decoded, msg.revoked) else {
+            return Ok(String::new());
+        };
+        Ok(match self.slot.revoked_unseen(conns, task)? {
+            Some(Revocation::Stamp(header, value)) => {
+                msg.revoked = true;
+                let mut one = serde_json::Map::new();
+                one.insert(header, value);
+                format!(
+                    " (revoked by header: {})",
+                    python_repr(&serde_json::Value::Object(one))
+                )
+            }
+            Some(Revocation::Id) => {
+                msg.revoked = true;
+                String::new()
+            }
+            None => String::new(),
+        })
+    }
+
     /// Triages one message and carries the verdict out; what is left to do
     /// with it (store its result, ack) is the pending finish, done by the
     /// slot's next `next`.
@@ -240,24 +282,7 @@ impl Child<'_> {
         reporter: &mut Reporter,
     ) -> Result<(), Trouble> {
         let decoded = msg.decode();
-        // The reserving script checked the id of a protocol 2 message; stamps
-        // and protocol 1 ids are looked up here (only for such messages).
-        let mut by_header = String::new();
-        if let (Ok(task), false) = (&decoded, msg.revoked) {
-            match self.slot.revoked_unseen(conns, task)? {
-                Some(Revocation::Stamp(header, value)) => {
-                    msg.revoked = true;
-                    let mut one = serde_json::Map::new();
-                    one.insert(header, value);
-                    by_header = format!(
-                        " (revoked by header: {})",
-                        python_repr(&serde_json::Value::Object(one))
-                    );
-                }
-                Some(Revocation::Id) => msg.revoked = true,
-                None => {}
-            }
-        }
+        let by_header = self.look_up_revocation(conns, msg, &decoded)?;
         let msg = &*msg;
         let mut verdict = triage(msg, decoded, self.spec, &self.slot.in_hand, Utc::now());
         records::take_from_verdict(&self.spec.app, &mut verdict, &msg.raw);
@@ -355,6 +380,7 @@ impl Child<'_> {
         let began = Instant::now();
         let ran = self.runner.run(task, spec, plan, &msg.raw);
         let slot = &mut self.slot;
+        slot.one_handled(began.elapsed());
         match ran {
             Err(how) => return Err(Trouble::Leave(how)),
             Ok(Outcome::Requeue) => {
@@ -378,6 +404,185 @@ impl Child<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Works through a batch (all acked early by the reserving script): the
+    /// main process gets one report for all of it, and follows which task
+    /// runs through the progress word. Stops early after a slow task or when
+    /// asked to leave; the batch's finish (results, events, the rest back on
+    /// the queue) goes with the next reservation. Returns how many ran.
+    fn handle_batch(
+        &mut self,
+        mut batch: Batch,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<usize, Leave> {
+        let gen = batch.gen;
+        tracing::debug!(
+            "Reserved a batch of {} message(s) (generation {gen})",
+            batch.messages.len()
+        );
+        let mut verdicts = Vec::with_capacity(batch.messages.len());
+        let mut tasks = Vec::with_capacity(batch.messages.len());
+        for msg in &mut batch.messages {
+            let decoded = msg.decode();
+            if let Err(e) = self.look_up_revocation(conns, msg, &decoded) {
+                tracing::warn!("Cannot look up the revoked stamps of a batched message: {e}");
+            }
+            let msg = &*msg;
+            let mut verdict = triage(msg, decoded, self.spec, &InHand::Free, Utc::now());
+            records::take_from_verdict(&self.spec.app, &mut verdict, &msg.raw);
+            if let Some(task) = verdict.received() {
+                reporter.queue(&Report::Received {
+                    id: task.id.clone(),
+                    task: task.display_name().to_string(),
+                });
+                if !matches!(verdict, Verdict::DeadLetter { .. }) {
+                    self.slot.events.push(events::received(task));
+                }
+            }
+            self.push_verdict_event(&verdict);
+            tasks.push(match &verdict {
+                Verdict::Run { plan, .. } => Some(plan.started.clone()),
+                _ => None,
+            });
+            verdicts.push(verdict);
+        }
+        let names: Vec<Option<String>> = tasks
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.task.clone()))
+            .collect();
+        let tasks = serde_json::to_string(&tasks).unwrap_or_else(|_| "[]".into());
+        if reporter.send(&Report::Batch { gen, tasks }).is_err() {
+            return Err(Leave::Code(1));
+        }
+        let mut results = Vec::with_capacity(verdicts.len());
+        let mut slow = false;
+        for (i, (msg, verdict)) in batch.messages.iter().zip(verdicts).enumerate() {
+            if i > 0 && (slow || stop_requested()) {
+                break;
+            }
+            self.slot.set_progress(Mark {
+                gen,
+                index: i as u16,
+                stage: Stage::Running,
+                since_ms: now_ms(),
+            });
+            let began = Instant::now();
+            let result = self.batch_one(msg, verdict, conns, reporter)?;
+            results.push(result);
+            slow |= began.elapsed() >= SLOW_TASK;
+            self.slot.set_progress(Mark {
+                gen,
+                index: i as u16 + 1,
+                stage: Stage::Between,
+                since_ms: 0,
+            });
+        }
+        let handled = results.len();
+        // Counted as they ran; goes with the next write.
+        let names = names.into_iter().take(handled).flatten().collect();
+        reporter.queue(&Report::Ran { names });
+        let _ = reporter.flush();
+        self.slot.batch_handled(BatchFinish { gen, results }, slow);
+        Ok(handled)
+    }
+
+    /// One message of a batch: (task id, result meta to store).
+    fn batch_one(
+        &mut self,
+        msg: &Reserved,
+        verdict: Verdict,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<(String, Option<String>), Leave> {
+        let meta = |m: Option<ResultMeta>| m.as_ref().map(ResultMeta::to_json);
+        Ok(match verdict {
+            Verdict::Run { task, spec, plan } => {
+                let result = self.run_in_batch(msg, &task, spec, &plan, conns, reporter)?;
+                (task.id, result)
+            }
+            Verdict::Expired { task, meta: m } | Verdict::Revoked { task, meta: m } => {
+                let why = if msg.revoked { "revoked" } else { "expired" };
+                tracing::info!(
+                    "Discarding {why} task: {}[{}]",
+                    task.display_name(),
+                    task.id
+                );
+                (task.id, meta(m))
+            }
+            Verdict::DeadLetter {
+                refusal,
+                reason,
+                failure,
+            } => {
+                let (id, name) = log_refusal(msg, &refusal);
+                if let Err(e) = self.slot.keep_refused(conns, msg, &reason, id, name) {
+                    tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                }
+                (id.unwrap_or_default().to_string(), meta(failure))
+            }
+            // Not for a batch's messages (all fresh, acked, without an ETA):
+            // recorded lost rather than run, to be safe.
+            other => {
+                let id = msg.decode().map(|t| t.id).unwrap_or_default();
+                tracing::error!("Unexpected verdict for a batched message {id}: {other:?}");
+                (id, None)
+            }
+        })
+    }
+
+    /// Runs one task of a batch. Only a task with a hard time limit is
+    /// reported started on its own (the main process enforces the limit).
+    fn run_in_batch(
+        &mut self,
+        msg: &Reserved,
+        task: &TaskMessage,
+        spec: &TaskSpec,
+        plan: &Plan,
+        conns: &mut Conns,
+        reporter: &mut Reporter,
+    ) -> Result<Option<String>, Leave> {
+        let limited = plan.started.time_limit.is_some();
+        if limited {
+            let started = Started {
+                batched: true,
+                ..plan.started.clone()
+            };
+            if reporter.send(&Report::Started(started)).is_err() {
+                return Err(Leave::Code(1));
+            }
+        }
+        if plan.track_started {
+            let meta = ResultMeta::started(&task.id, std::process::id(), &self.spec.node);
+            if let Err(e) = self.slot.store(conns, &meta.with_request(task)) {
+                tracing::warn!("Cannot store STARTED for {}: {e}", task.id);
+            }
+        }
+        self.slot.events.push(TaskEvent::Started {
+            uuid: task.id.clone(),
+        });
+        let began = Instant::now();
+        let ran = self.runner.run(task, spec, plan, &msg.raw)?;
+        if limited {
+            reporter.queue(&Report::Done);
+        }
+        let result = match ran {
+            // Only under acks_late, which a batch never holds.
+            Outcome::Requeue => None,
+            Outcome::Finish { result, keep } => {
+                if let Some(reason) = keep {
+                    if let Err(e) = self.slot.keep(conns, msg, &reason, &task.id, &task.task) {
+                        tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+                    }
+                }
+                result
+            }
+        };
+        self.slot
+            .events
+            .push(events::finished(task, result.as_deref(), began.elapsed()));
+        Ok(result)
     }
 
     /// The event of a verdict that does not run the task.
@@ -429,7 +634,16 @@ fn refuse(
     reason: &str,
     failure: Option<&ResultMeta>,
 ) -> Result<(), BrokerError> {
-    let (task_id, task) = match refusal {
+    let (task_id, task) = log_refusal(msg, refusal);
+    if let Some(meta) = failure {
+        slot.store(conns, meta)?;
+    }
+    slot.dead_letter(msg, conns, reason, task_id, task)
+}
+
+/// Logs why a message cannot run; returns its task id and name if known.
+fn log_refusal<'a>(msg: &Reserved, refusal: &'a Refusal) -> (Option<&'a str>, Option<&'a str>) {
+    match refusal {
         Refusal::Invalid {
             content_type,
             error,
@@ -451,11 +665,7 @@ fn refuse(
             );
             (Some(task.id.as_str()), Some(task.task.as_str()))
         }
-    };
-    if let Some(meta) = failure {
-        slot.store(conns, meta)?;
     }
-    slot.dead_letter(msg, conns, reason, task_id, task)
 }
 
 /// Leaves this pool child at once, as `how` says. It is a forked process: no

@@ -2,19 +2,22 @@
 //! started, succeeded, failed, retried, revoked, rejected.
 //!
 //! Whether to send them is the node's flag `rmulti.events.<node>` (`-E`,
-//! `enable_events`, `disable_events`), read with a `GET` carried in the same
-//! write as every reservation (`probe`), so a switch reaches the children at
-//! their next task without a round trip of its own.
+//! `enable_events`, `disable_events`), read by the reserving script itself
+//! (`next.lua` returns it with every reply), so a switch reaches the children
+//! at their next task without a command of its own.
 //!
 //! Events are buffered and sent as one Celery `task.multi` batch with
 //! `Connections::send_later` (written now, the reply read with the next
 //! reservation's): right before a task runs (so a long task shows STARTED at
 //! once, with the previous task's outcome in the same message), and before
 //! the child waits idle or leaves. One PUBLISH per task, no round trip.
+//! A child working through a batch (`lua/batch.lua`) buffers the batch's
+//! events instead and hands them to the script that finishes it: one
+//! PUBLISH per batch, inside a round trip it makes anyway.
 
 use std::time::Duration;
 
-use crate::broker::{keys, BrokerError, Connections};
+use crate::broker::{BrokerError, Connections};
 use crate::protocol::event::{self, Event, Publish, Sender, Stamped, TaskEvent};
 use crate::protocol::pyrepr::saferepr;
 use crate::protocol::time::format_isoformat;
@@ -26,7 +29,6 @@ const RESULT_REPR_MAX: usize = 1024;
 const BATCH_MAX: usize = 24;
 
 pub struct TaskEvents {
-    key: String,
     on: bool,
     sender: Sender,
     db: i64,
@@ -37,7 +39,6 @@ pub struct TaskEvents {
 impl TaskEvents {
     pub fn new(node: &str, broker_url: &str) -> TaskEvents {
         TaskEvents {
-            key: keys::task_events(node),
             on: false,
             sender: Sender {
                 hostname: node.to_string(),
@@ -53,18 +54,9 @@ impl TaskEvents {
         }
     }
 
-    /// The command that reads the node's flag, carried with a reservation.
-    pub fn probe(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(&self.key);
-        cmd
-    }
-
-    /// Takes the probe's reply: on when the flag is `1`.
-    pub fn learn(&mut self, reply: Option<&redis::Value>) {
-        if let Some(reply) = reply {
-            self.on = matches!(reply, redis::Value::BulkString(b) if b == b"1");
-        }
+    /// Takes the node's flag, as the reserving script returned it.
+    pub fn set_on(&mut self, on: bool) {
+        self.on = on;
     }
 
     pub fn on(&self) -> bool {
@@ -87,6 +79,24 @@ impl TaskEvents {
     /// Whether the buffer should go out now whatever comes next.
     pub fn full(&self) -> bool {
         self.buffer.len() >= BATCH_MAX
+    }
+
+    /// Takes the buffer as one `task.multi` message, for a script to
+    /// publish (`batch.lua`); `None` when there is nothing to send. The
+    /// caller puts it back (`put_back`) when the script failed.
+    pub fn take_publish(&mut self) -> Option<(Publish, Vec<Stamped>)> {
+        if self.buffer.is_empty() {
+            return None;
+        }
+        let tag = uuid::Uuid::new_v4().to_string();
+        let publish = Publish::batch(&self.sender, &self.buffer, self.db, &tag);
+        Some((publish, std::mem::take(&mut self.buffer)))
+    }
+
+    /// Returns events `take_publish` took that could not be sent.
+    pub fn put_back(&mut self, mut events: Vec<Stamped>) {
+        events.append(&mut self.buffer);
+        self.buffer = events;
     }
 
     /// Sends the buffer as one `task.multi` message, without waiting for
@@ -217,11 +227,11 @@ mod tests {
         let mut ev = TaskEvents::new("w1@h", "redis://localhost/3");
         ev.push(TaskEvent::Started { uuid: "u".into() });
         assert!(ev.buffer.is_empty());
-        ev.learn(Some(&redis::Value::BulkString(b"1".to_vec())));
+        ev.set_on(true);
         ev.push(TaskEvent::Started { uuid: "u".into() });
         assert_eq!(ev.buffer.len(), 1);
         assert_eq!(ev.db, 3);
-        ev.learn(Some(&redis::Value::Nil));
+        ev.set_on(false);
         assert!(!ev.on());
     }
 }

@@ -47,6 +47,12 @@ pub struct ChildSpec {
     /// `--time-limit` / `--soft-time-limit` (the app's settings when absent).
     pub time_limit: Option<f64>,
     pub soft_time_limit: Option<f64>,
+    /// The node's pool size when the child was forked: a batch takes at
+    /// most this share of a queue.
+    pub pool_size: usize,
+    /// Where the child says how far it got in a batch (shared with the main
+    /// process); `None` disables batches.
+    pub progress: Option<crate::plumbing::progress::ProgressHandle>,
 }
 
 impl ChildSpec {

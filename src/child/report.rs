@@ -31,6 +31,10 @@ pub struct Started {
     /// `revoke_by_stamped_headers`; left out of the report when none.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub stamps: serde_json::Map<String, serde_json::Value>,
+    /// Also in a batch (a task with a hard time limit, whose start the main
+    /// process must see): counted once, by the batch's `ran` report.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batched: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +57,26 @@ pub enum Report {
     },
     Started(Started),
     Done,
+    /// A batch was reserved (all acked early). `tasks` is a JSON array with
+    /// one `Started` (or null: not to be run, e.g. revoked) per message, in
+    /// order, kept as text: the main process parses it only when it needs
+    /// it (a death, USR1, `inspect active`), since it mostly never does.
+    /// Which one runs is in the child's progress word
+    /// (`plumbing::progress`), not reported.
+    Batch {
+        gen: u32,
+        tasks: String,
+    },
+    /// The tasks of a batch that ran, by name (`inspect stats`), sent with
+    /// the next write: a batch stopped early gives the rest back.
+    Ran {
+        names: Vec<String>,
+    },
+}
+
+/// A batch report's `tasks`, parsed.
+pub fn batch_tasks(tasks: &str) -> Vec<Option<Started>> {
+    serde_json::from_str(tasks).unwrap_or_default()
 }
 
 impl Report {
@@ -126,6 +150,7 @@ mod tests {
             kwargs: serde_json::json!({}),
             delivery_info: serde_json::Value::Null,
             stamps: Default::default(),
+            batched: false,
         });
         let mut stamped = r.clone();
         if let Report::Started(s) = &mut stamped {

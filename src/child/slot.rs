@@ -3,6 +3,11 @@
 //! early ack at start, parking ETA messages, requeues, and dead-letter
 //! records. What the child has in hand (`InHand`) lives here, because the
 //! finish and ack are what move it.
+//!
+//! On a deep queue with fast tasks the slot reserves batches instead
+//! (`lua/batch.lua`): `batch` (how many to ask for) grows from 2 by doubling
+//! while the queue stays deep and tasks fast, and falls back to 1 (the
+//! one-message path, unchanged) when the queue is shallow or a task was slow.
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +21,12 @@ use super::ChildSpec;
 use crate::broker::backend::Backend;
 use crate::broker::keys::{self, Slot as SlotKeys};
 use crate::broker::reserve::{
-    now_secs, Finish, Reservations, Reserved, Scripts, Then, ETA_PROMOTE_EVERY,
+    now_secs, Batch, BatchCall, BatchFinish, Finish, Reservations, Reserved, Scripts, Then,
+    ETA_PROMOTE_EVERY,
 };
 use crate::broker::revoked::{self, Revocation};
 use crate::broker::{BrokerError, Connections};
+use crate::plumbing::progress::{Mark, ProgressHandle};
 use crate::protocol::envelope::delivery_tag_of;
 use crate::protocol::{pyjson, ResultMeta, TaskMessage};
 
@@ -27,6 +34,18 @@ use crate::protocol::{pyjson, ResultMeta, TaskMessage};
 const STORE_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a finish waits for replicas (`wait_replicas`).
 const REPLICA_WAIT: Duration = Duration::from_secs(1);
+/// A task that takes longer than this ends batching (and the batch it is
+/// in): its siblings must not wait behind it.
+pub const SLOW_TASK: Duration = Duration::from_millis(2);
+/// The most messages one batch takes.
+const MAX_BATCH: usize = 32;
+
+/// What a reservation got.
+#[derive(Debug)]
+pub enum Got {
+    One(Reserved),
+    Batch(Batch),
+}
 
 pub struct Slot<'a> {
     spec: &'a ChildSpec,
@@ -40,8 +59,17 @@ pub struct Slot<'a> {
     promoted_at: Option<Instant>,
     /// The message in hand and how far this child got with it.
     pub in_hand: InHand,
-    /// Task events; their on/off flag is read with each reservation.
+    /// Task events; their on/off flag comes back with each reservation.
     pub events: TaskEvents,
+    /// How many messages the next reservation asks for (1: one, as always).
+    batch: usize,
+    /// Messages left on the queue after the last one-message reservation.
+    depth: usize,
+    /// The generation of the last batch reserved.
+    gen: u32,
+    /// The batch handled, to finish with the next reservation.
+    batch_finish: Option<BatchFinish>,
+    progress: Option<ProgressHandle>,
 }
 
 impl<'a> Slot<'a> {
@@ -64,6 +92,7 @@ impl<'a> Slot<'a> {
             exceptions,
             result_dbs: crate::broker::url::same_server(&app.broker_url, app.redis_backend_url()),
             result_expires: app.result_expires,
+            events_key: keys::task_events(&spec.node),
         };
         Slot {
             spec,
@@ -75,6 +104,13 @@ impl<'a> Slot<'a> {
             promoted_at: None,
             in_hand: InHand::Free,
             events: TaskEvents::new(&spec.node, &app.broker_url),
+            batch: 1,
+            depth: 0,
+            // Random, so a batch left by an earlier child of this slot never
+            // passes for this one's.
+            gen: rand_gen(),
+            batch_finish: None,
+            progress: spec.progress,
         }
     }
 
@@ -110,14 +146,182 @@ impl<'a> Slot<'a> {
             .wait(conns.broker()?, self.first_key(), &self.keys)
     }
 
-    /// Finishes the handled message, if any, and when `reserve` takes the
-    /// next one: one round trip per task when the backend is the broker's
-    /// server. After a connection error the finish stays pending.
+    /// Finishes what was handled (a message, or a batch), and when
+    /// `reserve` takes the next message, or a batch of at most `room` when
+    /// batching pays. One round trip per message (or per batch) when the
+    /// backend is the broker's server. After a connection error the finish
+    /// stays pending.
     pub fn next(
         &mut self,
         conns: &mut Connections,
         reporter: &mut Reporter,
         reserve: bool,
+        room: usize,
+    ) -> Result<Option<Got>, BrokerError> {
+        let promote = reserve
+            && self
+                .promoted_at
+                .is_none_or(|at| at.elapsed() >= ETA_PROMOTE_EVERY);
+        let batching = self.batch > 1
+            && reserve
+            && !promote
+            && room > 1
+            && self.progress.is_some()
+            && self.how.result_dbs.is_some();
+        if batching && self.in_hand.finishing() {
+            // From one message to batches: finish it on its own first.
+            self.next_one(conns, reporter, false, false)?;
+        }
+        if batching || self.batch_finish.is_some() {
+            let want = if batching { self.batch.min(room) } else { 0 };
+            match self.next_batch(conns, want)? {
+                Some(batch) => return Ok(Some(Got::Batch(batch))),
+                // The queue is not deep enough (or not batchable): one at a time.
+                None if want > 0 => self.batch = 1,
+                None => {}
+            }
+            if !reserve {
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .next_one(conns, reporter, reserve, promote)?
+            .map(Got::One))
+    }
+
+    /// `batch.lua`: finishes the pending batch, reserves up to `want`.
+    fn next_batch(
+        &mut self,
+        conns: &mut Connections,
+        want: usize,
+    ) -> Result<Option<Batch>, BrokerError> {
+        let gen = self.gen.wrapping_add(1).max(1);
+        let events = self.events.take_publish();
+        let reply = conns.piggyback().and_then(|mut con| {
+            let call = BatchCall {
+                finish: self.batch_finish.as_ref(),
+                event: events
+                    .as_ref()
+                    .map(|(p, _)| (p.channel.as_str(), p.payload.as_str())),
+                gen,
+                want,
+                share: self.spec.pool_size,
+            };
+            self.scripts
+                .batch(&mut con, &self.keys, &self.queue_keys, &self.how, &call)
+        });
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                if let Some((_, stamped)) = events {
+                    self.events.put_back(stamped);
+                }
+                if !e.is_connection_problem() {
+                    // Refused, not lost: the one-message path from here on.
+                    self.batch = 1;
+                    if self.batch_finish.is_some() {
+                        tracing::error!(
+                            "Cannot finish a batch in one step: {e}; finishing step by step"
+                        );
+                        self.finish_batch_apart(conns)?;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        self.events.set_on(reply.events_on);
+        if self.batch_finish.take().is_some() {
+            self.set_progress(Mark::IDLE);
+            self.wait_replicas(conns);
+        }
+        if reply.batch.is_some() {
+            self.gen = gen;
+            self.set_progress(Mark {
+                gen,
+                index: 0,
+                stage: crate::plumbing::progress::Stage::Between,
+                since_ms: 0,
+            });
+        }
+        Ok(reply.batch)
+    }
+
+    /// The child's progress through its batch, for the main process.
+    pub fn set_progress(&self, mark: Mark) {
+        if let Some(p) = &self.progress {
+            p.set(mark);
+        }
+    }
+
+    /// The batch was handled up to its first `finish.results.len()`
+    /// messages; `slow` when a task took longer than `SLOW_TASK`.
+    pub fn batch_handled(&mut self, finish: BatchFinish, slow: bool) {
+        self.batch_finish = Some(finish);
+        self.batch = if slow {
+            1
+        } else {
+            (self.batch * 2).min(MAX_BATCH)
+        };
+    }
+
+    /// A task of the one-message path took `took`: batches start when tasks
+    /// are fast and the queue keeps enough for every sibling.
+    pub fn one_handled(&mut self, took: Duration) {
+        let deep = self.depth >= 2 * self.spec.pool_size.max(1);
+        // A one-message round between batches (an ETA promotion) keeps K.
+        self.batch = if took < SLOW_TASK && deep {
+            self.batch.max(2)
+        } else {
+            1
+        };
+    }
+
+    /// Whether something handled still waits for its finish (a message's
+    /// or a batch's): a leaving child does it first.
+    pub fn finishing(&self) -> bool {
+        self.in_hand.finishing() || self.batch_finish.is_some()
+    }
+
+    /// `next_batch`'s fallback when Redis refuses the script: each result on
+    /// its own, then the batch released past what was handled.
+    fn finish_batch_apart(&mut self, conns: &mut Connections) -> Result<(), BrokerError> {
+        let Some(finish) = self.batch_finish.take() else {
+            return Ok(());
+        };
+        for (id, meta) in &finish.results {
+            let Some(json) = meta else { continue };
+            if let Err(e) = store_retrying(&self.backend, conns, id, json) {
+                if e.is_connection_problem() {
+                    self.batch_finish = Some(finish);
+                    return Err(e);
+                }
+                tracing::error!("Cannot store the result of {id}: {e}");
+            }
+        }
+        let gen = finish.gen.to_string();
+        match self
+            .scripts
+            .release_batch(conns.broker()?, &self.keys, &gen, finish.results.len())
+        {
+            Ok(_) => {
+                self.set_progress(Mark::IDLE);
+                Ok(())
+            }
+            Err(e) => {
+                self.batch_finish = Some(finish);
+                Err(e)
+            }
+        }
+    }
+
+    /// `next.lua`: finishes the handled message, if any, and when `reserve`
+    /// takes the next one.
+    fn next_one(
+        &mut self,
+        conns: &mut Connections,
+        reporter: &mut Reporter,
+        reserve: bool,
+        promote: bool,
     ) -> Result<Option<Reserved>, BrokerError> {
         // A backend on another server cannot be written by the script.
         if let (None, Some(f)) = (self.how.result_dbs, self.in_hand.finish_mut()) {
@@ -126,31 +330,27 @@ impl<'a> Slot<'a> {
                 f.result = None;
             }
         }
-        let promote = reserve
-            && self
-                .promoted_at
-                .is_none_or(|at| at.elapsed() >= ETA_PROMOTE_EVERY);
         let then = match (reserve, promote) {
             (false, _) => Then::Stop,
             (true, false) => Then::Reserve,
             (true, true) => Then::PromoteAndReserve,
         };
-        // The events flag rides in the same write (see `events`).
-        let probe = self.events.probe();
-        let reply = conns.piggyback(Some(&probe)).and_then(|mut con| {
-            let reply = self.scripts.next(
+        let reply = conns.piggyback().and_then(|mut con| {
+            self.scripts.next(
                 &mut con,
                 &self.keys,
                 &self.queue_keys,
                 &self.how,
                 self.in_hand.finish(),
                 then,
-            );
-            self.events.learn(con.probe_reply.as_ref());
-            reply
+            )
         });
         match reply {
-            Ok(reserved) => {
+            Ok(reply) => {
+                // The events flag comes back with every reservation (see `events`).
+                self.events.set_on(reply.events_on);
+                self.depth = reply.depth;
+                let reserved = reply.reserved;
                 if promote {
                     self.promoted_at = Some(Instant::now());
                 }
@@ -390,6 +590,20 @@ impl<'a> Slot<'a> {
         crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
     }
 
+    /// Keeps a record of a batch's message that cannot run (its task is
+    /// unknown, its body undecodable); the batch's finish forgets it.
+    pub fn keep_refused(
+        &self,
+        conns: &mut Connections,
+        msg: &Reserved,
+        reason: &str,
+        task_id: Option<&str>,
+        task: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let record = self.dead_letter_record(msg, reason, task_id, task);
+        crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
+    }
+
     /// The JSON record kept in the dead-letter list (documented in the README).
     fn dead_letter_record(
         &self,
@@ -414,6 +628,12 @@ impl<'a> Slot<'a> {
         }
         pyjson::to_string(&record)
     }
+}
+
+/// A random non-zero batch generation to start from.
+fn rand_gen() -> u32 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).max(1)
 }
 
 /// A finished task's result is retried across reconnects for a while: the

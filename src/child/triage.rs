@@ -239,6 +239,7 @@ fn plan(
                 "redelivered": task.delivery_info.redelivered,
             }),
             stamps: task.stamps.clone(),
+            batched: false,
         },
         soft_limit,
         ack_at_start: !acks_late && !msg.acked,
@@ -289,6 +290,8 @@ task_time_limit = 30
             max_memory_kib: None,
             time_limit: None,
             soft_time_limit: Some(7.0),
+            pool_size: 1,
+            progress: None,
         }
     }
 

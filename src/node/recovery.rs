@@ -2,6 +2,12 @@
 //! message: record the outcome of a task whose child died (WorkerLostError,
 //! TimeLimitExceeded) or requeue it (`acks_late` + `reject_on_worker_lost`),
 //! and put back the held messages of a slot that will not run again.
+//!
+//! A slot's batch (`lua/batch.lua`, all acked early) is settled by how far
+//! its child got: with the child's progress word (only the child died) the
+//! tasks it ran or was running are recorded lost and the rest requeued;
+//! with Redis alone (the node died) every listed message is recorded lost,
+//! since any of them may have run.
 
 use redis::Connection;
 use serde_json::{json, Value};
@@ -12,6 +18,7 @@ use crate::broker::keys::{self, Slot};
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, BrokerError, Connections};
 use crate::child::report::Started;
+use crate::plumbing::progress::{Mark, Stage};
 use crate::protocol::envelope::{self, delivery_tag_of};
 use crate::protocol::result::{worker_lost, NODE_KILLED};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage};
@@ -141,6 +148,24 @@ impl Recovery {
             );
             return Ok(());
         }
+        self.record_lost(task, why, job, raw.as_deref())?;
+        let Some(raw) = raw else {
+            return Ok(());
+        };
+        let tag = delivery_tag_of(&raw);
+        let con = self.conns.broker()?;
+        self.scripts.ack(con, slot, tag.as_deref())
+    }
+
+    /// Stores the outcome of a lost task (FAILURE or REVOKED) unless its
+    /// result is ignored.
+    fn record_lost(
+        &mut self,
+        task: &Started,
+        why: &Lost,
+        job: usize,
+        raw: Option<&str>,
+    ) -> Result<(), BrokerError> {
         let exc = match why {
             Lost::TimeLimit(limit) => ExceptionInfo::new(
                 "TimeLimitExceeded",
@@ -166,28 +191,131 @@ impl Recovery {
             meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
             if self.results_in_python {
-                // Acked below all the same: the record is the template's now.
+                // Acked all the same: the record is the template's now.
                 self.records.push(Record {
                     meta: serde_json::from_str(&json).unwrap_or_default(),
                     task: Some(task.task.clone()),
-                    raw: raw.clone(),
+                    raw: raw.map(str::to_string),
                 });
             } else {
                 let con = self.conns.backend()?;
                 self.store.store(con, &task.id, &json)?;
             }
         }
-        let Some(raw) = raw else {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Settles the batch of `slot`'s child, which died at `mark`: the tasks
+    /// before the mark ran (their results went with the child) and the one
+    /// at it ran too when the mark says `Running` — each recorded lost
+    /// (`why.0` for the running one, `why.1` for the others), except
+    /// `recorded` (already done, it had reported started); the rest never
+    /// started and go back to their queue. A batch of another generation
+    /// than the mark's was reserved by a call whose reply the child never
+    /// read: none of it started.
+    pub fn batch_lost(
+        &mut self,
+        node: &str,
+        slot: usize,
+        mark: Mark,
+        recorded: Option<&str>,
+        why: (&Lost, &Lost),
+        job: usize,
+    ) {
+        let slot = Slot::new(node, slot);
+        let found = match self.retrying(|r| reserve::batch_of(r.broker()?, &slot)) {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("Cannot read the batch of {}: {e}", slot.batch);
+                self.reset_on(&e);
+                return;
+            }
         };
-        let tag = delivery_tag_of(&raw);
-        let con = self.conns.broker()?;
-        self.scripts.ack(con, slot, tag.as_deref())
+        let (gen, msgs) = found;
+        let ours = mark.stage != Stage::Idle && mark.gen.to_string() == gen;
+        let index = usize::from(mark.index);
+        let from = match mark.stage {
+            _ if !ours => 0,
+            Stage::Running => index + 1,
+            _ => index,
+        };
+        self.settle_batch(
+            &slot,
+            &gen,
+            &msgs,
+            from,
+            |i| {
+                let running = mark.stage == Stage::Running && i == index;
+                (if running { why.0 } else { why.1 }).clone()
+            },
+            recorded,
+            job,
+        );
+    }
+
+    /// Records the first `from` messages of a batch lost (`why` of each
+    /// position), then requeues the rest and forgets the batch.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_batch(
+        &mut self,
+        slot: &Slot,
+        gen: &str,
+        msgs: &[String],
+        from: usize,
+        why: impl Fn(usize) -> Lost,
+        recorded: Option<&str>,
+        job: usize,
+    ) {
+        for (i, raw) in msgs.iter().enumerate().take(from) {
+            let started = started_from(raw);
+            if recorded == Some(started.id.as_str()) {
+                continue;
+            }
+            let why = why(i);
+            if let Err(e) = self.retrying(|r| r.record_lost(&started, &why, job, Some(raw))) {
+                tracing::error!(
+                    "Cannot record the outcome of lost task {}[{}]: {e}",
+                    started.task,
+                    started.id
+                );
+                self.reset_on(&e);
+            }
+        }
+        let released =
+            self.retrying(|r| r.scripts.release_batch(r.conns.broker()?, slot, gen, from));
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                "Restored {n} message(s) of a lost child's batch that had not started"
+            ),
+            Err(e) => {
+                tracing::error!("Cannot release the batch in {}: {e}", slot.batch);
+                self.reset_on(&e);
+            }
+        }
+    }
+
+    /// A batch found with no child to say how far it got (the node died):
+    /// any of it may have run, so all of it is recorded lost, never run twice.
+    fn release_batch_unknown(&mut self, slot: &Slot) {
+        match self.retrying(|r| reserve::batch_of(r.broker()?, slot)) {
+            Ok(Some((gen, msgs))) => {
+                let from = msgs.len();
+                self.settle_batch(slot, &gen, &msgs, from, |_| Lost::NodeKilled, None, 0);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("Cannot read the batch of {}: {e}", slot.batch);
+                self.reset_on(&e);
+            }
+        }
     }
 
     /// Puts back whatever `slot`'s held list holds (its child is gone and no
     /// replacement will take it). Returns how many messages were restored.
     pub fn release_held(&mut self, slot: &Slot) -> usize {
+        self.release_batch_unknown(slot);
         let result = self.retrying(|r| {
             let con = r.broker()?;
             Ok((
@@ -248,6 +376,9 @@ impl Recovery {
 
     /// Restores the held messages left by an earlier run of `node` (killed).
     pub fn recover_node(&mut self, node: &str) -> Result<usize, BrokerError> {
+        for slot in reserve::batch_slots(self.broker()?, node)? {
+            self.release_batch_unknown(&slot);
+        }
         let slots = reserve::held_slots(self.broker()?, node)?;
         Ok(slots.iter().map(|s| self.release_held(s)).sum())
     }
@@ -288,5 +419,6 @@ fn started_from(raw: &str) -> Started {
         kwargs: Value::Null,
         delivery_info: Value::Null,
         stamps: Default::default(),
+        batched: false,
     }
 }

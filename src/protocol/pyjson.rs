@@ -13,6 +13,16 @@ pub fn to_string(value: &Value) -> String {
     out
 }
 
+/// Appends `json.dumps(value)` to `out`.
+pub fn write_json(out: &mut String, value: &Value) {
+    write_value(out, value, &JSON);
+}
+
+/// Appends `json.dumps(s)` to `out`.
+pub fn write_json_str(out: &mut String, s: &str) {
+    write_str(out, s);
+}
+
 /// What `json.dumps` and the builtin `repr` (`pyrepr`) write differently for
 /// a JSON value: the three literals and string quoting. The layout of lists
 /// and dicts (`[a, b]`, `{k: v}`) and numbers are the same in both.
@@ -143,8 +153,21 @@ pub fn float_repr(f: f64) -> String {
 
 /// A JSON string literal with `ensure_ascii=True` escaping.
 fn write_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    // Runs of printable ASCII are copied whole: a base64 body or a long
+    // result is mostly that, and char by char it was a hot spot.
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[run..i]);
+        let c = s[i..].chars().next().unwrap_or('\u{fffd}');
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -153,7 +176,6 @@ fn write_str(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
             _ => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
@@ -161,7 +183,10 @@ fn write_str(out: &mut String, s: &str) {
                 }
             }
         }
+        i += c.len_utf8();
+        run = i;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -169,6 +194,17 @@ fn write_str(out: &mut String, s: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn strings_escape_as_python_does_around_plain_runs() {
+        let s = "plain \"q\" back\\slash\nline\ttab \u{e9}t\u{e9} \u{1f600}!";
+        assert_eq!(
+            to_string(&json!(s)),
+            r#""plain \"q\" back\\slash\nline\ttab \u00e9t\u00e9 \ud83d\ude00!""#
+        );
+        assert_eq!(to_string(&json!("")), "\"\"");
+        assert_eq!(to_string(&json!("\u{1}")), r#""\u0001""#);
+    }
 
     #[test]
     fn separators_and_order() {

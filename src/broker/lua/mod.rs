@@ -30,6 +30,18 @@ pub fn next() -> Script {
     ))
 }
 
+/// `batch.lua`: finish a batch and reserve the next.
+pub fn batch() -> Script {
+    Script::new(&format!(
+        "{STORE_RESULT_FN}{SLOT}{}",
+        include_str!("batch.lua")
+    ))
+}
+
+pub fn release_batch() -> Script {
+    slot_script(&[include_str!("release_batch.lua")])
+}
+
 /// Deletes a lock or lease only while it holds the caller's token (the
 /// sweep's `unacked_mutex`, a node's name lease).
 pub fn release_if_owner() -> Script {
@@ -115,6 +127,8 @@ pub struct NextArgs<'a> {
     /// The finished task's result key, when the script stores its result.
     pub result_key: Option<String>,
     pub queue_keys: &'a [String],
+    /// The node's task-events flag (`rmulti.events.<node>`).
+    pub events_key: &'a str,
     /// Unix seconds.
     pub now: f64,
     /// Due ETA messages to promote at most; 0 skips the promotion.
@@ -143,7 +157,8 @@ impl NextArgs<'_> {
             .key(keys::ETA_MESSAGES)
             .key(keys::ETA_PROMOTED)
             .key(self.result_key.as_deref().unwrap_or(""))
-            .key(keys::REVOKED);
+            .key(keys::REVOKED)
+            .key(self.events_key);
         for k in self.queue_keys {
             inv.key(k);
         }
@@ -163,6 +178,86 @@ impl NextArgs<'_> {
         for name in self.exceptions {
             inv.arg(name);
         }
+        inv
+    }
+}
+
+/// `batch.lua`.
+pub struct BatchArgs<'a> {
+    pub slot: &'a Slot,
+    pub queue_keys: &'a [String],
+    pub events_key: &'a str,
+    /// Unix seconds.
+    pub now: f64,
+    /// The batch to finish; '' none.
+    pub finish_gen: &'a str,
+    /// The generation of the batch to reserve.
+    pub gen: &'a str,
+    /// Messages to reserve at most; 0 reserves none.
+    pub want: usize,
+    /// The node's pool size.
+    pub share: usize,
+    pub early_by_default: bool,
+    pub result_expires: u64,
+    /// '' when the result db is the broker's.
+    pub backend_db: String,
+    pub broker_db: String,
+    /// A task-events message to PUBLISH: (channel, payload).
+    pub event: Option<(&'a str, &'a str)>,
+    /// (task id, result meta JSON or '') of each finished task.
+    pub results: &'a [(String, Option<String>)],
+    /// Task names whose ack policy is not the default.
+    pub exceptions: &'a [String],
+}
+
+impl BatchArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.key(&self.slot.batch)
+            .key(&self.slot.batch_state)
+            .key(keys::REVOKED)
+            .key(self.events_key);
+        for k in self.queue_keys {
+            inv.key(k);
+        }
+        let (channel, payload) = self.event.unwrap_or(("", ""));
+        inv.arg(format!("{:.6}", self.now))
+            .arg(self.finish_gen)
+            .arg(self.gen)
+            .arg(self.want)
+            .arg(self.share.max(1))
+            .arg(flag(self.early_by_default))
+            .arg(self.result_expires)
+            .arg(&self.backend_db)
+            .arg(&self.broker_db)
+            .arg(channel)
+            .arg(payload)
+            .arg(self.results.len());
+        for (id, meta) in self.results {
+            inv.arg(id).arg(meta.as_deref().unwrap_or(""));
+        }
+        for name in self.exceptions {
+            inv.arg(name);
+        }
+        inv
+    }
+}
+
+/// `release_batch.lua`.
+pub struct ReleaseBatchArgs<'a> {
+    pub slot: &'a Slot,
+    pub gen: &'a str,
+    /// The first position to restore.
+    pub from: usize,
+}
+
+impl ReleaseBatchArgs<'_> {
+    pub fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = on_slot(script, self.slot);
+        inv.key(&self.slot.batch)
+            .key(&self.slot.batch_state)
+            .arg(self.gen)
+            .arg(self.from);
         inv
     }
 }

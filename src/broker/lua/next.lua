@@ -7,7 +7,8 @@
 -- KEYS[7] eta_promoted_key  rmulti.eta.promoted
 -- KEYS[8] result_key        the finished task's result key ('' none)
 -- KEYS[9] revoked_key       rmulti.revoked (task id -> expiry)
--- KEYS[10..] the queue keys, in consume order
+-- KEYS[10] events_key       rmulti.events.<node> (task events on: '1')
+-- KEYS[11..] the queue keys, in consume order
 -- ARGV[1] now               Unix seconds
 -- ARGV[2] promote_batch     due ETA messages to promote at most ('0' skips
 --                           the promotion: a child promotes a few times a
@@ -37,13 +38,19 @@
 -- Last, it looks the message's task id up in the revoked set (one ZSCORE):
 -- the child then stores REVOKED and acks it instead of running it.
 -- Reply: {message, source list, was promoted from the ETA park, had started
--- under another child, acked now, its id is revoked}, or false.
+-- under another child, acked now, its id is revoked, task events are on,
+-- messages left on its source queue}; the message is nil (and the flags 0)
+-- when none was reserved. The depth tells the child whether a batch
+-- (`batch.lua`) would pay. The events
+-- flag comes back with every call, so a switch reaches the child at its
+-- next reservation without a command of its own.
 local eta_index_key = KEYS[5]
 local eta_messages_key = KEYS[6]
 local eta_promoted_key = KEYS[7]
 local result_key = KEYS[8]
 local revoked_key = KEYS[9]
-local first_queue = 10
+local events_key = KEYS[10]
+local first_queue = 11
 local now = ARGV[1]
 local promote_batch = ARGV[2]
 local token = ARGV[3]
@@ -75,8 +82,10 @@ if finishing == '1' then
     emptied = true
   end
 end
+local events_on = 0
+if redis.call('GET', events_key) == '1' then events_on = 1 end
 if reserve ~= '1' then
-  return false
+  return {false, '', 0, 0, 0, 0, events_on, 0}
 end
 local due = {}
 if promote_batch ~= '0' then
@@ -128,17 +137,19 @@ if msg then
     end
   end
 end
+local depth = 0
 if not msg then
   for i = first_queue, #KEYS do
     msg = redis.call('LMOVE', KEYS[i], held_key, 'RIGHT', 'LEFT')
     if msg then
       src = KEYS[i]
+      depth = redis.call('LLEN', src)
       break
     end
   end
 end
 if not msg then
-  return false
+  return {false, '', 0, 0, 0, 0, events_on, 0}
 end
 local promoted = 0
 local ok, env = pcall(cjson.decode, msg)
@@ -183,4 +194,4 @@ if ok and type(env) == 'table' and type(env['headers']) == 'table' and type(env[
     revoked = 1
   end
 end
-return {msg, src, promoted, started, acked, revoked}
+return {msg, src, promoted, started, acked, revoked, events_on, depth}

@@ -773,6 +773,7 @@ mod tests {
                                 .as_object()
                                 .cloned()
                                 .unwrap_or_default(),
+                            batched: false,
                         },
                         1.5,
                     )

@@ -163,10 +163,26 @@ impl Control {
 
     /// Counts a child's report (`stats.total`, heartbeats' `processed`).
     pub fn observe(&mut self, report: &Report) {
-        if let Report::Started(s) = report {
-            *self.totals.entry(s.task.clone()).or_default() += 1;
-            self.processed += 1;
+        match report {
+            Report::Started(s) if !s.batched => self.count(&s.task),
+            Report::Ran { names } => {
+                for name in names {
+                    self.count(name);
+                }
+            }
+            _ => {}
         }
+    }
+
+    /// One more task accepted (`inspect stats` totals).
+    fn count(&mut self, task: &str) {
+        match self.totals.get_mut(task) {
+            Some(n) => *n += 1,
+            None => {
+                self.totals.insert(task.to_string(), 1);
+            }
+        }
+        self.processed += 1;
     }
 
     /// Whether the child `pid` was killed by a terminate; if so, and task

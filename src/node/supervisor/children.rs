@@ -1,6 +1,8 @@
 //! The pool: forking a child per slot, reading its status reports, reaping
 //! it and acting on what its death means (`exit_kind::classify`), killing
-//! what its task left behind, and hard time limits.
+//! what its task left behind, and hard time limits. A child working through
+//! a batch reports it once; which of its tasks runs is read from the
+//! child's progress word (`plumbing::progress`), mapped before the fork.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::exit_kind::{classify, Exit, ExitKind, Facts, Respawn};
 use super::{Phase, Supervisor, HANDLED};
 use crate::broker::keys::Slot;
-use crate::child::report::{Report, Started};
+use crate::child::report::{batch_tasks, Report, Started};
 use crate::child::{self, ChildSpec};
 use crate::exit;
 use crate::node::control::Control;
@@ -21,6 +23,7 @@ use crate::node::recovery::Lost;
 use crate::plumbing::lines::LineReader;
 use crate::plumbing::pipe::cloexec_pipe;
 use crate::plumbing::process::children_of;
+use crate::plumbing::progress::{now_ms, Mark, Progress, Stage};
 use crate::protocol::time::duration_secs;
 
 /// How long a slot stays empty after its child died by itself at once.
@@ -37,6 +40,12 @@ pub(super) struct Child {
     pub(super) ready: bool,
     spawned: Instant,
     pub(super) current: Option<(Started, Instant)>,
+    /// The last batch the child reported: its generation and its messages'
+    /// tasks in order, as JSON (`report::batch_tasks` parses it).
+    batch: Option<(u32, String)>,
+    /// Where the child is in that batch (`None`: the page could not be
+    /// mapped; the child then never batches).
+    progress: Option<Progress>,
     /// Killed by us at its task's hard time limit.
     killed_at_limit: bool,
     /// What the child said before dying, if it could not run at all.
@@ -48,7 +57,13 @@ pub(super) struct Child {
 }
 
 impl Child {
-    fn new(pid: Pid, slot: usize, number: usize, status: LineReader) -> Child {
+    fn new(
+        pid: Pid,
+        slot: usize,
+        number: usize,
+        status: LineReader,
+        progress: Option<Progress>,
+    ) -> Child {
         Child {
             pid,
             slot,
@@ -57,6 +72,8 @@ impl Child {
             ready: false,
             spawned: Instant::now(),
             current: None,
+            batch: None,
+            progress,
             killed_at_limit: false,
             fatal: None,
             retiring: false,
@@ -87,14 +104,49 @@ impl Child {
         match report {
             Report::Ready => self.ready = true,
             Report::Fatal { message } => self.fatal = Some(message),
-            Report::Received { id, task } => return Some(format!("Task {task}[{id}] received")),
+            // Built only when logged: a batch brings dozens at once.
+            Report::Received { id, task } => {
+                return tracing::enabled!(tracing::Level::INFO)
+                    .then(|| format!("Task {task}[{id}] received"))
+            }
             Report::Started(s) => {
+                self.jobs += usize::from(!s.batched);
                 self.current = Some((s, Instant::now()));
-                self.jobs += 1;
             }
             Report::Done => self.current = None,
+            Report::Batch { gen, tasks } => self.batch = Some((gen, tasks)),
+            Report::Ran { names } => self.jobs += names.len(),
         }
         None
+    }
+
+    /// Where the child is in its batch.
+    pub(super) fn mark(&self) -> Mark {
+        self.progress.as_ref().map_or(Mark::IDLE, Progress::read)
+    }
+
+    /// The task the child runs and since when: the one it reported started,
+    /// else the one its progress word points at in its batch.
+    pub(super) fn running(&self) -> Option<(Started, Instant)> {
+        if let Some((s, since)) = &self.current {
+            return Some((s.clone(), *since));
+        }
+        let (gen, tasks) = self.batch.as_ref()?;
+        let mark = self.mark();
+        if mark.stage != Stage::Running || mark.gen != *gen {
+            return None;
+        }
+        let task = batch_tasks(tasks)
+            .into_iter()
+            .nth(usize::from(mark.index))??;
+        let ago = Duration::from_millis(now_ms().saturating_sub(mark.since_ms));
+        let now = Instant::now();
+        Some((task, now.checked_sub(ago).unwrap_or(now)))
+    }
+
+    /// Running a task or holding a batch.
+    pub(super) fn busy(&self) -> bool {
+        self.current.is_some() || self.mark().stage != Stage::Idle
     }
 
     /// When the running task's hard time limit runs out, unless it already did.
@@ -142,6 +194,13 @@ impl Supervisor {
         let status = LineReader::new(read)?;
         let number = self.next_number;
         self.next_number += 1;
+        let progress = match Progress::new() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("Cannot map a progress page for slot {slot} ({e}); its child reserves one message at a time");
+                None
+            }
+        };
         let spec = ChildSpec {
             node: self.cfg.node.clone(),
             slot,
@@ -153,6 +212,8 @@ impl Supervisor {
             max_memory_kib: self.cfg.max_memory_per_child,
             time_limit: self.cfg.time_limit,
             soft_time_limit: self.cfg.soft_time_limit,
+            pool_size: self.target.max(1),
+            progress: progress.as_ref().map(Progress::handle),
         };
         // The child starts with TERM blocked, so a TERM sent to it before it
         // has set itself up stays pending (and is seen) instead of being
@@ -172,8 +233,10 @@ impl Supervisor {
             }
             ForkResult::Parent { child } => {
                 drop(write);
-                self.children
-                    .insert(child.as_raw(), Child::new(child, slot, number, status));
+                self.children.insert(
+                    child.as_raw(),
+                    Child::new(child, slot, number, status, progress),
+                );
                 tracing::debug!("Started ForkPoolWorker-{number} (slot {slot}) pid:{child}");
                 Ok(())
             }
@@ -268,8 +331,11 @@ impl Supervisor {
             tracing::error!("Process '{name}' pid:{pid} exited with '{exit}'");
         }
         let kind = classify(&c.facts(), self.phase, exit, self.boot_failures);
-        let running = c.current.as_ref().map(|(task, _)| task.id.as_str());
-        let terminated = self.control.was_terminated(pid.as_raw(), running);
+        let running = c.running().map(|(task, _)| task.id);
+        let terminated = self
+            .control
+            .was_terminated(pid.as_raw(), running.as_deref());
+        let recorded = c.current.as_ref().map(|(task, _)| task.id.clone());
         if let Some((task, _)) = c.current.take() {
             let why = if terminated {
                 Lost::Terminated
@@ -280,6 +346,25 @@ impl Supervisor {
             self.recovery
                 .task_lost(&self.cfg.node, c.slot, &task, &why, jobs_before);
         }
+        // Its batch: the tasks it ran or runs are recorded, the rest requeued.
+        // The batch's others were not what hit the time limit.
+        let died = match kind.lost(self.phase, exit, 0.0) {
+            Lost::TimeLimit(_) => Lost::Died(exit.to_string()),
+            other => other,
+        };
+        let why_running = if terminated {
+            Lost::Terminated
+        } else {
+            died.clone()
+        };
+        self.recovery.batch_lost(
+            &self.cfg.node,
+            c.slot,
+            c.mark(),
+            recorded.as_deref(),
+            (&why_running, &died),
+            c.jobs.saturating_sub(1),
+        );
         match kind {
             ExitKind::StartFailed => return self.fail_start(&c, exit),
             ExitKind::BootStorm => {

@@ -133,9 +133,9 @@ fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) ->
             pid: c.pid.as_raw(),
             number: c.number,
             slot: c.slot,
-            current: c.current.as_ref().map(|(s, since)| {
-                let ran = Instant::now().saturating_duration_since(*since);
-                (s.clone(), now - ran.as_secs_f64())
+            current: c.running().map(|(s, since)| {
+                let ran = Instant::now().saturating_duration_since(since);
+                (s, now - ran.as_secs_f64())
             }),
         })
         .collect();

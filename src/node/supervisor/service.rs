@@ -103,7 +103,7 @@ impl Supervisor {
         let busy = self
             .children
             .values()
-            .filter(|c| c.current.is_some() && !c.retiring)
+            .filter(|c| c.busy() && !c.retiring)
             .count();
         let waiting = match self
             .recovery

@@ -168,7 +168,7 @@ impl Supervisor {
         let mut kids: Vec<&Child> = self.children.values().collect();
         kids.sort_by_key(|c| c.slot);
         for c in kids {
-            let doing = match &c.current {
+            let doing = match c.running() {
                 Some((t, since)) => format!(
                     "running {}[{}] for {:.3}s",
                     t.task,
