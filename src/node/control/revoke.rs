@@ -127,6 +127,7 @@ mod tests {
             kwargs: Value::Null,
             delivery_info: Value::Null,
             stamps: stamps.as_object().cloned().unwrap_or_default(),
+            batched: false,
         }
     }
 
