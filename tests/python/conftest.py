@@ -250,3 +250,15 @@ class Tasks:
 @pytest.fixture(scope="session")
 def tasks(app) -> Tasks:
     return Tasks(app)
+
+
+# The Django example's fixtures (django_demo/demo_fixtures.py), registered
+# here once for the whole run: imported into each test module they were one
+# instance per module, so a second Redis and a second node named worker1,
+# while the example's Celery app, configured once per process, still talked
+# to the first. (A conftest.py in django_demo would shadow this one, which
+# test modules import by name.)
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "django_demo"))
+from demo_fixtures import demo_env, demo_node, demo_redis, demo_tmp, django_project  # noqa: E402,F401

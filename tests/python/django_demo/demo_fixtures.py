@@ -1,6 +1,7 @@
-"""Fixtures for driving examples/django-demo with rmulti workers (imported by
-the test module: a second conftest.py would shadow tests/python/conftest.py,
-which test_interop.py imports by name).
+"""Fixtures for driving examples/django-demo with rmulti workers (registered
+once by tests/python/conftest.py: a second conftest.py would shadow that one,
+which test modules import by name, and importing them into each test module
+would make one instance per module).
 
 - ``demo_redis``: a private ``redis-server`` on a free port (session scope).
 - ``demo_node``: ``rmulti start worker1 -A celeryDemo`` in the example's
