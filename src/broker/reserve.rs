@@ -250,13 +250,7 @@ impl Scripts {
             usize,
         ) = args.invocation(&self.next).invoke(con)?;
         let reserved = raw.map(|raw| {
-            let (raw, invalid_utf8) = match String::from_utf8(raw) {
-                Ok(text) => (text, None),
-                Err(e) => (
-                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    Some(e.into_bytes()),
-                ),
-            };
+            let (raw, invalid_utf8) = text_of(raw);
             Reserved {
                 raw,
                 invalid_utf8,
@@ -317,13 +311,12 @@ impl Scripts {
                 .into_iter()
                 .enumerate()
                 .map(|(i, raw)| {
-                    // Only messages the script decoded as JSON are taken:
-                    // they are UTF-8.
-                    let raw = String::from_utf8(raw)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    // cjson takes bytes that are not UTF-8 inside strings:
+                    // such a message is dead-lettered as it was.
+                    let (raw, invalid_utf8) = text_of(raw);
                     Reserved {
                         raw,
-                        invalid_utf8: None,
+                        invalid_utf8,
                         source: source.clone(),
                         from_eta_park: false,
                         started: false,
@@ -574,4 +567,16 @@ pub fn declare_queues(con: &mut Connection, queues: &[String]) -> Result<(), Bro
     }
     pipe.query::<()>(con)?;
     Ok(())
+}
+
+/// A reserved message's text, and its bytes when they are not UTF-8 (the
+/// text is then their lossy form).
+fn text_of(raw: Vec<u8>) -> (String, Option<Vec<u8>>) {
+    match String::from_utf8(raw) {
+        Ok(text) => (text, None),
+        Err(e) => (
+            String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            Some(e.into_bytes()),
+        ),
+    }
 }
