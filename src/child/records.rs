@@ -108,3 +108,33 @@ fn hand_over(meta: &ResultMeta, task: Option<&str>, raw: Option<&str>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::test_fixture;
+
+    fn msg(name: &str) -> TaskMessage {
+        let raw = test_fixture(name)["raw"].as_str().unwrap().to_string();
+        TaskMessage::decode(&raw).unwrap()
+    }
+
+    #[test]
+    fn chord_parts_errbacks_and_chains_have_follow_ups() {
+        for name in [
+            "task-v2-chord-header.json",
+            "task-v2-link-errback.json",
+            "task-v2-chain-first.json",
+        ] {
+            assert!(has_follow_ups(&msg(name)), "{name}");
+        }
+        for name in [
+            "task-v2-delay.json",
+            "task-v2-group-member.json",
+            "task-v2-link-callback-sent-by-worker.json",
+            "task-v2-chord-callback-sent-by-worker.json",
+        ] {
+            assert!(!has_follow_ups(&msg(name)), "{name}");
+        }
+    }
+}
