@@ -11,10 +11,10 @@ behaviour, against a real `celery worker` on the same project
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from celery import Celery, chord
 from celery.exceptions import ChordError, TaskRevokedError, WorkerLostError
 
 from conftest import stop_node
-from helpers import STARTUP_TIMEOUT, alive, kill_tree, read_pid, read_text, start_redis, wait_until
+from helpers import STARTUP_TIMEOUT, read_pid, read_text, start_redis, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "python_apps"
@@ -100,6 +100,17 @@ def test_a_chord_with_a_revoked_part_fails_instead_of_hanging(worker):
         result.get(timeout=CHORD_DEADLINE)
     assert client.AsyncResult(revoked).state == "REVOKED"
     assert "Cannot hand" not in logs(tmp) and "cannot store the outcome" not in logs(tmp), logs(tmp)[-3000:]
+
+
+def test_a_chord_with_an_expired_part_fails_instead_of_hanging(worker):
+    kind, client, tmp = worker
+    expired = str(uuid.uuid4())
+    past = datetime.now(timezone.utc) - timedelta(seconds=5)
+    header = [add(client, 1, 1), add(client, 2, 2, task_id=expired, expires=past)]
+    result = chord(header)(client.signature("pyproj.tasks.tsum"))
+    error = body_outcome(client, result)
+    assert f"Dependency {expired} raised TaskRevokedError('expired')" in error, error
+    assert client.AsyncResult(expired).state == "REVOKED"
 
 
 def test_a_chord_whose_part_loses_its_host_fails_instead_of_hanging(worker):
