@@ -1,7 +1,8 @@
 """Chord parts whose outcome the worker decides itself (issue 11/12
 follow-up): a Celery project run through the Python hosts with the default
 Redis result backend, a chord one of whose header tasks is revoked before
-it runs, or loses its host to SIGKILL. Celery's worker stores that outcome
+it runs, has expired, loses its host to SIGKILL or hits its hard time
+limit. Celery's worker stores that outcome
 with `mark_as_revoked` / `mark_as_failure` and the request, which returns
 the chord part, so the client's `chord.get()` raises ChordError instead of
 waiting forever. Each test runs against rmulti and, to pin the expected
@@ -129,3 +130,14 @@ def test_a_chord_whose_part_loses_its_host_fails_instead_of_hanging(worker):
     ok = chord([add(client, 1, 1), add(client, 2, 3)])(client.signature("pyproj.tasks.tsum"))
     assert ok.get(timeout=CHORD_DEADLINE) == 7
     assert "Cannot hand" not in logs(tmp) and "cannot store the outcome" not in logs(tmp), logs(tmp)[-3000:]
+
+
+def test_a_chord_whose_part_hits_its_hard_time_limit_fails_instead_of_hanging(worker):
+    kind, client, tmp = worker
+    limited = str(uuid.uuid4())
+    header = [add(client, 1, 1),
+              client.signature("pyproj.tasks.sleep", args=(60,), task_id=limited, time_limit=1)]
+    result = chord(header)(client.signature("pyproj.tasks.tsum"))
+    error = body_outcome(client, result)
+    assert f"Dependency {limited} raised TimeLimitExceeded(" in error, error
+    assert client.AsyncResult(limited).state == "FAILURE"
