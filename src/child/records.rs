@@ -41,7 +41,7 @@ fn is_empty(v: &Value) -> bool {
 
 /// Whether an outcome of a message of `app` goes to the template even
 /// though the child stores it on Redis (see the module doc).
-pub fn also_to_python(app: &AppConfig, task: Option<&TaskMessage>) -> bool {
+fn also_to_python(app: &AppConfig, task: Option<&TaskMessage>) -> bool {
     app.python.is_some() && !app.results_in_python() && task.is_some_and(has_follow_ups)
 }
 
