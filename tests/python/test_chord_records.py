@@ -92,7 +92,7 @@ def test_a_chord_with_a_revoked_part_fails_instead_of_hanging(worker):
     revoked = str(uuid.uuid4())
     # Revoked before it is sent: the worker meets the id in its revoked set.
     # reply=True: the worker has it before the chord goes out.
-    assert client.control.revoke(revoked, reply=True, timeout=5), "no worker acknowledged the revoke"
+    assert client.control.revoke(revoked, reply=True, limit=1, timeout=5), "no worker acknowledged the revoke"
     header = [add(client, 1, 1), add(client, 2, 2, task_id=revoked)]
     result = chord(header)(client.signature("pyproj.tasks.tsum"))
     error = body_outcome(client, result)
