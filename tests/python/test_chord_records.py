@@ -12,6 +12,7 @@ behaviour, against a real `celery worker` on the same project
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,13 +23,30 @@ import pytest
 from celery import Celery, chord
 from celery.exceptions import ChordError, TaskRevokedError, WorkerLostError
 
-from conftest import stop_node
-from helpers import STARTUP_TIMEOUT, read_pid, read_text, start_redis, wait_until
+from helpers import (STARTUP_TIMEOUT, alive, descendants, kill_tree, read_pid, read_text,
+                     start_redis, wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "python_apps"
 # A hung chord is what these tests catch: get() gives up long before pytest's backstop.
 CHORD_DEADLINE = 30.0
+SHUTDOWN_TIMEOUT = 20.0
+
+
+def stop(pid: int, pidfile: Path) -> str | None:
+    """Warm-stops the worker (TERM); an error text if it or a process of its
+    tree outlived it and had to be killed. (conftest.py's stop_node cannot be
+    imported here: two conftest modules in one run.)"""
+    tree = descendants(pid)
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)
+    gone = wait_until(SHUTDOWN_TIMEOUT, lambda: not pidfile.exists() and not alive(pid))
+    leftovers = [p for p in tree if alive(p)]
+    for p in ([] if gone else [pid]) + leftovers:
+        kill_tree(p)
+    if gone and not leftovers:
+        return None
+    return f"worker {pid} gone after TERM: {bool(gone)}; processes left behind: {leftovers}"
 
 
 @pytest.fixture(scope="module", params=["rmulti", "celery"])
@@ -61,7 +79,7 @@ def worker(request, tmp_path_factory, rmulti_bin):
                         f"{run.stdout}{run.stderr}{read_text(log)}")
         yield kind, client, tmp
     finally:
-        error = stop_node(pid, pidfile) if pid else None
+        error = stop(pid, pidfile) if pid else None
         client.close()
         redis.stop()
     if error and kind == "rmulti":
