@@ -1,8 +1,8 @@
 """Chord parts whose outcome the worker decides itself (issue 11/12
 follow-up): a Celery project run through the Python hosts with the default
 Redis result backend, a chord one of whose header tasks is revoked before
-it runs, has expired, loses its host to SIGKILL or hits its hard time
-limit. Celery's worker stores that outcome
+it runs, has expired, loses its host to SIGKILL, hits its hard time
+limit or is terminated by `revoke(terminate=True)`. Celery's worker stores that outcome
 with `mark_as_revoked` / `mark_as_failure` and the request, which returns
 the chord part, so the client's `chord.get()` raises ChordError instead of
 waiting forever. Each test runs against rmulti and, to pin the expected
@@ -159,3 +159,21 @@ def test_a_chord_whose_part_hits_its_hard_time_limit_fails_instead_of_hanging(wo
     error = body_outcome(client, result)
     assert f"Dependency {limited} raised TimeLimitExceeded(" in error, error
     assert client.AsyncResult(limited).state == "FAILURE"
+
+
+def test_a_chord_whose_running_part_is_terminated_fails_instead_of_hanging(worker):
+    kind, client, tmp = worker
+    running = str(uuid.uuid4())
+    header = [add(client, 1, 1),
+              client.signature("pyproj.tasks.sleep", args=(60,), task_id=running)]
+    result = chord(header)(client.signature("pyproj.tasks.tsum"))
+
+    def is_running():
+        active = client.control.inspect(timeout=0.5).active() or {}
+        return any(t["id"] == running for tasks in active.values() for t in tasks)
+
+    assert wait_until(CHORD_DEADLINE, is_running), "the part never ran"
+    client.control.revoke(running, terminate=True)
+    error = body_outcome(client, result)
+    assert f"Dependency {running} raised TaskRevokedError('terminated')" in error, error
+    assert client.AsyncResult(running).state == "REVOKED"
