@@ -448,14 +448,11 @@ fn hundreds_of_malformed_messages_are_dead_lettered_and_the_node_keeps_serving()
             .map(|b| b.kind)
             .collect();
         panic!(
-            "seed {seed}: after 60 s, {} of {} dead letters (not kept: {not_kept:?}), good tasks without a result: {missing:?}\n{}\n{}",
+            "seed {seed}: after 60 s, {} of {} dead letters (not kept: {not_kept:?}), good tasks without a result: {missing:?}\ncelery queue: {}, keys: {:?}\n{}",
             kept.len(),
             sent_bad.len(),
-            format!(
-                "celery queue: {}, keys: {:?}",
-                redis.cmd(&["LLEN", "celery"]).int(),
-                redis.cmd(&["KEYS", "rmulti.*"]).strings()
-            ),
+            redis.cmd(&["LLEN", "celery"]).int(),
+            redis.cmd(&["KEYS", "rmulti.*"]).strings(),
             node_logs(&dir)
         );
     }

@@ -163,7 +163,7 @@ fn host_outcome(
     if plan.started.acks_late && done.state == "REJECTED" && done.requeue {
         return Outcome::Requeue;
     }
-    let meta = super::records::for_redis(app, meta, Some(&task.task), Some(raw));
+    let meta = super::records::for_redis(app, meta, Some(task), Some(raw));
     Outcome::Finish {
         result: meta.as_ref().map(ResultMeta::to_json).or(done.meta),
         keep: None,

@@ -17,6 +17,7 @@ use crate::broker::backend::Backend;
 use crate::broker::keys::{self, Slot};
 use crate::broker::reserve::{self, Scripts};
 use crate::broker::{self, BrokerError, Connections};
+use crate::child::records;
 use crate::child::report::Started;
 use crate::plumbing::progress::{Mark, Stage};
 use crate::protocol::envelope::{self, delivery_tag_of};
@@ -48,6 +49,9 @@ pub struct Recovery {
     /// The app's results are only Python's to write (`django-db`, ...):
     /// outcomes go to `records`, which the supervisor hands to the template.
     results_in_python: bool,
+    /// A Python app: outcomes of messages with follow-ups (a chord part,
+    /// errbacks, a chain) go to `records` too, after the Redis write.
+    python_app: bool,
     records: Vec<Record>,
 }
 
@@ -59,6 +63,7 @@ impl Recovery {
             store: Backend::new(app.result_expires),
             default_queue: default_queue.to_string(),
             results_in_python: app.results_in_python(),
+            python_app: app.python.is_some(),
             records: Vec::new(),
         }
     }
@@ -190,16 +195,23 @@ impl Recovery {
             meta.group_id = task.group.clone();
             meta.parent_id = task.parent_id.clone();
             let json = meta.to_json();
-            if self.results_in_python {
-                // Acked all the same: the record is the template's now.
+            if !self.results_in_python {
+                let con = self.conns.backend()?;
+                self.store.store(con, &task.id, &json)?;
+            }
+            // Celery's backend completes the chord (or calls the errbacks)
+            // only when it is told with the request: the template's recorder.
+            let follow_ups = self.python_app
+                && raw
+                    .and_then(|r| TaskMessage::decode(r).ok())
+                    .is_some_and(|t| records::has_follow_ups(&t));
+            if self.results_in_python || follow_ups {
+                // Acked below all the same: the record is the template's now.
                 self.records.push(Record {
                     meta: serde_json::from_str(&json).unwrap_or_default(),
                     task: Some(task.task.clone()),
                     raw: raw.map(str::to_string),
                 });
-            } else {
-                let con = self.conns.backend()?;
-                self.store.store(con, &task.id, &json)?;
             }
         }
         Ok(())

@@ -191,6 +191,7 @@ impl Supervisor {
         self.hand_records(RECORDS_AT_EXIT);
         self.drop_records();
         self.stop_template();
+        self.reap_leftovers();
         if restored > 0 {
             tracing::warn!(
                 "Restored {restored} message(s) held by this node's children to their queues"

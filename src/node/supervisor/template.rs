@@ -6,12 +6,15 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::exit_kind::Exit;
 use super::Supervisor;
 use crate::plumbing::lines::LineReader;
+use crate::plumbing::process::children_of;
 use crate::tasks::python::template::{self, AskError, Template, ENV};
 
 /// How long after a template's death the next one is started; doubled
@@ -21,6 +24,9 @@ const RESPAWN_DELAY: Duration = Duration::from_secs(1);
 const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(60);
 /// A template that lived this long loaded the app: the delay starts over.
 const GROWN_UP: Duration = Duration::from_secs(30);
+/// How long the node waits at exit for what its template left: the spare
+/// host (it leaves on EOF) and recorders still storing an outcome.
+const LEFTOVERS_AT_EXIT: Duration = Duration::from_secs(5);
 
 /// The supervisor's view of its template.
 #[derive(Default)]
@@ -152,6 +158,36 @@ impl Supervisor {
                 "The outcome of task {} could not be stored: no Python template took it",
                 record.task_id()
             );
+        }
+    }
+
+    /// At exit, after `stop_template`: reaps the template and what it left
+    /// re-parented to us (we are the subreaper), waiting up to
+    /// `LEFTOVERS_AT_EXIT` for the spare host to see EOF and recorders to
+    /// store their outcome, then killing the rest: the node leaves no
+    /// process behind. The pool's children are gone by then.
+    pub(super) fn reap_leftovers(&mut self) {
+        let deadline = Instant::now() + LEFTOVERS_AT_EXIT;
+        let mut killed = false;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // SIGKILLed ones die at once: one more round reaps them.
+                Ok(WaitStatus::StillAlive) if killed => return,
+                Ok(WaitStatus::StillAlive) => {
+                    for pid in children_of(self.main_pid.as_raw()) {
+                        tracing::warn!("Killing pid:{pid}, still running at exit");
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    killed = true;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                // ECHILD: nothing left.
+                Err(_) => return,
+            }
         }
     }
 

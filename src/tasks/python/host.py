@@ -729,6 +729,9 @@ class Template:
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     self.listener.close()
                     conn.close()
+                    # The spare's end too: the spare leaves on its EOF.
+                    if self.spare is not None:
+                        self.spare[1].close()
                     for fd in self.status.values():
                         os.close(fd)
                     record(self.app, rec, self.hostname)

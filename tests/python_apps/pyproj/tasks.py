@@ -223,3 +223,9 @@ def _succ(sender=None, **kw):
 @signals.task_failure.connect
 def _fail(task_id=None, **kw):
     _record("task_failure", task_id=task_id)
+
+
+@app.task
+def tsum(values):
+    # A chord's body: the header's results, in order.
+    return sum(values)
