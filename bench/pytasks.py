@@ -25,16 +25,37 @@ NODES = ("rmulti", "Celery")
 # --- memory ----------------------------------------------------------------
 
 
-def memory(B, main):
-    """RSS (and PSS) of a node, by role, in MiB.
+def pgid_of(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
 
-    Celery: main process -> ForkPoolWorker-N children.
-    rmulti: main process -> Rust pool children -> one Python host each.
+
+def pool(B, main):
+    """Each pool child with what serves it: [(child, [child, its processes])].
+
+    Celery: main process -> ForkPoolWorker-N children (and their subtrees).
+    rmulti: main process -> Rust pool children, each leading its own process
+    group, which the Python host the node's template forked for it joins (the
+    host is the template's child, not the pool child's). The template and its
+    spare host belong to the node, not to a pool child.
     """
     kids = B.children_of(main)
+    leaders = [k for k in kids if pgid_of(k) == k]
+    if not leaders:
+        return [(k, B.tree(k)) for k in kids]
+    everything = B.tree(main)
+    return [(k, [k] + [p for p in everything if p != k and pgid_of(p) == k]) for k in leaders]
+
+
+def memory(B, main):
+    """RSS (and PSS) of a node, by role, in MiB (see `pool`)."""
     per_child, per_child_all, pss_child_all, hosts = [], [], [], 0
-    for k in kids:
-        sub = B.tree(k)  # the child, then its host (rmulti) if any
+    members = pool(B, main)
+    kids = [k for k, _ in members]
+    for k, sub in members:
         hosts += len(sub) - 1
         per_child.append(B.rss_kib(k) / 1024.0)
         per_child_all.append(sum(B.rss_kib(p) for p in sub) / 1024.0)
@@ -55,8 +76,9 @@ def memory(B, main):
 
 def cpu_by_role(B, main):
     """CPU seconds so far: main process, pool children, their hosts (rmulti)."""
-    kids = B.children_of(main)
-    hosts = [h for k in kids for h in B.tree(k)[1:]]
+    members = pool(B, main)
+    kids = [k for k, _ in members]
+    hosts = [h for _, sub in members for h in sub[1:]]
     return {"main": B.cpu_s(main), "children": sum(B.cpu_s(k) for k in kids),
             "hosts": sum(B.cpu_s(h) for h in hosts)}
 
@@ -351,10 +373,12 @@ def report(B, res, args, meta):
         r("`multi stopwait`, idle after load", "ms", "stopwait", "lower", scale=1000.0),
         "",
         "Absolute figures are medians over all rounds; the ratio is the median of the per-round ratios. "
-        "Processes per node: rmulti %s (main, 2 Rust pool children, one Python host each), "
+        "Processes per node: rmulti %s (main, 2 Rust pool children, the Python template that "
+        "loaded the app, one Python host per child forked from it, and one spare host), "
         "Celery %s (main, 2 ForkPoolWorkers). RSS counts pages shared between processes once per "
-        "process (Celery's children share the pages forked from their parent; rmulti's hosts are "
-        "separate interpreters); PSS divides shared pages among their users. "
+        "process (Celery's children and rmulti's hosts share the pages forked from their parent); "
+        "PSS divides shared pages among their users. A pool child's host is the process in its "
+        "process group (the template, not the child, forks it). "
         "CPU per task (user + system, from /proc, over the throughput run), split by role: "
         "`add` rmulti main %.2f / Rust children %.2f / Python hosts %.2f ms, Celery main %.2f / "
         "ForkPoolWorkers %.2f ms; `sumrange` rmulti %.2f / %.2f / %.2f ms, Celery %.2f / %.2f ms." % (
