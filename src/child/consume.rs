@@ -287,17 +287,7 @@ impl Child<'_> {
         let mut verdict = triage(msg, decoded, self.spec, &self.slot.in_hand, Utc::now());
         records::take_from_verdict(&self.spec.app, &mut verdict, &msg.raw);
         // A due ETA message was logged as received when it arrived.
-        if let (Some(task), false) = (verdict.received(), msg.from_eta_park) {
-            reporter.queue(&Report::Received {
-                id: task.id.clone(),
-                task: task.display_name().to_string(),
-            });
-            // Celery sends only task-failed for an unregistered task.
-            if !matches!(verdict, Verdict::DeadLetter { .. }) {
-                self.slot.events.push(events::received(task));
-            }
-        }
-        self.push_verdict_event(&verdict);
+        self.announce(&verdict, !msg.from_eta_park, reporter);
         let slot = &mut self.slot;
         match verdict {
             Verdict::DeadLetter {
@@ -432,16 +422,7 @@ impl Child<'_> {
             let msg = &*msg;
             let mut verdict = triage(msg, decoded, self.spec, &InHand::Free, Utc::now());
             records::take_from_verdict(&self.spec.app, &mut verdict, &msg.raw);
-            if let Some(task) = verdict.received() {
-                reporter.queue(&Report::Received {
-                    id: task.id.clone(),
-                    task: task.display_name().to_string(),
-                });
-                if !matches!(verdict, Verdict::DeadLetter { .. }) {
-                    self.slot.events.push(events::received(task));
-                }
-            }
-            self.push_verdict_event(&verdict);
+            self.announce(&verdict, true, reporter);
             tasks.push(match &verdict {
                 Verdict::Run { plan, .. } => Some(plan.started.clone()),
                 _ => None,
@@ -583,6 +564,22 @@ impl Child<'_> {
             .events
             .push(events::finished(task, result.as_deref(), began.elapsed()));
         Ok(result)
+    }
+
+    /// Reports a verdict's message received (when `received`: not again for
+    /// a due ETA message) and queues its task events.
+    fn announce(&mut self, verdict: &Verdict, received: bool, reporter: &mut Reporter) {
+        if let (Some(task), true) = (verdict.received(), received) {
+            reporter.queue(&Report::Received {
+                id: task.id.clone(),
+                task: task.display_name().to_string(),
+            });
+            // Celery sends only task-failed for an unregistered task.
+            if !matches!(verdict, Verdict::DeadLetter { .. }) {
+                self.slot.events.push(events::received(task));
+            }
+        }
+        self.push_verdict_event(verdict);
     }
 
     /// The event of a verdict that does not run the task.
