@@ -77,49 +77,12 @@ fn send(redis: &RedisServer, n: usize) -> Vec<String> {
 
 /// As [`send`], letting `edit` change each envelope first (ETA, time limits).
 fn send_with(redis: &RedisServer, n: usize, edit: impl Fn(&mut Value)) -> Vec<String> {
-    let mut con = redis.conn(BROKER_DB);
-    (0..n)
-        .map(|_| {
-            let (id, mut envelope) = task_envelope("celery", COUNTED, &json!([]), &json!({}));
-            edit(&mut envelope);
-            let raw = envelope.to_string();
-            let r = con
-                .cmd_bytes(&[b"LPUSH", b"celery", raw.as_bytes()])
-                .unwrap_or_else(|e| panic!("LPUSH: {e}"));
-            assert!(matches!(r, Resp::Int(_)), "LPUSH: {r:?}");
-            id
-        })
-        .collect()
+    push_tasks(redis, COUNTED, &json!([]), n, edit)
 }
 
 /// The final results (SUCCESS, FAILURE, REVOKED) stored for `ids`, by id.
 fn results(redis: &RedisServer, ids: &[String]) -> HashMap<String, Value> {
-    let mut con = redis.conn(RESULT_DB);
-    let mut found = HashMap::new();
-    for chunk in ids.chunks(200) {
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|id| format!("celery-task-meta-{id}"))
-            .collect();
-        let mut args: Vec<&[u8]> = vec![b"MGET"];
-        args.extend(keys.iter().map(|k| k.as_bytes()));
-        let reply = con.cmd_bytes(&args).unwrap_or_else(|e| panic!("MGET: {e}"));
-        let Resp::Array(Some(items)) = reply else {
-            panic!("MGET: {reply:?}");
-        };
-        for (id, item) in chunk.iter().zip(items) {
-            let Some(raw) = item.bytes() else { continue };
-            let meta: Value = serde_json::from_slice(&raw)
-                .unwrap_or_else(|e| panic!("result of {id} is not JSON ({e})"));
-            if matches!(
-                meta["status"].as_str(),
-                Some("SUCCESS" | "FAILURE" | "REVOKED")
-            ) {
-                found.insert(id.clone(), meta);
-            }
-        }
-    }
-    found
+    results_in(redis, ids, &["SUCCESS", "FAILURE", "REVOKED"])
 }
 
 fn all_finished(redis: &RedisServer, ids: &[String]) -> bool {

@@ -59,3 +59,60 @@ pub fn wait_started(redis: &RedisServer, id: &str) {
 pub fn exc_type(meta: &Value) -> &str {
     meta["result"]["exc_type"].as_str().unwrap_or_default()
 }
+
+/// Pushes `n` messages of task `task` (args `args`, each edited by `edit`)
+/// onto `celery` in the broker db; returns their ids.
+pub fn push_tasks(
+    redis: &RedisServer,
+    task: &str,
+    args: &Value,
+    n: usize,
+    edit: impl Fn(&mut Value),
+) -> Vec<String> {
+    let mut con = redis.conn(super::redis::BROKER_DB);
+    (0..n)
+        .map(|_| {
+            let (id, mut envelope) =
+                super::envelope::task_envelope("celery", task, args, &serde_json::json!({}));
+            edit(&mut envelope);
+            let raw = envelope.to_string();
+            let r = con
+                .cmd_bytes(&[b"LPUSH", b"celery", raw.as_bytes()])
+                .unwrap_or_else(|e| panic!("LPUSH: {e}"));
+            assert!(matches!(r, super::resp::Resp::Int(_)), "LPUSH: {r:?}");
+            id
+        })
+        .collect()
+}
+
+/// The results stored for `ids` whose status is one of `states`, by id
+/// (MGET in chunks).
+pub fn results_in(
+    redis: &RedisServer,
+    ids: &[String],
+    states: &[&str],
+) -> std::collections::HashMap<String, Value> {
+    let mut con = redis.conn(super::redis::RESULT_DB);
+    let mut found = std::collections::HashMap::new();
+    for chunk in ids.chunks(200) {
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("celery-task-meta-{id}"))
+            .collect();
+        let mut args: Vec<&[u8]> = vec![b"MGET"];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        let reply = con.cmd_bytes(&args).unwrap_or_else(|e| panic!("MGET: {e}"));
+        let super::resp::Resp::Array(Some(items)) = reply else {
+            panic!("MGET: {reply:?}");
+        };
+        for (id, item) in chunk.iter().zip(items) {
+            let Some(raw) = item.bytes() else { continue };
+            let meta: Value = serde_json::from_slice(&raw)
+                .unwrap_or_else(|e| panic!("result of {id} is not JSON ({e})"));
+            if meta["status"].as_str().is_some_and(|s| states.contains(&s)) {
+                found.insert(id.clone(), meta);
+            }
+        }
+    }
+    found
+}
