@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use crate::broker::{BrokerError, Connections};
-use crate::protocol::event::{self, Event, Publish, Sender, Stamped, TaskEvent};
+use crate::protocol::event::{self, Publish, Sender, TaskEvent};
 use crate::protocol::pyrepr::saferepr;
 use crate::protocol::time::format_isoformat;
 use crate::protocol::{ExceptionInfo, State, TaskMessage};
@@ -31,26 +31,37 @@ const BATCH_MAX: usize = 24;
 pub struct TaskEvents {
     on: bool,
     sender: Sender,
+    /// `Sender::head`, made once: every event starts with it.
+    head: String,
     db: i64,
     clock: u64,
-    buffer: Vec<Stamped>,
+    unsent: Unsent,
+}
+
+/// Buffered events, already JSON, joined with `, `.
+#[derive(Debug, Default)]
+pub struct Unsent {
+    json: String,
+    count: usize,
 }
 
 impl TaskEvents {
     pub fn new(node: &str, broker_url: &str) -> TaskEvents {
+        let sender = Sender {
+            hostname: node.to_string(),
+            utcoffset: event::utcoffset_hours(),
+            // The node's pid, as a Python worker's events carry its main pid.
+            pid: std::os::unix::process::parent_id(),
+        };
         TaskEvents {
             on: false,
-            sender: Sender {
-                hostname: node.to_string(),
-                utcoffset: event::utcoffset_hours(),
-                // The node's pid, as a Python worker's events carry its main pid.
-                pid: std::os::unix::process::parent_id(),
-            },
+            head: sender.head(),
+            sender,
             db: crate::broker::url::parse(broker_url)
                 .map(|t| t.db())
                 .unwrap_or(0),
             clock: 0,
-            buffer: Vec::new(),
+            unsent: Unsent::default(),
         }
     }
 
@@ -63,55 +74,70 @@ impl TaskEvents {
         self.on
     }
 
-    /// Buffers `e` when events are on.
+    /// Buffers `e` when events are on, written out at once (no copy of its
+    /// fields is kept).
     pub fn push(&mut self, e: TaskEvent) {
         if !self.on {
             return;
         }
         self.clock += 1;
-        self.buffer.push(Stamped {
-            event: Event::task(e),
-            clock: self.clock,
-            timestamp: crate::broker::reserve::now_secs(),
-        });
+        let json = &mut self.unsent.json;
+        if self.unsent.count > 0 {
+            json.push_str(", ");
+        }
+        e.write_json(
+            json,
+            &self.head,
+            self.clock,
+            crate::broker::reserve::now_secs(),
+        );
+        self.unsent.count += 1;
     }
 
     /// Whether the buffer should go out now whatever comes next.
     pub fn full(&self) -> bool {
-        self.buffer.len() >= BATCH_MAX
+        self.unsent.count >= BATCH_MAX
     }
 
     /// Takes the buffer as one `task.multi` message, for a script to
     /// publish (`batch.lua`); `None` when there is nothing to send. The
     /// caller puts it back (`put_back`) when the script failed.
-    pub fn take_publish(&mut self) -> Option<(Publish, Vec<Stamped>)> {
-        if self.buffer.is_empty() {
+    pub fn take_publish(&mut self) -> Option<(Publish, Unsent)> {
+        if self.unsent.count == 0 {
             return None;
         }
-        let tag = uuid::Uuid::new_v4().to_string();
-        let publish = Publish::batch(&self.sender, &self.buffer, self.db, &tag);
-        Some((publish, std::mem::take(&mut self.buffer)))
+        let publish = self.publish();
+        Some((publish, std::mem::take(&mut self.unsent)))
     }
 
-    /// Returns events `take_publish` took that could not be sent.
-    pub fn put_back(&mut self, mut events: Vec<Stamped>) {
-        events.append(&mut self.buffer);
-        self.buffer = events;
+    /// Returns events `take_publish` took that could not be sent, ahead of
+    /// any buffered since.
+    pub fn put_back(&mut self, mut events: Unsent) {
+        if self.unsent.count > 0 {
+            events.json.push_str(", ");
+            events.json.push_str(&self.unsent.json);
+            events.count += self.unsent.count;
+        }
+        self.unsent = events;
     }
 
     /// Sends the buffer as one `task.multi` message, without waiting for
     /// the reply. Kept for the next flush when the write fails.
     pub fn flush(&mut self, conns: &mut Connections) -> Result<(), BrokerError> {
-        if self.buffer.is_empty() {
+        if self.unsent.count == 0 {
             return Ok(());
         }
-        let tag = uuid::Uuid::new_v4().to_string();
-        let publish = Publish::batch(&self.sender, &self.buffer, self.db, &tag);
+        let publish = self.publish();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&publish.channel).arg(&publish.payload);
         conns.send_later(&cmd)?;
-        self.buffer.clear();
+        self.unsent = Unsent::default();
         Ok(())
+    }
+
+    fn publish(&self) -> Publish {
+        let tag = uuid::Uuid::new_v4().to_string();
+        Publish::task_multi(&self.sender, &self.unsent.json, self.db, &tag)
     }
 }
 
@@ -134,14 +160,21 @@ pub fn received(task: &TaskMessage) -> TaskEvent {
 /// when its result is ignored: then it counts as succeeded with `None`).
 pub fn finished(task: &TaskMessage, meta_json: Option<&str>, runtime: Duration) -> TaskEvent {
     let uuid = task.id.clone();
-    let meta: serde_json::Value = meta_json
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let result = &meta["result"];
-    let traceback = meta["traceback"].as_str().map(str::to_string);
+    // Only three fields are read: the rest of the meta is skipped, not
+    // built into a map (this runs for every task with events on).
+    let meta: Option<MetaView> = meta_json.and_then(|j| serde_json::from_str(j).ok());
+    let Some(meta) = meta else {
+        return TaskEvent::Succeeded {
+            uuid,
+            result: "None".into(),
+            runtime: runtime.as_secs_f64(),
+        };
+    };
+    let result = &meta.result;
+    let traceback = meta.traceback.as_str().map(str::to_string);
     let exception =
         || ExceptionInfo::from_value(result).map_or_else(|| saferepr(result, None), |e| e.repr());
-    match meta["status"].as_str().and_then(State::parse) {
+    match meta.status.as_str().and_then(State::parse) {
         Some(State::Failure) => TaskEvent::Failed {
             uuid,
             exception: exception(),
@@ -160,14 +193,21 @@ pub fn finished(task: &TaskMessage, meta_json: Option<&str>, runtime: Duration) 
         },
         _ => TaskEvent::Succeeded {
             uuid,
-            result: if meta.is_null() {
-                "None".into()
-            } else {
-                saferepr(result, Some(RESULT_REPR_MAX))
-            },
+            result: saferepr(result, Some(RESULT_REPR_MAX)),
             runtime: runtime.as_secs_f64(),
         },
     }
+}
+
+/// What `finished` reads of a result meta.
+#[derive(serde::Deserialize)]
+struct MetaView {
+    #[serde(default)]
+    status: serde_json::Value,
+    #[serde(default)]
+    result: serde_json::Value,
+    #[serde(default)]
+    traceback: serde_json::Value,
 }
 
 #[cfg(test)]
@@ -223,13 +263,90 @@ mod tests {
     }
 
     #[test]
+    fn buffered_events_are_the_bytes_of_the_general_writer() {
+        use crate::protocol::event::{Event, Stamped};
+        let mut ev = TaskEvents::new("w1@h\u{e9}", "redis://localhost/0");
+        ev.set_on(true);
+        let t = task();
+        let all = [
+            received(&t),
+            TaskEvent::Started { uuid: t.id.clone() },
+            TaskEvent::Succeeded {
+                uuid: t.id.clone(),
+                result: "'x\"y'".into(),
+                runtime: 0.000123,
+            },
+            TaskEvent::Failed {
+                uuid: t.id.clone(),
+                exception: "ValueError('boom')".into(),
+                traceback: None,
+            },
+            TaskEvent::Revoked {
+                uuid: t.id.clone(),
+                terminated: true,
+                signum: Some(15),
+                expired: false,
+            },
+            TaskEvent::Rejected {
+                uuid: t.id.clone(),
+                requeue: true,
+            },
+        ];
+        for e in all.iter().take(3) {
+            ev.push(e.clone());
+        }
+        // A failed send puts its events back ahead of later ones.
+        let (_, unsent) = ev.take_publish().unwrap();
+        for e in all.iter().skip(3) {
+            ev.push(e.clone());
+        }
+        ev.put_back(unsent);
+        let (publish, _) = ev.take_publish().unwrap();
+
+        let stamped: Vec<Stamped> = all
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                // The same clock; the time read back from what was written.
+                let written: serde_json::Value =
+                    serde_json::from_str(&format!("[{}]", ev_json(&publish.payload))).unwrap();
+                Stamped {
+                    event: Event::task(e.clone()),
+                    clock: i as u64 + 1,
+                    timestamp: written[0][i]["timestamp"].as_f64().unwrap(),
+                }
+            })
+            .collect();
+        let tag = tag_of(&publish.payload);
+        assert_eq!(publish, Publish::batch(&ev.sender, &stamped, 0, &tag));
+    }
+
+    /// The events list of a `task.multi` payload, as JSON text.
+    fn ev_json(payload: &str) -> String {
+        let env: serde_json::Value = serde_json::from_str(payload).unwrap();
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(env["body"].as_str().unwrap())
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    fn tag_of(payload: &str) -> String {
+        let env: serde_json::Value = serde_json::from_str(payload).unwrap();
+        env["properties"]["delivery_tag"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
     fn nothing_is_buffered_while_events_are_off() {
         let mut ev = TaskEvents::new("w1@h", "redis://localhost/3");
         ev.push(TaskEvent::Started { uuid: "u".into() });
-        assert!(ev.buffer.is_empty());
+        assert_eq!(ev.unsent.count, 0);
         ev.set_on(true);
         ev.push(TaskEvent::Started { uuid: "u".into() });
-        assert_eq!(ev.buffer.len(), 1);
+        assert_eq!(ev.unsent.count, 1);
         assert_eq!(ev.db, 3);
         ev.set_on(false);
         assert!(!ev.on());

@@ -229,20 +229,26 @@ pub fn encode_kombu(
     routing_key: &str,
     delivery_tag: &str,
 ) -> String {
-    let envelope = serde_json::json!({
-        "body": base64_of(body_json.as_bytes()),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": {
-            "delivery_mode": delivery_mode,
-            "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": delivery_tag,
-        },
-    });
-    crate::protocol::pyjson::to_string(&envelope)
+    use crate::protocol::pyjson::{write_json, write_json_str};
+    use base64::Engine as _;
+    // Written out in kombu's key order rather than built as a map: every
+    // batch of task events goes through here.
+    let mut out = String::with_capacity(body_json.len() * 4 / 3 + 320);
+    out.push_str("{\"body\": \"");
+    // Base64 is printable ASCII: nothing to escape.
+    base64::engine::general_purpose::STANDARD.encode_string(body_json.as_bytes(), &mut out);
+    out.push_str("\", \"content-encoding\": \"utf-8\", \"content-type\": \"application/json\", \"headers\": ");
+    write_json(&mut out, &headers);
+    out.push_str(", \"properties\": {\"delivery_mode\": ");
+    out.push_str(&delivery_mode.to_string());
+    out.push_str(", \"delivery_info\": {\"exchange\": ");
+    write_json_str(&mut out, exchange);
+    out.push_str(", \"routing_key\": ");
+    write_json_str(&mut out, routing_key);
+    out.push_str("}, \"priority\": 0, \"body_encoding\": \"base64\", \"delivery_tag\": ");
+    write_json_str(&mut out, delivery_tag);
+    out.push_str("}}");
+    out
 }
 
 /// kombu's PUB/SUB channel for a fanout exchange on Redis (`fanout_prefix`

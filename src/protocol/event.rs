@@ -10,6 +10,8 @@
 //! receivers take either form, so `Publish::batch` and `Publish::single`
 //! are both offered.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 use super::envelope::{encode_kombu, fanout_channel};
@@ -30,6 +32,19 @@ pub struct Sender {
     /// Hours *west* of UTC, Python's `utcoffset()` (see `utcoffset_hours`).
     pub utcoffset: f64,
     pub pid: u32,
+}
+
+impl Sender {
+    /// The start every event of this sender shares, up to the clock's
+    /// value: `{"hostname": ..., "utcoffset": ..., "pid": ..., "clock": `.
+    pub fn head(&self) -> String {
+        let mut out = String::from("{\"hostname\": ");
+        pyjson::write_json_str(&mut out, &self.hostname);
+        out.push_str(", \"utcoffset\": ");
+        pyjson::write_json(&mut out, &Value::from(self.utcoffset));
+        let _ = write!(out, ", \"pid\": {}, \"clock\": ", self.pid);
+        out
+    }
 }
 
 /// `sw_ident`, `sw_ver`, `sw_sys` of worker events.
@@ -123,6 +138,155 @@ pub enum TaskEvent {
     },
 }
 
+/// One field value of a task event.
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    Str(&'a str),
+    /// `None` is JSON null.
+    OptStr(Option<&'a str>),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    OptI32(Option<i32>),
+}
+
+impl Field<'_> {
+    fn to_value(self) -> Value {
+        match self {
+            Field::Str(s) => s.into(),
+            Field::OptStr(s) => s.map_or(Value::Null, Value::from),
+            Field::U64(n) => n.into(),
+            Field::F64(f) => Value::from(f),
+            Field::Bool(b) => b.into(),
+            Field::OptI32(n) => n.map_or(Value::Null, Value::from),
+        }
+    }
+
+    fn write_json(self, out: &mut String) {
+        match self {
+            Field::Str(s) | Field::OptStr(Some(s)) => pyjson::write_json_str(out, s),
+            Field::OptStr(None) | Field::OptI32(None) => out.push_str("null"),
+            Field::U64(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Field::F64(f) if f.is_finite() => pyjson::write_float(out, f),
+            // As serde_json (and so `Event::task`) has it.
+            Field::F64(_) => out.push_str("null"),
+            Field::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+            Field::OptI32(Some(n)) => {
+                let _ = write!(out, "{n}");
+            }
+        }
+    }
+}
+
+impl TaskEvent {
+    /// The event's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskEvent::Received { .. } => "task-received",
+            TaskEvent::Started { .. } => "task-started",
+            TaskEvent::Succeeded { .. } => "task-succeeded",
+            TaskEvent::Failed { .. } => "task-failed",
+            TaskEvent::Retried { .. } => "task-retried",
+            TaskEvent::Revoked { .. } => "task-revoked",
+            TaskEvent::Rejected { .. } => "task-rejected",
+        }
+    }
+
+    /// The event's own fields in Celery's order: the one list both the
+    /// map (`Event::task`) and the direct writer (`write_json`) follow.
+    pub fn visit_fields(&self, visit: &mut dyn FnMut(&'static str, Field<'_>)) {
+        match self {
+            TaskEvent::Received {
+                uuid,
+                name,
+                args,
+                kwargs,
+                root_id,
+                parent_id,
+                retries,
+                eta,
+                expires,
+            } => {
+                visit("uuid", Field::Str(uuid));
+                visit("name", Field::Str(name));
+                visit("args", Field::Str(args));
+                visit("kwargs", Field::Str(kwargs));
+                visit("root_id", Field::OptStr(root_id.as_deref()));
+                visit("parent_id", Field::OptStr(parent_id.as_deref()));
+                visit("retries", Field::U64(*retries));
+                visit("eta", Field::OptStr(eta.as_deref()));
+                visit("expires", Field::OptStr(expires.as_deref()));
+            }
+            TaskEvent::Started { uuid } => visit("uuid", Field::Str(uuid)),
+            TaskEvent::Succeeded {
+                uuid,
+                result,
+                runtime,
+            } => {
+                visit("uuid", Field::Str(uuid));
+                visit("result", Field::Str(result));
+                visit("runtime", Field::F64(*runtime));
+            }
+            TaskEvent::Failed {
+                uuid,
+                exception,
+                traceback,
+            } => {
+                visit("uuid", Field::Str(uuid));
+                visit("exception", Field::Str(exception));
+                if let Some(tb) = traceback {
+                    visit("traceback", Field::Str(tb));
+                }
+            }
+            TaskEvent::Retried {
+                uuid,
+                exception,
+                traceback,
+            } => {
+                visit("uuid", Field::Str(uuid));
+                visit("exception", Field::Str(exception));
+                visit("traceback", Field::Str(traceback));
+            }
+            TaskEvent::Revoked {
+                uuid,
+                terminated,
+                signum,
+                expired,
+            } => {
+                visit("uuid", Field::Str(uuid));
+                visit("terminated", Field::Bool(*terminated));
+                visit("signum", Field::OptI32(*signum));
+                visit("expired", Field::Bool(*expired));
+            }
+            TaskEvent::Rejected { uuid, requeue } => {
+                visit("uuid", Field::Str(uuid));
+                visit("requeue", Field::Bool(*requeue));
+            }
+        }
+    }
+
+    /// Appends the event dict's JSON, as `Event::task(self).write_json`
+    /// would, without building the map: `head` is `Sender::head`.
+    pub fn write_json(&self, out: &mut String, head: &str, clock: u64, timestamp: f64) {
+        out.push_str(head);
+        let _ = write!(out, "{clock}");
+        self.visit_fields(&mut |name, field| {
+            out.push_str(", \"");
+            // Field names are plain ASCII identifiers: no escaping.
+            out.push_str(name);
+            out.push_str("\": ");
+            field.write_json(out);
+        });
+        out.push_str(", \"timestamp\": ");
+        pyjson::write_float(out, timestamp);
+        out.push_str(", \"type\": \"");
+        out.push_str(self.kind());
+        out.push_str("\"}");
+    }
+}
+
 /// One event's type and own fields, before the sender's fields, clock and
 /// time are put around them.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,87 +330,14 @@ impl Event {
 
     /// A task event.
     pub fn task(event: TaskEvent) -> Event {
-        let mut f = Map::new();
-        let s = |v: String| Value::String(v);
-        let opt = |v: Option<String>| v.map_or(Value::Null, Value::String);
-        let kind = match event {
-            TaskEvent::Received {
-                uuid,
-                name,
-                args,
-                kwargs,
-                root_id,
-                parent_id,
-                retries,
-                eta,
-                expires,
-            } => {
-                f.insert("uuid".into(), s(uuid));
-                f.insert("name".into(), s(name));
-                f.insert("args".into(), s(args));
-                f.insert("kwargs".into(), s(kwargs));
-                f.insert("root_id".into(), opt(root_id));
-                f.insert("parent_id".into(), opt(parent_id));
-                f.insert("retries".into(), retries.into());
-                f.insert("eta".into(), opt(eta));
-                f.insert("expires".into(), opt(expires));
-                "task-received"
-            }
-            TaskEvent::Started { uuid } => {
-                f.insert("uuid".into(), s(uuid));
-                "task-started"
-            }
-            TaskEvent::Succeeded {
-                uuid,
-                result,
-                runtime,
-            } => {
-                f.insert("uuid".into(), s(uuid));
-                f.insert("result".into(), s(result));
-                f.insert("runtime".into(), Value::from(runtime));
-                "task-succeeded"
-            }
-            TaskEvent::Failed {
-                uuid,
-                exception,
-                traceback,
-            } => {
-                f.insert("uuid".into(), s(uuid));
-                f.insert("exception".into(), s(exception));
-                if let Some(tb) = traceback {
-                    f.insert("traceback".into(), s(tb));
-                }
-                "task-failed"
-            }
-            TaskEvent::Retried {
-                uuid,
-                exception,
-                traceback,
-            } => {
-                f.insert("uuid".into(), s(uuid));
-                f.insert("exception".into(), s(exception));
-                f.insert("traceback".into(), s(traceback));
-                "task-retried"
-            }
-            TaskEvent::Revoked {
-                uuid,
-                terminated,
-                signum,
-                expired,
-            } => {
-                f.insert("uuid".into(), s(uuid));
-                f.insert("terminated".into(), terminated.into());
-                f.insert("signum".into(), signum.map_or(Value::Null, Value::from));
-                f.insert("expired".into(), expired.into());
-                "task-revoked"
-            }
-            TaskEvent::Rejected { uuid, requeue } => {
-                f.insert("uuid".into(), s(uuid));
-                f.insert("requeue".into(), requeue.into());
-                "task-rejected"
-            }
-        };
-        Event { kind, fields: f }
+        let mut fields = Map::new();
+        event.visit_fields(&mut |name, field| {
+            fields.insert(name.into(), field.to_value());
+        });
+        Event {
+            kind: event.kind(),
+            fields,
+        }
     }
 
     /// The routing key of this event sent alone: `task-succeeded` → `task.succeeded`.
@@ -336,14 +427,19 @@ impl Publish {
     /// Task events as one `task.multi` message with a list body (how a
     /// Python worker flushes its buffer; at most 24 events per message there).
     pub fn batch(sender: &Sender, events: &[Stamped], db: i64, delivery_tag: &str) -> Publish {
-        let mut body = String::from("[");
+        let mut list = String::new();
         for (i, s) in events.iter().enumerate() {
             if i > 0 {
-                body.push_str(", ");
+                list.push_str(", ");
             }
-            s.event.write_json(&mut body, sender, s.clock, s.timestamp);
+            s.event.write_json(&mut list, sender, s.clock, s.timestamp);
         }
-        body.push(']');
+        Publish::task_multi(sender, &list, db, delivery_tag)
+    }
+
+    /// `batch` of events already written as JSON and joined with `, `.
+    pub fn task_multi(sender: &Sender, events_json: &str, db: i64, delivery_tag: &str) -> Publish {
+        let body = format!("[{events_json}]");
         Publish::envelope(sender, &body, BATCH_ROUTING_KEY, db, delivery_tag)
     }
 

@@ -82,9 +82,21 @@ fn write_number(out: &mut String, n: &Number) {
     } else if let Some(u) = n.as_u64() {
         let _ = write!(out, "{u}");
     } else if let Some(f) = n.as_f64() {
-        out.push_str(&float_repr(f));
+        write_float(out, f);
     } else {
         out.push_str(&n.to_string());
+    }
+}
+
+/// Appends `float_repr(f)` to `out`.
+pub fn write_float(out: &mut String, f: f64) {
+    // Timestamps and runtimes are in fixed notation, where ryu's shortest
+    // digits are laid out exactly as Python's: no formatting round trip
+    // through `{:e}` (a hot spot with task events on).
+    if f == 0.0 || (1e-4..1e16).contains(&f.abs()) {
+        out.push_str(ryu::Buffer::new().format_finite(f));
+    } else {
+        out.push_str(&float_repr(f));
     }
 }
 
@@ -97,22 +109,30 @@ pub fn float_repr(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "inf" } else { "-inf" }.into();
     }
-    // Rust's `{:e}` already yields the shortest round-trip digits; only the
-    // layout differs from Python's.
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = match sci.split_once('e') {
+    // ryu picks Python's digits (the shortest that round-trip, the closest
+    // when several do; Rust's `{:e}` can differ in the last one); only the
+    // layout is Python's own.
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(f);
+    let (neg, text) = match text.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, text),
+    };
+    let (mantissa, shift) = match text.split_once('e') {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (sci.as_str(), 0),
+        None => (text, 0),
     };
-    let (neg, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    let digits = if digits.is_empty() {
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int_part}{frac_part}");
+    // The decimal exponent of the first significant digit.
+    let mut exp = shift + int_part.len() as i32 - 1;
+    let lead = all.bytes().take_while(|b| *b == b'0').count();
+    let digits = if lead == all.len() {
+        exp = 0;
         "0".to_string()
     } else {
-        digits
+        exp -= lead as i32;
+        all[lead..].trim_end_matches('0').to_string()
     };
     let mut out = String::new();
     if neg {
@@ -248,10 +268,49 @@ mod tests {
         ];
         for (f, want) in cases {
             assert_eq!(float_repr(f), want, "{f}");
+            let mut fast = String::new();
+            write_float(&mut fast, f);
+            assert_eq!(fast, want, "{f}");
         }
         // serde_json has no NaN or infinity: `json!` makes them null.
         assert_eq!(to_string(&json!([f64::NAN, f64::INFINITY])), "[null, null]");
         assert_eq!(to_string(&json!([1.0, 2, -3])), "[1.0, 2, -3]");
+    }
+
+    #[test]
+    fn the_fixed_notation_shortcut_agrees_with_the_general_path() {
+        // Around every power of ten of the shortcut's range, and its edges.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for exp in -6..18 {
+            for _ in 0..500 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let m = 1.0 + (x % 1_000_000_007) as f64 / 1_000_000_007.0;
+                for f in [m * 10f64.powi(exp), -m * 10f64.powi(exp)] {
+                    let mut fast = String::new();
+                    write_float(&mut fast, f);
+                    assert_eq!(fast, float_repr(f), "{f:e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn floats_like_python_at_every_magnitude() {
+        // Made by CPython: random bit patterns, every decade, timestamps.
+        let text = include_str!("../../tests/fixtures/float_repr.txt");
+        let mut n = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (bits, want) = line.split_once(' ').unwrap();
+            let f = f64::from_bits(u64::from_str_radix(bits, 16).unwrap());
+            assert_eq!(float_repr(f), want, "{bits}");
+            let mut fast = String::new();
+            write_float(&mut fast, f);
+            assert_eq!(fast, want, "{bits}");
+            n += 1;
+        }
+        assert!(n > 3000);
     }
 
     #[test]
