@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,11 @@ from celery import Celery
 from helpers import (
     STARTUP_TIMEOUT,
     alive,
-    descendants,
     kill_tree,
     read_pid,
     read_text,
     start_redis,
+    stop_node,
     wait_until,
 )
 
@@ -43,7 +42,6 @@ REPO = Path(__file__).resolve().parents[2]
 BROKER_DB = 0
 RESULT_DB = 1
 RESULT_EXPIRES = 3600  # in proj.toml; distinct from the 86400 default on purpose
-SHUTDOWN_TIMEOUT = 20.0
 
 
 # --------------------------------------------------------------------------
@@ -124,26 +122,6 @@ def _clean_env() -> dict:
     for var in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "C_FAKEFORK"):
         env.pop(var, None)
     return env
-
-
-def stop_node(pid: int, pidfile: Path) -> str | None:
-    """Warm-stops a node; returns an error text if it had to be killed."""
-    pool = descendants(pid)
-    if not alive(pid):
-        return None
-    os.kill(pid, signal.SIGTERM)
-    gone = wait_until(SHUTDOWN_TIMEOUT, lambda: not pidfile.exists() and not alive(pid))
-    leftovers = [p for p in pool if alive(p)]
-    if gone and not leftovers:
-        return None
-    kill_tree(pid)
-    for p in leftovers:
-        kill_tree(p)
-    return (
-        f"node {pid} did not shut down within {SHUTDOWN_TIMEOUT}s of SIGTERM "
-        f"(pidfile {'still there' if pidfile.exists() else 'gone'}, "
-        f"leftover children {leftovers}); it was SIGKILLed"
-    )
 
 
 def launch_node(rmulti_bin: Path, workdir: Path, name: str, *extra: str) -> Node:

@@ -1,23 +1,30 @@
-"""Process, polling and Redis helpers shared by tests/python/conftest.py and
-tests/python/django_demo (a plain module, not a conftest: two conftest.py
-files in one pytest run cannot both be imported by name).
+"""Process, polling, Redis and Flower helpers shared by tests/python/conftest.py,
+the test modules and tests/python/django_demo (a plain module, not a
+conftest: two conftest.py files in one pytest run cannot both be imported by
+name).
 
-Nothing here is a fixture; the fixtures that use these are in conftest.py
-and django_demo/demo_fixtures.py.
+Nothing here is a fixture; the fixtures that use these are in conftest.py,
+django_demo/demo_fixtures.py and the test modules.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 STARTUP_TIMEOUT = 20.0
+SHUTDOWN_TIMEOUT = 20.0
 
 
 def wait_until(timeout: float, cond, interval: float = 0.02):
@@ -119,6 +126,27 @@ def read_text(path: Path) -> str:
         return ""
 
 
+def stop_node(pid: int, pidfile: Path) -> str | None:
+    """Warm-stops a node (or a detached Celery worker) with SIGTERM; returns
+    an error text if it, or a process of its tree, had to be killed."""
+    pool = descendants(pid)
+    if not alive(pid):
+        return None
+    os.kill(pid, signal.SIGTERM)
+    gone = wait_until(SHUTDOWN_TIMEOUT, lambda: not pidfile.exists() and not alive(pid))
+    leftovers = [p for p in pool if alive(p)]
+    if gone and not leftovers:
+        return None
+    kill_tree(pid)
+    for p in leftovers:
+        kill_tree(p)
+    return (
+        f"node {pid} did not shut down within {SHUTDOWN_TIMEOUT}s of SIGTERM "
+        f"(pidfile {'still there' if pidfile.exists() else 'gone'}, "
+        f"leftover children {leftovers}); it was SIGKILLed"
+    )
+
+
 @dataclass
 class RedisServer:
     """A private ``redis-server`` on 127.0.0.1; ``stop()`` kills it."""
@@ -164,3 +192,54 @@ def start_redis(base: Path) -> RedisServer:
         last = server.log()
         server.stop()
     raise RuntimeError(f"redis-server did not start; its log:\n{last}")
+
+
+def http(method: str, url: str, timeout: float = 20):
+    """(status, body) of one request; errors are answers too (status 0: no
+    HTTP answer at all)."""
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+FLOWER_STARTUP_TIMEOUT = 30.0
+
+
+@contextlib.contextmanager
+def running_flower(python, app: str, cwd: Path, env: dict, log: Path):
+    """Real Flower, ``python -m celery -A <app> flower``, run in ``cwd`` with
+    ``env`` on a free port of 127.0.0.1, its output appended to ``log``;
+    yields its URL once its HTTP server answers. Fails the test (with the
+    log's tail) if it exits or does not answer in time. On leaving, also
+    after a failed start or a failing test, its process group gets SIGTERM,
+    then SIGKILL if it lingers."""
+    # Flower 2 refuses its API without auth unless told otherwise.
+    env = dict(env, FLOWER_UNAUTHENTICATED_API="true")
+    port = free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(python), "-m", "celery", "-A", app, "flower", "--address=127.0.0.1", f"--port={port}"],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the kill below reaches all it started
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        up = wait_until(FLOWER_STARTUP_TIMEOUT,
+                        lambda: proc.poll() is not None or http("GET", url + "/healthcheck")[0] == 200,
+                        interval=0.2)
+        if not up or proc.poll() is not None:
+            pytest.fail(f"flower did not start (exit {proc.poll()}):\n{read_text(log)[-3000:]}")
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

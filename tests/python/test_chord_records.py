@@ -5,48 +5,32 @@ it runs, has expired, loses its host to SIGKILL, hits its hard time
 limit or is terminated by `revoke(terminate=True)`. Celery's worker stores that outcome
 with `mark_as_revoked` / `mark_as_failure` and the request, which returns
 the chord part, so the client's `chord.get()` raises ChordError instead of
-waiting forever. Each test runs against rmulti and, to pin the expected
-behaviour, against a real `celery worker` on the same project
-(tests/python_apps/pyproj)."""
+waiting forever. Each case is one row of CASES and runs against rmulti
+and, to pin the expected behaviour, against a real `celery worker` on the
+same project (tests/python_apps/pyproj)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from celery import Celery, chord
+from celery.canvas import Signature
 from celery.exceptions import ChordError, TaskRevokedError, WorkerLostError
 
-from helpers import (STARTUP_TIMEOUT, alive, descendants, kill_tree, read_pid, read_text,
-                     start_redis, wait_until)
+from helpers import STARTUP_TIMEOUT, read_pid, read_text, start_redis, stop_node, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "python_apps"
 # A hung chord is what these tests catch: get() gives up long before pytest's backstop.
 CHORD_DEADLINE = 30.0
-SHUTDOWN_TIMEOUT = 20.0
-
-
-def stop(pid: int, pidfile: Path) -> str | None:
-    """Warm-stops the worker (TERM); an error text if it or a process of its
-    tree outlived it and had to be killed. (conftest.py's stop_node cannot be
-    imported here: two conftest modules in one run.)"""
-    tree = descendants(pid)
-    if alive(pid):
-        os.kill(pid, signal.SIGTERM)
-    gone = wait_until(SHUTDOWN_TIMEOUT, lambda: not pidfile.exists() and not alive(pid))
-    leftovers = [p for p in tree if alive(p)]
-    for p in ([] if gone else [pid]) + leftovers:
-        kill_tree(p)
-    if gone and not leftovers:
-        return None
-    return f"worker {pid} gone after TERM: {bool(gone)}; processes left behind: {leftovers}"
 
 
 @pytest.fixture(scope="module", params=["rmulti", "celery"])
@@ -79,7 +63,7 @@ def worker(request, tmp_path_factory, rmulti_bin):
                         f"{run.stdout}{run.stderr}{read_text(log)}")
         yield kind, client, tmp
     finally:
-        error = stop(pid, pidfile) if pid else None
+        error = stop_node(pid, pidfile) if pid else None
         client.close()
         redis.stop()
     if error and kind == "rmulti":
@@ -105,75 +89,90 @@ def body_outcome(client, result):
     return str(raised.value)
 
 
-def test_a_chord_with_a_revoked_part_fails_instead_of_hanging(worker):
-    kind, client, tmp = worker
-    revoked = str(uuid.uuid4())
+def revoke_ahead(client, part_id):
     # Revoked before it is sent: the worker meets the id in its revoked set.
     # reply=True: the worker has it before the chord goes out.
-    assert client.control.revoke(revoked, reply=True, limit=1, timeout=5), "no worker acknowledged the revoke"
-    header = [add(client, 1, 1), add(client, 2, 2, task_id=revoked)]
-    result = chord(header)(client.signature("pyproj.tasks.tsum"))
-    error = body_outcome(client, result)
-    assert f"Dependency {revoked} raised TaskRevokedError('revoked')" in error, error
-    with pytest.raises((ChordError, TaskRevokedError)):
-        result.get(timeout=CHORD_DEADLINE)
-    assert client.AsyncResult(revoked).state == "REVOKED"
-    assert "Cannot hand" not in logs(tmp) and "cannot store the outcome" not in logs(tmp), logs(tmp)[-3000:]
+    assert client.control.revoke(part_id, reply=True, limit=1, timeout=5), "no worker acknowledged the revoke"
 
 
-def test_a_chord_with_an_expired_part_fails_instead_of_hanging(worker):
-    kind, client, tmp = worker
-    expired = str(uuid.uuid4())
-    past = datetime.now(timezone.utc) - timedelta(seconds=5)
-    header = [add(client, 1, 1), add(client, 2, 2, task_id=expired, expires=past)]
-    result = chord(header)(client.signature("pyproj.tasks.tsum"))
-    error = body_outcome(client, result)
-    assert f"Dependency {expired} raised TaskRevokedError('expired')" in error, error
-    assert client.AsyncResult(expired).state == "REVOKED"
-
-
-def test_a_chord_whose_part_loses_its_host_fails_instead_of_hanging(worker):
-    kind, client, tmp = worker
-    killed = str(uuid.uuid4())
-    header = [add(client, 1, 1),
-              client.signature("pyproj.tasks.crash", args=("kill",), task_id=killed)]
-    result = chord(header)(client.signature("pyproj.tasks.tsum"))
-    error = body_outcome(client, result)
-    assert f"Dependency {killed} raised WorkerLostError(" in error, error
-    assert "signal 9 (SIGKILL)" in error, error
-    with pytest.raises((ChordError, WorkerLostError)):
-        result.get(timeout=CHORD_DEADLINE)
-    assert client.AsyncResult(killed).state == "FAILURE"
-    # The pool carries on: a chord without trouble still completes.
-    ok = chord([add(client, 1, 1), add(client, 2, 3)])(client.signature("pyproj.tasks.tsum"))
-    assert ok.get(timeout=CHORD_DEADLINE) == 7
-    assert "Cannot hand" not in logs(tmp) and "cannot store the outcome" not in logs(tmp), logs(tmp)[-3000:]
-
-
-def test_a_chord_whose_part_hits_its_hard_time_limit_fails_instead_of_hanging(worker):
-    kind, client, tmp = worker
-    limited = str(uuid.uuid4())
-    header = [add(client, 1, 1),
-              client.signature("pyproj.tasks.sleep", args=(60,), task_id=limited, time_limit=1)]
-    result = chord(header)(client.signature("pyproj.tasks.tsum"))
-    error = body_outcome(client, result)
-    assert f"Dependency {limited} raised TimeLimitExceeded(" in error, error
-    assert client.AsyncResult(limited).state == "FAILURE"
-
-
-def test_a_chord_whose_running_part_is_terminated_fails_instead_of_hanging(worker):
-    kind, client, tmp = worker
-    running = str(uuid.uuid4())
-    header = [add(client, 1, 1),
-              client.signature("pyproj.tasks.sleep", args=(60,), task_id=running)]
-    result = chord(header)(client.signature("pyproj.tasks.tsum"))
-
+def terminate_once_running(client, part_id):
     def is_running():
         active = client.control.inspect(timeout=0.5).active() or {}
-        return any(t["id"] == running for tasks in active.values() for t in tasks)
+        return any(t["id"] == part_id for tasks in active.values() for t in tasks)
 
     assert wait_until(CHORD_DEADLINE, is_running), "the part never ran"
-    client.control.revoke(running, terminate=True)
+    client.control.revoke(part_id, terminate=True)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way the worker decides a header part's outcome itself. The chord
+    is [add(1, 1), part]; the body's ChordError must say
+    `Dependency <part id> raised <raised>` (and hold each of `also`), and
+    the part's stored state is `state`."""
+
+    part: Callable[[Celery, str], Signature]  # (client, part id) -> the troubled part
+    raised: str
+    state: str
+    also: tuple[str, ...] = ()
+    before_send: Callable[[Celery, str], None] | None = None
+    after_send: Callable[[Celery, str], None] | None = None
+    # The errors `result.get()` may raise for it, when checked (ChordError or the part's own).
+    result_raises: tuple[type[BaseException], ...] = ()
+    # A chord without trouble still completes afterwards (the pool carries on).
+    pool_carries_on: bool = False
+    # The node's logs show no part outcome it failed to hand over or store.
+    clean_logs: bool = False
+
+
+CASES = [
+    pytest.param(Case(
+        part=lambda client, part_id: add(client, 2, 2, task_id=part_id),
+        before_send=revoke_ahead,
+        raised="TaskRevokedError('revoked')", state="REVOKED",
+        result_raises=(ChordError, TaskRevokedError), clean_logs=True,
+    ), id="revoked"),
+    pytest.param(Case(
+        part=lambda client, part_id: add(client, 2, 2, task_id=part_id,
+                                         expires=datetime.now(timezone.utc) - timedelta(seconds=5)),
+        raised="TaskRevokedError('expired')", state="REVOKED",
+    ), id="expired"),
+    pytest.param(Case(
+        part=lambda client, part_id: client.signature("pyproj.tasks.crash", args=("kill",), task_id=part_id),
+        raised="WorkerLostError(", also=("signal 9 (SIGKILL)",), state="FAILURE",
+        result_raises=(ChordError, WorkerLostError), pool_carries_on=True, clean_logs=True,
+    ), id="host-killed"),
+    pytest.param(Case(
+        part=lambda client, part_id: client.signature("pyproj.tasks.sleep", args=(60,), task_id=part_id,
+                                                      time_limit=1),
+        raised="TimeLimitExceeded(", state="FAILURE",
+    ), id="hard-time-limit"),
+    pytest.param(Case(
+        part=lambda client, part_id: client.signature("pyproj.tasks.sleep", args=(60,), task_id=part_id),
+        after_send=terminate_once_running,
+        raised="TaskRevokedError('terminated')", state="REVOKED",
+    ), id="terminated"),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_chord_with_a_troubled_part_fails_instead_of_hanging(worker, case):
+    kind, client, tmp = worker
+    part_id = str(uuid.uuid4())
+    if case.before_send:
+        case.before_send(client, part_id)
+    result = chord([add(client, 1, 1), case.part(client, part_id)])(client.signature("pyproj.tasks.tsum"))
+    if case.after_send:
+        case.after_send(client, part_id)
     error = body_outcome(client, result)
-    assert f"Dependency {running} raised TaskRevokedError('terminated')" in error, error
-    assert client.AsyncResult(running).state == "REVOKED"
+    for expected in (f"Dependency {part_id} raised {case.raised}", *case.also):
+        assert expected in error, error
+    if case.result_raises:
+        with pytest.raises(case.result_raises):
+            result.get(timeout=CHORD_DEADLINE)
+    assert client.AsyncResult(part_id).state == case.state
+    if case.pool_carries_on:
+        ok = chord([add(client, 1, 1), add(client, 2, 3)])(client.signature("pyproj.tasks.tsum"))
+        assert ok.get(timeout=CHORD_DEADLINE) == 7
+    if case.clean_logs:
+        assert "Cannot hand" not in logs(tmp) and "cannot store the outcome" not in logs(tmp), logs(tmp)[-3000:]

@@ -10,21 +10,17 @@ page with the rmulti node online.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import _clean_env, launch_node, stop_node
-from helpers import alive, free_port, wait_until
+from conftest import _clean_env, launch_node
+from helpers import alive, http, running_flower, stop_node, wait_until
 from test_control_cli import PYTHON, REFERENCE
 
 pytestmark = pytest.mark.timeout(180)
@@ -34,18 +30,6 @@ CHROMIUM = "/usr/bin/chromium"
 
 def hostname(node) -> str:
     return f"{node.name}@{socket.gethostname()}"
-
-
-def http(method: str, url: str, timeout: float = 20):
-    """(status, body) of one request; errors are answers too."""
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return 0, str(e)
 
 
 @pytest.fixture(scope="module")
@@ -61,32 +45,9 @@ def fl_node(rmulti_bin, workdir):
 @pytest.fixture(scope="module")
 def flower(fl_node, workdir):
     """`celery -A proj flower` on a free port of 127.0.0.1; yields its URL."""
-    env = _clean_env()
-    env["PYTHONPATH"] = str(REFERENCE)
-    # Flower 2 refuses its API without auth unless told otherwise.
-    env["FLOWER_UNAUTHENTICATED_API"] = "true"
-    log = open(workdir / "flower.log", "ab")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(PYTHON), "-m", "celery", "-A", "proj", "flower", "--address=127.0.0.1", f"--port={port}"],
-        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    up = wait_until(30, lambda: proc.poll() is not None or http("GET", url + "/healthcheck")[0] == 200,
-                    interval=0.2)
-    if not up or proc.poll() is not None:
-        pytest.fail("flower did not start:\n" + (workdir / "flower.log").read_text(errors="replace")[-3000:])
-    try:
+    env = dict(_clean_env(), PYTHONPATH=str(REFERENCE))
+    with running_flower(PYTHON, "proj", workdir, env, workdir / "flower.log") as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
 
 
 def workers(url: str) -> dict:

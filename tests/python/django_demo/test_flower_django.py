@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 
-from demo_helpers import DEMO, free_port, wait_until
+from demo_helpers import DEMO, wait_until
+from helpers import http, running_flower
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,39 +25,18 @@ NODE = f"worker1@{socket.gethostname()}"
 
 def get_json(url: str):
     """The decoded body of a 200 answer, else None."""
+    status, body = http("GET", url)
     try:
-        with urllib.request.urlopen(url, timeout=20) as r:
-            return json.loads(r.read().decode()) if r.status == 200 else None
-    except (OSError, ValueError):
+        return json.loads(body) if status == 200 else None
+    except ValueError:
         return None
 
 
 @pytest.fixture
 def flower(demo_node, demo_env, demo_tmp):
-    env = dict(os.environ, **demo_env)
-    # Flower 2 refuses its API without auth unless told otherwise.
-    env["FLOWER_UNAUTHENTICATED_API"] = "true"
-    port = free_port()
-    with open(demo_tmp / "flower.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "celeryDemo", "flower", "--address=127.0.0.1", f"--port={port}"],
-            cwd=DEMO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        up = wait_until(30, lambda: proc.poll() is not None or get_json(url + "/api/workers") is not None,
-                        interval=0.2)
-        if not up or proc.poll() is not None:
-            pytest.fail("flower did not start:\n" + (demo_tmp / "flower.log").read_text(errors="replace")[-3000:])
+    with running_flower(sys.executable, "celeryDemo", DEMO, dict(os.environ, **demo_env),
+                        demo_tmp / "flower.log") as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def test_flower_lists_the_django_node_and_its_tasks(flower, demo_tmp):
