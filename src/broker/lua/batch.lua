@@ -1,6 +1,7 @@
--- BATCH: finish a batch, then reserve the next one (after store_result.lua
--- and slot.lua). A child on a deep queue with fast tasks reserves up to
--- `want` messages in one call and finishes all of them in the next.
+-- BATCH: finish a batch, then reserve the next one (after store_result.lua,
+-- slot.lua and task_rules.lua). A child on a deep queue with fast tasks
+-- reserves up to `want` messages in one call and finishes all of them in the
+-- next.
 --
 -- KEYS[1..4] the slot's (slot.lua)
 -- KEYS[5] batch_key        rmulti.batch.<node>.<slot>: the batch, in order
@@ -70,12 +71,6 @@ local function gen_of(state)
   return string.sub(state, 1, sp - 1), string.sub(state, sp + 1)
 end
 
-local function is_revoked(id)
-  local until_ = redis.call('ZSCORE', revoked_key, id)
-  if until_ and tonumber(until_) > tonumber(now) then return 1 end
-  return 0
-end
-
 if n_results > 0 then
   if backend_db ~= '' then redis.call('SELECT', backend_db) end
   for i = first_result, first_exception - 1, 2 do
@@ -112,7 +107,7 @@ if state_gen == gen then
   for i, m in ipairs(msgs) do
     local ok, env = pcall(cjson.decode, m)
     local id = ok and type(env) == 'table' and type(env['headers']) == 'table' and env['headers']['id']
-    revoked[i] = (type(id) == 'string') and is_revoked(id) or 0
+    revoked[i] = (type(id) == 'string') and is_revoked(revoked_key, id, now) or 0
   end
   return {events_on, state_queue, msgs, revoked}
 end
@@ -146,14 +141,9 @@ local function batchable(msg)
       or type(headers['eta']) == 'string' then
     return nil
   end
-  local early = early_by_default == '1'
-  for i = first_exception, #ARGV do
-    if ARGV[i] == headers['task'] then
-      early = not early
-      break
-    end
+  if acks_early(headers['task'], early_by_default, first_exception) then
+    return headers['id']
   end
-  if early then return headers['id'] end
   return nil
 end
 
@@ -167,7 +157,7 @@ for _ = 1, n do
     break
   end
   msgs[#msgs + 1] = msg
-  revoked[#revoked + 1] = is_revoked(id)
+  revoked[#revoked + 1] = is_revoked(revoked_key, id, now)
 end
 if #msgs == 0 then
   return none

@@ -1,7 +1,11 @@
 //! The Lua scripts (`*.lua` beside this file: a slot's, the revoked set's,
-//! the lock and lease helpers) and one argument type per script. Each script names its KEYS and ARGV at its top; the type's
-//! `invocation` is the one place that builds them, in that order, so no call
-//! site assembles a script's arguments by position.
+//! the lock and lease helpers) and one argument type per script. Each script
+//! names its KEYS and ARGV at its top; the type's `invocation` is the one
+//! place that builds them, in that order, so no call site assembles a
+//! script's arguments by position. Shared Lua is prepended, not duplicated:
+//! `store_result.lua` to the scripts that store a result, `slot.lua` to the
+//! slot scripts, `task_rules.lua` (revoked? acks early?) to the reserving
+//! ones.
 
 use redis::{Script, ScriptInvocation};
 
@@ -11,6 +15,9 @@ use super::keys::{self, Slot};
 const STORE_RESULT_FN: &str = include_str!("store_result.lua");
 /// The slot's keys and shared steps, prepended to every slot script.
 const SLOT: &str = include_str!("slot.lua");
+/// `is_revoked` and `acks_early`, prepended to the reserving scripts
+/// (`next.lua`, `batch.lua`) so both decide a task the same way.
+const TASK_RULES: &str = include_str!("task_rules.lua");
 
 /// The backend's store script.
 pub fn store() -> Script {
@@ -22,20 +29,20 @@ fn slot_script(parts: &[&str]) -> Script {
     Script::new(&format!("{SLOT}{}", parts.concat()))
 }
 
+/// A reserving script: `store_result.lua`, `slot.lua`, `task_rules.lua`,
+/// then `body` (none of the preludes uses another, so their order is free).
+fn reserving_script(body: &str) -> Script {
+    Script::new(&format!("{STORE_RESULT_FN}{SLOT}{TASK_RULES}{body}"))
+}
+
+/// `next.lua`: finish the handled message and reserve the next.
 pub fn next() -> Script {
-    // store_result.lua before slot.lua: neither uses the other.
-    Script::new(&format!(
-        "{STORE_RESULT_FN}{SLOT}{}",
-        include_str!("next.lua")
-    ))
+    reserving_script(include_str!("next.lua"))
 }
 
 /// `batch.lua`: finish a batch and reserve the next.
 pub fn batch() -> Script {
-    Script::new(&format!(
-        "{STORE_RESULT_FN}{SLOT}{}",
-        include_str!("batch.lua")
-    ))
+    reserving_script(include_str!("batch.lua"))
 }
 
 pub fn release_batch() -> Script {

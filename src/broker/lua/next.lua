@@ -1,5 +1,6 @@
 -- NEXT: finish the handled message, then reserve the next (after
--- store_result.lua and slot.lua). One round trip per task on a busy queue.
+-- store_result.lua, slot.lua and task_rules.lua). One round trip per task on
+-- a busy queue.
 --
 -- KEYS[1..4] the slot's (slot.lua)
 -- KEYS[5] eta_index_key     rmulti.eta
@@ -164,13 +165,7 @@ if fresh and ok and type(env) == 'table' and type(env['properties']) == 'table' 
   end
   local early = false
   if v2 and type(headers['id']) == 'string' and type(headers['eta']) ~= 'string' then
-    early = early_by_default == '1'
-    for i = first_exception, #ARGV do
-      if ARGV[i] == headers['task'] then
-        early = not early
-        break
-      end
-    end
+    early = acks_early(headers['task'], early_by_default, first_exception)
   end
   if early then
     redis.call('SET', state_key, 'started:' .. headers['id'] .. ' ' .. token)
@@ -189,9 +184,6 @@ if fresh and ok and type(env) == 'table' and type(env['properties']) == 'table' 
 end
 local revoked = 0
 if ok and type(env) == 'table' and type(env['headers']) == 'table' and type(env['headers']['id']) == 'string' then
-  local until_ = redis.call('ZSCORE', revoked_key, env['headers']['id'])
-  if until_ and tonumber(until_) > tonumber(now) then
-    revoked = 1
-  end
+  revoked = is_revoked(revoked_key, env['headers']['id'], now)
 end
 return {msg, src, promoted, started, acked, revoked, events_on, depth}
