@@ -108,7 +108,9 @@ fn parse_autoscale(text: &str) -> Result<AutoscaleArg, String> {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = WORKER_AFTER_HELP)]
+// A flag given twice takes its last value, as Celery's click options do
+// (`-c 1 -c 4` is 4): init scripts append their options to defaults.
+#[command(after_help = WORKER_AFTER_HELP, args_override_self = true)]
 pub struct WorkerArgs {
     /// The app: NAME.toml in the working directory, a path ending in .toml,
     /// or a Celery app's Python module (`proj`, `proj.celery:app`).

@@ -339,6 +339,25 @@ fn retry_republishes_with_the_same_id_and_stores_retry() {
 }
 
 #[test]
+fn an_idle_pool_runs_a_due_retry_in_the_child_that_ran_the_try_before() {
+    // Four children waiting idle: a countdown retry goes to the one that
+    // ran the try before, as in Celery's pool (a task object's attributes
+    // carry over); each of three retries lands elsewhere 3 times in 4 by chance.
+    let node = start("pyproj", &["-c", "4"]);
+    for round in 0..2 {
+        let id = node.send("counted_retry", json!([4]));
+        let meta = node.result(&id);
+        assert_eq!(meta["status"], "SUCCESS", "round {round}: {meta}");
+        assert_eq!(
+            meta["result"][0],
+            4,
+            "round {round}: tries seen in one process: {meta}\n{}",
+            node.child_log()
+        );
+    }
+}
+
+#[test]
 fn ignore_reject_and_custom_states() {
     let node = start("pyproj", &[]);
     let id = node.send("ignored", json!([]));

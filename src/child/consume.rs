@@ -195,6 +195,7 @@ fn consume(child: &mut Child, conns: &mut Conns, reporter: &mut Reporter) -> i32
                 }
                 // The idle wait is the one place TERM may interrupt: nothing is
                 // half-done there, and an idle child then leaves at once.
+                child.slot.idle();
                 let _ = signals::unblock(Signal::SIGTERM);
                 let waited = child.slot.wait(conns);
                 let _ = signals::block(Signal::SIGTERM);

@@ -53,6 +53,9 @@ pub struct ChildSpec {
     /// Where the child says how far it got in a batch (shared with the main
     /// process); `None` disables batches.
     pub progress: Option<crate::plumbing::progress::ProgressHandle>,
+    /// Which child of the node ran last (shared by all of them); `None`:
+    /// no preference.
+    pub affinity: Option<crate::plumbing::affinity::AffinityHandle>,
 }
 
 impl ChildSpec {

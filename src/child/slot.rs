@@ -39,6 +39,10 @@ const REPLICA_WAIT: Duration = Duration::from_secs(1);
 pub const SLOW_TASK: Duration = Duration::from_millis(2);
 /// The most messages one batch takes.
 const MAX_BATCH: usize = 32;
+/// How long the child that ran last is waited for after it last said it
+/// waits idle: three of its blocking waits, so a dead or busy one holds
+/// due work back that long at most.
+const AFFINITY_FRESH: Duration = Duration::from_millis(300);
 
 /// What a reservation got.
 #[derive(Debug)]
@@ -161,7 +165,8 @@ impl<'a> Slot<'a> {
         let promote = reserve
             && self
                 .promoted_at
-                .is_none_or(|at| at.elapsed() >= ETA_PROMOTE_EVERY);
+                .is_none_or(|at| at.elapsed() >= ETA_PROMOTE_EVERY)
+            && !self.leaves_due_work_to_another();
         let batching = self.batch > 1
             && reserve
             && !promote
@@ -246,6 +251,28 @@ impl<'a> Slot<'a> {
         Ok(reply.batch)
     }
 
+    /// An idle pool gives due ETA messages to the child that ran last (see
+    /// `plumbing::affinity`): another child does not promote them while
+    /// that one says, at every idle wake, that it still waits.
+    fn leaves_due_work_to_another(&self) -> bool {
+        self.spec
+            .affinity
+            .is_some_and(|a| a.defers(self.spec.slot, AFFINITY_FRESH))
+    }
+
+    /// This child waits idle (each wake of its blocking wait).
+    pub fn idle(&self) {
+        if let Some(a) = self.spec.affinity {
+            a.idle(self.spec.slot);
+        }
+    }
+
+    fn ran(&self) {
+        if let Some(a) = self.spec.affinity {
+            a.ran(self.spec.slot);
+        }
+    }
+
     /// The child's progress through its batch, for the main process.
     pub fn set_progress(&self, mark: Mark) {
         if let Some(p) = &self.progress {
@@ -256,6 +283,7 @@ impl<'a> Slot<'a> {
     /// The batch was handled up to its first `finish.results.len()`
     /// messages; `slow` when a task took longer than `SLOW_TASK`.
     pub fn batch_handled(&mut self, finish: BatchFinish, slow: bool) {
+        self.ran();
         self.batch_finish = Some(finish);
         self.batch = if slow {
             1
@@ -267,6 +295,7 @@ impl<'a> Slot<'a> {
     /// A task of the one-message path took `took`: batches start when tasks
     /// are fast and the queue keeps enough for every sibling.
     pub fn one_handled(&mut self, took: Duration) {
+        self.ran();
         let deep = self.depth >= 2 * self.spec.pool_size.max(1);
         // A one-message round between batches (an ETA promotion) keeps K.
         self.batch = if took < SLOW_TASK && deep {

@@ -292,6 +292,7 @@ task_time_limit = 30
             soft_time_limit: Some(7.0),
             pool_size: 1,
             progress: None,
+            affinity: None,
         }
     }
 

@@ -5,7 +5,9 @@
 //! messages started) or when asked what runs (`inspect active`, USR1).
 //! No pipe write, no syscall per task.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use super::shared::{SharedView, SharedWords};
 
 /// Where a child is in a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,69 +66,33 @@ impl Mark {
 /// The mapping, owned by the main process's record of the child (unmapped
 /// when that record goes). The forked child keeps its copy of the mapping
 /// for life: it never drops it, it `_exit`s.
+#[derive(Debug)]
 pub struct Progress {
-    words: *mut AtomicU64,
+    page: SharedWords,
 }
-
-// The pointer is only ever used through atomics.
-unsafe impl Send for Progress {}
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Progress({:?})", self.read())
-    }
-}
-
-const LEN: usize = 2 * std::mem::size_of::<AtomicU64>();
 
 impl Progress {
     /// Maps a fresh progress page; to be made before the fork.
     pub fn new() -> std::io::Result<Progress> {
-        // SAFETY: an anonymous shared mapping of our own, zero-filled; no
-        // file, no address hint. Checked for MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                LEN,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(Progress {
-            words: ptr.cast::<AtomicU64>(),
+            page: SharedWords::new(2)?,
         })
-    }
-
-    fn word(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: `words` points at LEN bytes mapped for as long as self
-        // lives, page-aligned, so both u64s are valid and aligned.
-        unsafe { &*self.words.add(i) }
     }
 
     /// The child's store: the time first, so a reader that sees `Running`
     /// sees its start.
     pub fn set(&self, mark: Mark) {
-        self.word(1).store(mark.since_ms, Ordering::Relaxed);
-        self.word(0).store(mark.word(), Ordering::Release);
+        self.handle().set(mark);
     }
 
     pub fn read(&self) -> Mark {
-        let word = self.word(0).load(Ordering::Acquire);
-        let since = self.word(1).load(Ordering::Relaxed);
-        Mark::from_words(word, since)
+        self.handle().read()
     }
-}
 
-impl Drop for Progress {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped, once.
-        unsafe {
-            libc::munmap(self.words.cast(), LEN);
+    /// A handle for the child forked after this call.
+    pub fn handle(&self) -> ProgressHandle {
+        ProgressHandle {
+            words: self.page.view(),
         }
     }
 }
@@ -134,31 +100,19 @@ impl Drop for Progress {
 /// A child's borrowed view of its progress page (the main process owns it).
 #[derive(Debug, Clone, Copy)]
 pub struct ProgressHandle {
-    words: *mut AtomicU64,
+    words: SharedView,
 }
 
-unsafe impl Send for ProgressHandle {}
-unsafe impl Sync for ProgressHandle {}
-
 impl ProgressHandle {
-    fn as_progress(&self) -> std::mem::ManuallyDrop<Progress> {
-        // Never dropped: the page is the owner's to unmap.
-        std::mem::ManuallyDrop::new(Progress { words: self.words })
-    }
-
     pub fn set(&self, mark: Mark) {
-        self.as_progress().set(mark);
+        self.words.word(1).store(mark.since_ms, Ordering::Relaxed);
+        self.words.word(0).store(mark.word(), Ordering::Release);
     }
 
     pub fn read(&self) -> Mark {
-        self.as_progress().read()
-    }
-}
-
-impl Progress {
-    /// A handle for the child forked after this call.
-    pub fn handle(&self) -> ProgressHandle {
-        ProgressHandle { words: self.words }
+        let word = self.words.word(0).load(Ordering::Acquire);
+        let since = self.words.word(1).load(Ordering::Relaxed);
+        Mark::from_words(word, since)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::child::{self, ChildSpec};
 use crate::exit;
 use crate::node::control::Control;
 use crate::node::recovery::Lost;
+use crate::plumbing::affinity::Affinity;
 use crate::plumbing::lines::LineReader;
 use crate::plumbing::pipe::cloexec_pipe;
 use crate::plumbing::process::children_of;
@@ -214,6 +215,7 @@ impl Supervisor {
             soft_time_limit: self.cfg.soft_time_limit,
             pool_size: self.target.max(1),
             progress: progress.as_ref().map(Progress::handle),
+            affinity: self.affinity.as_ref().map(Affinity::handle),
         };
         // The child starts with TERM blocked, so a TERM sent to it before it
         // has set itself up stays pending (and is seen) instead of being

@@ -87,6 +87,9 @@ pub struct Supervisor {
     lease: super::lease::Lease,
     /// The Python template the hosts fork from (`template.rs`).
     template: template::TemplateSlot,
+    /// Which child ran last, shared with all of them (mapped before the
+    /// first fork); `None` when it could not be mapped.
+    affinity: Option<crate::plumbing::affinity::Affinity>,
 }
 
 /// Blocks our signals for a turn's work: its Redis calls (a lost task's
@@ -137,6 +140,11 @@ impl Supervisor {
             control,
             lease,
             template: template::TemplateSlot::default(),
+            affinity: crate::plumbing::affinity::Affinity::new()
+                .map_err(|e| {
+                    tracing::warn!("Cannot map the pool's affinity word ({e}); due work goes to any idle child")
+                })
+                .ok(),
         }
     }
 

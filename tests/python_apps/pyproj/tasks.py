@@ -76,6 +76,19 @@ def flaky(self, succeed_on):
     return "ok after %d" % (self.request.retries + 1)
 
 
+@app.task(bind=True, max_retries=5)
+def counted_retry(self, tries):
+    """Counts its tries on the task object, as Celery's own integration
+    test (`retry`) does: they add up only if every retry runs in the
+    process of the try before."""
+    seen = getattr(self, "seen", 0) + 1
+    if seen < tries:
+        self.seen = seen
+        raise self.retry(exc=KeyError("again"), countdown=0.3)
+    self.seen = 0
+    return [seen, os.getpid()]
+
+
 @app.task(bind=True, max_retries=1)
 def always_retry(self):
     raise self.retry(exc=ValueError("nope"), countdown=0.1)
