@@ -7,7 +7,11 @@ Per round and per system (the order alternates from round to round):
 - a `-c 2` node: `multi start` to the first result; idle memory; drains of
   `noop` and `add` (and, in the rounds asked for, the big `noop` drain); the
   `noop` drain again with task events on (`enable_events`, as `-E`) while a
-  subscriber reads `/0.celeryev/*` as Flower would;
+  subscriber reads `/0.celeryev/*` as Flower would: a redis-py subscriber
+  in this process (Flower's client library; reading the events costs it
+  CPU on the same cores), then a `redis-cli` one (the events still go out
+  over a socket, but reading them costs next to nothing: what is left is
+  the worker's own cost);
   in the first round the MONITOR drain (round trips per task); the
   producer-driven run and the round trips of the real Celery client; memory
   after load; `multi stopwait`;
@@ -23,6 +27,8 @@ moment the result database holds N results. Every result is then checked.
 
 import json
 import os
+import shutil
+import subprocess
 import time
 
 import multi as multi_mod
@@ -263,6 +269,22 @@ def drain_key(task, c, n):
     return "drain_%s_c%d_%d" % (task, c, n)
 
 
+class CliEventReader:
+    """`redis-cli psubscribe` to the events exchange: a receiver written in
+    C, so the machine's cores go to the worker and Redis."""
+
+    def __init__(self, ctx):
+        port = ctx.broker.rsplit(":", 1)[1].split("/")[0]
+        cli = shutil.which("redis-cli") or "redis-cli"
+        self.proc = subprocess.Popen([cli, "-p", port, "psubscribe", "/0.celeryev/*"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.count = -1  # not counted
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
 class EventReader:
     """PSUBSCRIBEd to the events exchange and reading, as Flower is, so
     PUBLISH has a receiver to deliver to; counts the messages."""
@@ -287,7 +309,7 @@ class EventReader:
         self.ps.close()
 
 
-def events_drain(ctx, node, n, out):
+def events_drain(ctx, node, n, out, reader_class=None, suffix="_events"):
     """The `noop` drain with task events on (`enable_events`, what `-E`
     does) and a subscriber reading them."""
     control = ctx.noop.app.control
@@ -295,7 +317,7 @@ def events_drain(ctx, node, n, out):
     if not on:
         ctx.B.problem("%s: no reply to enable_events" % node.label)
         return
-    reader = EventReader(ctx)
+    reader = (reader_class or EventReader)(ctx)
     try:
         d = drain(ctx, node, "noop", n)
     finally:
@@ -303,8 +325,9 @@ def events_drain(ctx, node, n, out):
         time.sleep(0.3)
         reader.stop()
     if d:
-        out.setdefault(drain_key("noop", 2, n) + "_events", []).append(d["rate"])
-        ctx.B.log("    %s: %d event messages read during the events drain" % (node.label, reader.count))
+        out.setdefault(drain_key("noop", 2, n) + suffix, []).append(d["rate"])
+        if reader.count >= 0:
+            ctx.B.log("    %s: %d event messages read during the events drain" % (node.label, reader.count))
 
 
 def node_cycle(ctx, system, c, rnd, out):
@@ -330,6 +353,7 @@ def node_cycle(ctx, system, c, rnd, out):
                     out.setdefault("calls_%s" % task, []).append(d["calls_per_task"])
         if c == 2:
             events_drain(ctx, node, args.n, out)
+            events_drain(ctx, node, args.n, out, CliEventReader, "_events_cli")
             if args.n_big and big_this_round(args, system, rnd):
                 d = drain(ctx, node, "noop", args.n_big)
                 if d:
