@@ -96,6 +96,18 @@ fn start_node(dir: &TestDir) -> (NodeGuard, i32) {
     (guard, pid)
 }
 
+/// `inspect stats`' `total` of the fast task is `n`: each start counted once.
+fn assert_started_total(dir: &TestDir, n: usize) {
+    let run = Rmulti::new(dir)
+        .args([
+            "inspect", "stats", "-j", "-A", "proj", "-t", "2", "-d", TEST_NODE,
+        ])
+        .run()
+        .success();
+    let all: Value = serde_json::from_str(run.stdout().trim()).expect("stats JSON");
+    assert_eq!(all[TEST_NODE]["total"][TASK], json!(n), "{}", run.stdout());
+}
+
 fn is_worker_lost(meta: &Value) -> bool {
     meta["status"] == "FAILURE" && exc_type(meta) == "WorkerLostError"
 }
@@ -144,6 +156,8 @@ fn children_killed_mid_batch_lose_nothing_and_run_nothing_twice() {
     );
     let succeeded = found.values().filter(|m| m["status"] == "SUCCESS").count();
     assert_eq!(succeeded + lost.len(), ids.len());
+    // Every task started once: the ones a dead child had started count too.
+    assert_started_total(&dir, ids.len());
     eprintln!(
         "batch_faults: {kills} child kills: sent {}, succeeded {succeeded}, recorded lost {} ({lost_unrun} of them running), executed twice 0",
         ids.len(),
@@ -193,19 +207,106 @@ fn batched_tasks_under_a_time_limit_all_succeed_and_stats_count_each_once() {
     wait_batches(&dir, 4);
     let found = wait_all_finished(&redis, &dir, &ids);
     assert!(found.values().all(|m| m["status"] == "SUCCESS"));
-    let run = Rmulti::new(&dir)
-        .args([
-            "inspect", "stats", "-j", "-A", "proj", "-t", "2", "-d", TEST_NODE,
-        ])
-        .run()
-        .success();
-    let all: Value = serde_json::from_str(run.stdout().trim()).expect("stats JSON");
-    assert_eq!(
-        all[TEST_NODE]["total"][TASK],
-        json!(ids.len()),
-        "{}",
-        run.stdout()
-    );
+    assert_started_total(&dir, ids.len());
     let runs = runs(&dir);
     assert!(runs.values().all(|&n| n == 1) && runs.len() == ids.len());
+}
+
+#[test]
+fn a_task_revoked_while_its_batch_runs_does_not_start() {
+    // Tasks of 1.2 ms: a batch of 32 lasts about 40 ms. A batch is caught
+    // as it is reserved and its last task revoked at once (the broadcast
+    // published straight onto the pidbox channel): the revoke must reach a
+    // task the child already holds. One that came too late (the main
+    // process saw the task started) is tried again on another batch.
+    let (redis, dir) = redis_with_app("");
+    let ids = push_tasks(&redis, TASK, &json!([0.0012]), 3000, |_| {});
+    let (_guard, _pid) = start_node(&dir);
+    let keys: Vec<String> = (1..=2)
+        .map(|slot| format!("rmulti.batch.{TEST_NODE}.{slot}"))
+        .collect();
+    let id_of = |raw: &str| -> String {
+        let env: Value = serde_json::from_str(raw).expect("a batched envelope");
+        env["headers"]["id"].as_str().expect("an id").to_string()
+    };
+    let mut tried: Vec<String> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while skipped.len() < 3 && tried.len() < 20 && Instant::now() < deadline {
+        let held = keys
+            .iter()
+            .map(|k| redis.cmd(&["LRANGE", k, "0", "-1"]).strings())
+            .find(|b| b.len() >= 16 && !tried.contains(&id_of(&b[b.len() - 1])));
+        let Some(held) = held else {
+            // A tight poll: the batch lasts tens of ms.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        let victim = id_of(&held[held.len() - 1]);
+        redis.cmd(&["PUBLISH", "/0.celery.pidbox", &revoke_request(&victim)]);
+        tried.push(victim.clone());
+        let line = format!("Revoked task {victim} will not start");
+        if wait_until(Duration::from_secs(2), || {
+            dir.read(MAIN_LOG).contains(&line)
+        }) {
+            skipped.push(victim);
+        }
+    }
+    assert!(
+        !skipped.is_empty(),
+        "no revoke reached a batch before its task started ({} tried)\n{}",
+        tried.len(),
+        tail(&node_logs(&dir))
+    );
+
+    let found = wait_for(RESULTS_TIMEOUT, || {
+        let f = results_in(&redis, &ids, &["SUCCESS", "FAILURE", "REVOKED"]);
+        (f.len() == ids.len()).then_some(f)
+    })
+    .unwrap_or_else(|| panic!("not every task finished\n{}", tail(&node_logs(&dir))));
+    let runs = runs(&dir);
+    let logs = node_logs(&dir);
+    for victim in &skipped {
+        assert_eq!(found[victim]["status"], "REVOKED", "{}", found[victim]);
+        assert_eq!(runs.get(victim), None, "the revoked task {victim} ran");
+        assert!(
+            logs.contains(&format!("Discarding revoked task: {TASK}[{victim}]")),
+            "{}",
+            tail(&logs)
+        );
+    }
+    // The rest ran once each (a victim the revoke came too late for, too).
+    let others_ok = ids
+        .iter()
+        .filter(|id| !skipped.contains(id))
+        .all(|id| found[id]["status"] == "SUCCESS" && runs.get(id) == Some(&1));
+    assert!(others_ok, "every other task runs once");
+    eprintln!(
+        "batch_faults: revokes into running batches: {} in time of {} tried",
+        skipped.len(),
+        tried.len()
+    );
+}
+
+/// A `revoke` broadcast for `id`, as `app.control.revoke(id)` publishes it.
+fn revoke_request(id: &str) -> String {
+    use base64::Engine;
+    let body = json!({
+        "method": "revoke",
+        "arguments": {"task_id": id, "terminate": false, "signal": "SIGTERM"},
+        "destination": null, "pattern": null, "matcher": null,
+    });
+    json!({
+        "body": base64::engine::general_purpose::STANDARD.encode(body.to_string()),
+        "content-type": "application/json", "content-encoding": "utf-8",
+        "headers": {"clock": 1, "expires": 0},
+        "properties": {"body_encoding": "base64", "delivery_mode": 2,
+            "delivery_info": {"exchange": "celery.pidbox", "routing_key": ""},
+            "priority": 0, "delivery_tag": uuid_like(id)},
+    })
+    .to_string()
+}
+
+fn uuid_like(id: &str) -> String {
+    format!("revoke-{id}")
 }

@@ -439,6 +439,7 @@ impl Child<'_> {
             return Err(Leave::Code(1));
         }
         let mut results = Vec::with_capacity(verdicts.len());
+        let mut ran = Vec::with_capacity(verdicts.len());
         let mut slow = false;
         for (i, (msg, verdict)) in batch.messages.iter().zip(verdicts).enumerate() {
             if i > 0 && (slow || stop_requested()) {
@@ -450,6 +451,10 @@ impl Child<'_> {
                 stage: Stage::Running,
                 since_ms: now_ms(),
             });
+            let verdict = self.unless_revoked_since(verdict, gen, i, msg);
+            if matches!(verdict, Verdict::Run { .. }) {
+                ran.extend(names.get(i).cloned().flatten());
+            }
             let began = Instant::now();
             let result = self.batch_one(msg, verdict, conns, reporter)?;
             results.push(result);
@@ -463,11 +468,37 @@ impl Child<'_> {
         }
         let handled = results.len();
         // Counted as they ran; goes with the next write.
-        let names = names.into_iter().take(handled).flatten().collect();
-        reporter.queue(&Report::Ran { names });
+        reporter.queue(&Report::Ran { names: ran });
         let _ = reporter.flush();
         self.slot.batch_handled(BatchFinish { gen, results }, slow);
         Ok(handled)
+    }
+
+    /// A task of the batch that a revoke named after the batch was reserved
+    /// (the main process marked its position): REVOKED, not run, as the
+    /// reserving script would have decided.
+    fn unless_revoked_since<'v>(
+        &mut self,
+        verdict: Verdict<'v>,
+        gen: u32,
+        index: usize,
+        msg: &Reserved,
+    ) -> Verdict<'v> {
+        let Verdict::Run { task, plan, .. } = &verdict else {
+            return verdict;
+        };
+        if !self.slot.skipped(gen, index) {
+            return verdict;
+        }
+        let meta = (!plan.started.ignore_result)
+            .then(|| ResultMeta::revoked(&task.id, "revoked", Utc::now()).with_request(task));
+        let Verdict::Run { task, .. } = verdict else {
+            return verdict;
+        };
+        let mut revoked = Verdict::Revoked { task, meta };
+        records::take_from_verdict(&self.spec.app, &mut revoked, &msg.raw);
+        self.push_verdict_event(&revoked);
+        revoked
     }
 
     /// One message of a batch: (task id, result meta to store).
@@ -479,13 +510,18 @@ impl Child<'_> {
         reporter: &mut Reporter,
     ) -> Result<(String, Option<String>), Leave> {
         let meta = |m: Option<ResultMeta>| m.as_ref().map(ResultMeta::to_json);
+        // Revoked by the reserving script, or since (`unless_revoked_since`).
+        let why = if msg.revoked || matches!(verdict, Verdict::Revoked { .. }) {
+            "revoked"
+        } else {
+            "expired"
+        };
         Ok(match verdict {
             Verdict::Run { task, spec, plan } => {
                 let result = self.run_in_batch(msg, &task, spec, &plan, conns, reporter)?;
                 (task.id, result)
             }
             Verdict::Expired { task, meta: m } | Verdict::Revoked { task, meta: m } => {
-                let why = if msg.revoked { "revoked" } else { "expired" };
                 tracing::info!(
                     "Discarding {why} task: {}[{}]",
                     task.display_name(),

@@ -37,8 +37,9 @@ const REPLICA_WAIT: Duration = Duration::from_secs(1);
 /// A task that takes longer than this ends batching (and the batch it is
 /// in): its siblings must not wait behind it.
 pub const SLOW_TASK: Duration = Duration::from_millis(2);
-/// The most messages one batch takes.
-const MAX_BATCH: usize = 32;
+/// The most messages one batch takes: as many as the main process can
+/// mark not to start (`progress::SKIP_POSITIONS`).
+const MAX_BATCH: usize = crate::plumbing::progress::SKIP_POSITIONS;
 /// How long the child that ran last is waited for after it last said it
 /// waits idle: three of its blocking waits, so a dead or busy one holds
 /// due work back that long at most.
@@ -271,6 +272,12 @@ impl<'a> Slot<'a> {
         if let Some(a) = self.spec.affinity {
             a.ran(self.spec.slot);
         }
+    }
+
+    /// Whether the main process asked not to start task `index` of batch
+    /// `gen` (revoked after the batch was reserved).
+    pub fn skipped(&self, gen: u32, index: usize) -> bool {
+        self.progress.is_some_and(|p| p.skipped(gen, index))
     }
 
     /// The child's progress through its batch, for the main process.

@@ -4,6 +4,13 @@
 //! main process can read it when the child dies (which of the batch's
 //! messages started) or when asked what runs (`inspect active`, USR1).
 //! No pipe write, no syscall per task.
+//!
+//! The main process writes one word back: which tasks of the batch not to
+//! start (revoked after the batch was reserved), a bit per position. The
+//! child stores its position before it reads that word, the main process
+//! sets a bit before it reads the position, both sequentially consistent:
+//! so either the child sees the bit, or the main process sees the task
+//! started.
 
 use std::sync::atomic::Ordering;
 
@@ -71,12 +78,47 @@ pub struct Progress {
     page: SharedWords,
 }
 
+/// The most positions the skip word holds (a batch is at most this long).
+pub const SKIP_POSITIONS: usize = 32;
+
 impl Progress {
     /// Maps a fresh progress page; to be made before the fork.
     pub fn new() -> std::io::Result<Progress> {
         Ok(Progress {
-            page: SharedWords::new(2)?,
+            page: SharedWords::new(3)?,
         })
+    }
+
+    /// Asks the child not to start task `index` of batch `gen`; returns
+    /// whether it will not (false: it started it already, or `index` is
+    /// beyond what the word holds).
+    pub fn skip(&self, gen: u32, index: usize) -> bool {
+        if index >= SKIP_POSITIONS {
+            return false;
+        }
+        let bit = 1u64 << index;
+        let word = self.page.word(2);
+        let _ = word.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            Some(if (w >> 32) as u32 == gen {
+                w | bit
+            } else {
+                (u64::from(gen) << 32) | bit
+            })
+        });
+        let now = self.read_seqcst();
+        let started = now.gen == gen
+            && match now.stage {
+                Stage::Running => usize::from(now.index) >= index,
+                Stage::Between => usize::from(now.index) > index,
+                Stage::Idle => true,
+            };
+        !started
+    }
+
+    fn read_seqcst(&self) -> Mark {
+        let word = self.page.word(0).load(Ordering::SeqCst);
+        let since = self.page.word(1).load(Ordering::Relaxed);
+        Mark::from_words(word, since)
     }
 
     /// The child's store: the time first, so a reader that sees `Running`
@@ -106,7 +148,18 @@ pub struct ProgressHandle {
 impl ProgressHandle {
     pub fn set(&self, mark: Mark) {
         self.words.word(1).store(mark.since_ms, Ordering::Relaxed);
-        self.words.word(0).store(mark.word(), Ordering::Release);
+        // SeqCst: ordered before `skipped`'s read (see the module doc).
+        self.words.word(0).store(mark.word(), Ordering::SeqCst);
+    }
+
+    /// Whether the main process asked not to start task `index` of batch
+    /// `gen`; to be asked after `set` put the child on it.
+    pub fn skipped(&self, gen: u32, index: usize) -> bool {
+        if index >= SKIP_POSITIONS {
+            return false;
+        }
+        let w = self.words.word(2).load(Ordering::SeqCst);
+        (w >> 32) as u32 == gen && w & (1u64 << index) != 0
     }
 
     pub fn read(&self) -> Mark {
@@ -142,5 +195,36 @@ mod tests {
         assert_eq!(p.read(), m);
         p.set(Mark::IDLE);
         assert_eq!(p.handle().read(), Mark::IDLE);
+    }
+
+    #[test]
+    fn a_skip_reaches_a_task_not_started_and_only_its_batch() {
+        let p = Progress::new().expect("mmap");
+        let child = p.handle();
+        let at = |index: u16, stage| Mark {
+            gen: 7,
+            index,
+            stage,
+            since_ms: 1,
+        };
+        child.set(at(2, Stage::Running));
+        assert!(!p.skip(7, 2), "task 2 runs: too late");
+        assert!(!p.skip(7, 1), "task 1 ran");
+        assert!(p.skip(7, 5));
+        assert!(p.skip(7, 3));
+        child.set(at(3, Stage::Running));
+        assert!(child.skipped(7, 3) && child.skipped(7, 5));
+        assert!(!child.skipped(7, 4));
+        assert!(!child.skipped(8, 5), "another batch");
+        child.set(at(4, Stage::Between));
+        assert!(p.skip(7, 4), "between tasks: 4 not started");
+        assert!(!p.skip(7, 40), "beyond the word");
+        // A new batch starts from a clean word.
+        child.set(Mark {
+            gen: 8,
+            ..at(0, Stage::Running)
+        });
+        assert!(p.skip(8, 1));
+        assert!(child.skipped(8, 1) && !child.skipped(7, 5));
     }
 }

@@ -120,12 +120,18 @@ fn inspect_tasks(method: &str, args: &Map<String, Value>, v: &NodeView) -> Optio
                 .filter_map(|c| {
                     c.current
                         .as_ref()
-                        .map(|(s, t)| request_info(v, c.pid, s, *t))
+                        .map(|(s, t)| request_info(v, Some(c.pid), s, Some(*t)))
                 })
                 .collect(),
         )),
-        // rmulti prefetches nothing; ETA messages are parked in Redis, not here.
-        "reserved" | "dump_reserved" => reply(json!([])),
+        // A child reserves only when idle, or a batch of fast tasks; ETA
+        // messages are parked in Redis (`scheduled`), not here.
+        "reserved" | "dump_reserved" => reply(Value::Array(
+            v.children
+                .iter()
+                .flat_map(|c| c.reserved.iter().map(|s| request_info(v, None, s, None)))
+                .collect(),
+        )),
         "scheduled" | "dump_schedule" => reply(Value::Array(v.scheduled.clone())),
         "registered" | "dump_tasks" => reply(registered(args, v)),
         "revoked" | "dump_revoked" => reply(json!(v.revoked)),
@@ -529,11 +535,13 @@ fn valid_rate(rate: &Value) -> bool {
 }
 
 /// Celery's `Request.info()` of a running task.
+/// Celery's `Request.info()`: `pid` and `time_start` are null for a
+/// request not started.
 fn request_info(
     v: &NodeView,
-    pid: i32,
+    pid: Option<i32>,
     s: &crate::child::report::Started,
-    time_start: f64,
+    time_start: Option<f64>,
 ) -> Value {
     json!({
         "id": s.id,
@@ -589,9 +597,15 @@ fn query_task(args: &Map<String, Value>, v: &NodeView) -> Value {
             if ids.contains(&s.id.as_str()) {
                 out.insert(
                     s.id.clone(),
-                    json!(["active", request_info(v, c.pid, s, *t)]),
+                    json!(["active", request_info(v, Some(c.pid), s, Some(*t))]),
                 );
             }
+        }
+        for s in c.reserved.iter().filter(|s| ids.contains(&s.id.as_str())) {
+            out.insert(
+                s.id.clone(),
+                json!(["reserved", request_info(v, None, s, None)]),
+            );
         }
     }
     Value::Object(out)
@@ -778,6 +792,7 @@ mod tests {
                         1.5,
                     )
                 }),
+                reserved: Vec::new(),
             }],
             queues: vec!["celery".into()],
             app: Arc::new(app),
@@ -869,6 +884,26 @@ mod tests {
         assert_eq!(out[0]["worker_pid"], json!(7));
         assert_eq!(out[0]["args"], json!([1, 2]));
         assert_eq!(out[0]["acknowledged"], json!(true));
+    }
+
+    #[test]
+    fn reserved_lists_a_batchs_tasks_not_started() {
+        let mut v = view(Some("t"));
+        let mut waiting = v.children[0].current.clone().expect("running").0;
+        waiting.id = "w".into();
+        v.children[0].reserved = vec![waiting];
+        let out = handle(&req("reserved", json!({})), &v).reply.unwrap();
+        assert_eq!(out.as_array().map(Vec::len), Some(1), "{out}");
+        assert_eq!(out[0]["id"], json!("w"));
+        assert_eq!(out[0]["worker_pid"], Value::Null);
+        assert_eq!(out[0]["time_start"], Value::Null);
+        let q = handle(&req("query_task", json!({"ids": ["w", "t"]})), &v)
+            .reply
+            .unwrap();
+        assert_eq!(q["w"][0], json!("reserved"));
+        assert_eq!(q["t"][0], json!("active"));
+        let none = handle(&req("reserved", json!({})), &view(None)).reply;
+        assert_eq!(none, Some(json!([])));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct ChildView {
     pub slot: usize,
     /// The task it runs and when it started (POSIX seconds).
     pub current: Option<(Started, f64)>,
+    /// The tasks of its batch it has not started: reserved, as Celery's
+    /// prefetched requests.
+    pub reserved: Vec<Started>,
 }
 
 /// A snapshot of the node for the handlers.
@@ -83,6 +86,9 @@ pub enum NodeAction {
         pid: i32,
         signal: Signal,
     },
+    /// Tasks revoked now that a child holds in its batch, not started yet:
+    /// mark them not to start.
+    SkipInBatches(Revoked),
     /// Consume from these queues from now on (children are replaced, as HUP does).
     SetQueues(Vec<String>),
     /// New children use these limits for `task`.
@@ -91,6 +97,23 @@ pub enum NodeAction {
         hard: Option<f64>,
         soft: Option<f64>,
     },
+}
+
+/// What a revoke names: ids, or stamps (`{header: values}`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Revoked {
+    Ids(Vec<String>),
+    Stamps(Vec<(String, Vec<Value>)>),
+}
+
+impl Revoked {
+    /// Whether `task` is one of them.
+    pub fn names(&self, task: &Started) -> bool {
+        match self {
+            Revoked::Ids(ids) => ids.contains(&task.id),
+            Revoked::Stamps(headers) => !handlers::stamp_matches(&task.stamps, headers).is_empty(),
+        }
+    }
 }
 
 /// The control plane's state in the node main process.
@@ -337,12 +360,14 @@ impl Control {
                         self.late.add_ids(waiting.cloned(), signal);
                     }
                     self.revoke(&ids, &running);
+                    out.push(NodeAction::SkipInBatches(Revoked::Ids(ids)));
                 }
                 Action::RevokeStamps { headers, terminate } => {
                     if let Some(signal) = terminate {
                         self.late.add_stamps(&headers, signal);
                     }
                     self.revoke_stamps(&headers);
+                    out.push(NodeAction::SkipInBatches(Revoked::Stamps(headers)));
                 }
                 Action::TaskEvents(on) => {
                     self.task_events = on;

@@ -44,6 +44,8 @@ pub(super) struct Child {
     /// The last batch the child reported: its generation and its messages'
     /// tasks in order, as JSON (`report::batch_tasks` parses it).
     batch: Option<(u32, String)>,
+    /// Its `ran` report came (the batch's tasks are counted in `stats`).
+    batch_counted: bool,
     /// Where the child is in that batch (`None`: the page could not be
     /// mapped; the child then never batches).
     progress: Option<Progress>,
@@ -74,6 +76,7 @@ impl Child {
             spawned: Instant::now(),
             current: None,
             batch: None,
+            batch_counted: false,
             progress,
             killed_at_limit: false,
             fatal: None,
@@ -82,7 +85,7 @@ impl Child {
         }
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         format!("ForkPoolWorker-{}", self.number)
     }
 
@@ -115,8 +118,14 @@ impl Child {
                 self.current = Some((s, Instant::now()));
             }
             Report::Done => self.current = None,
-            Report::Batch { gen, tasks } => self.batch = Some((gen, tasks)),
-            Report::Ran { names } => self.jobs += names.len(),
+            Report::Batch { gen, tasks } => {
+                self.batch = Some((gen, tasks));
+                self.batch_counted = false;
+            }
+            Report::Ran { names } => {
+                self.jobs += names.len();
+                self.batch_counted = true;
+            }
         }
         None
     }
@@ -143,6 +152,66 @@ impl Child {
         let ago = Duration::from_millis(now_ms().saturating_sub(mark.since_ms));
         let now = Instant::now();
         Some((task, now.checked_sub(ago).unwrap_or(now)))
+    }
+
+    /// Marks the tasks `revoked` names that the child's batch holds and has
+    /// not started, not to start (revoked since the batch was reserved).
+    /// Returns the ids of those that will not.
+    pub(super) fn skip_unstarted(&self, revoked: &crate::node::control::Revoked) -> Vec<String> {
+        let (Some((gen, tasks)), Some(progress)) = (self.batch.as_ref(), self.progress.as_ref())
+        else {
+            return Vec::new();
+        };
+        if progress.read().gen != *gen {
+            return Vec::new();
+        }
+        batch_tasks(tasks)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.filter(|s| revoked.names(s)).map(|s| (i, s.id)))
+            .filter(|(i, _)| progress.skip(*gen, *i))
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// The child's batch (as JSON) and the position of its first task not
+    /// started; `None` when it holds no batch.
+    fn batch_position(&self) -> Option<(&str, usize)> {
+        let (gen, tasks) = self.batch.as_ref()?;
+        let mark = self.progress.as_ref()?.read();
+        let first = match mark.stage {
+            _ if mark.gen != *gen => return None,
+            Stage::Idle => return None,
+            Stage::Running => usize::from(mark.index) + 1,
+            Stage::Between => usize::from(mark.index),
+        };
+        Some((tasks.as_str(), first))
+    }
+
+    /// The tasks of the child's batch it has not started yet.
+    pub(super) fn unstarted(&self) -> Vec<Started> {
+        let Some((tasks, first)) = self.batch_position() else {
+            return Vec::new();
+        };
+        batch_tasks(tasks)
+            .into_iter()
+            .skip(first)
+            .flatten()
+            .collect()
+    }
+
+    /// The tasks of its batch a dead child started, when it died before
+    /// its `ran` report counted them (for `stats`).
+    fn started_uncounted(&self) -> Vec<String> {
+        match self.batch_position() {
+            Some((tasks, first)) if !self.batch_counted => batch_tasks(tasks)
+                .into_iter()
+                .take(first)
+                .flatten()
+                .map(|s| s.task)
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Running a task or holding a batch.
@@ -325,6 +394,10 @@ impl Supervisor {
         // Reports written just before death still count (e.g. "started").
         for line in c.read_reports(&mut self.control) {
             tracing::info!("{line}");
+        }
+        let names = c.started_uncounted();
+        if !names.is_empty() {
+            self.control.observe(&Report::Ran { names });
         }
         let name = c.name();
         if exit.is_clean() {

@@ -62,7 +62,10 @@ impl Supervisor {
                     .get_or_insert_with(|| node_view(&self.cfg, &self.children, self.target));
                 for action in self.control.handle(req, v) {
                     match action {
-                        NodeAction::Terminate { .. } => self.apply_control(action),
+                        // Now, before the child moves on.
+                        NodeAction::Terminate { .. } | NodeAction::SkipInBatches(_) => {
+                            self.apply_control(action)
+                        }
                         other => later.push(other),
                     }
                 }
@@ -92,6 +95,16 @@ impl Supervisor {
             NodeAction::Grow(n) => (0..n).for_each(|_| self.handle_ttin()),
             NodeAction::Shrink(n) => (0..n).for_each(|_| self.handle_ttou()),
             NodeAction::Terminate { pid, signal } => control::revoke::terminate(pid, signal),
+            NodeAction::SkipInBatches(revoked) => {
+                for c in self.children.values() {
+                    for id in c.skip_unstarted(&revoked) {
+                        tracing::info!(
+                            "Revoked task {id} will not start: {} holds it in its batch",
+                            c.name()
+                        );
+                    }
+                }
+            }
             NodeAction::SetQueues(queues) => {
                 let declared = self
                     .recovery
@@ -137,6 +150,7 @@ fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) ->
                 let ran = Instant::now().saturating_duration_since(since);
                 (s, now - ran.as_secs_f64())
             }),
+            reserved: c.unstarted(),
         })
         .collect();
     kids.sort_by_key(|c| c.slot);
