@@ -89,15 +89,12 @@ fn inspect_node(method: &str, args: &Map<String, Value>, v: &NodeView) -> Option
     Some(match method {
         "ping" => reply(ok("pong")),
         "stats" => reply(stats(v)),
-        "active_queues" => reply(Value::Array(v.queues.iter().map(|q| queue_info(q)).collect())),
+        "active_queues" => reply(Value::Array(
+            v.queues.iter().map(|q| queue_info(q)).collect(),
+        )),
         "conf" | "dump_conf" => reply(conf(v)),
         "clock" => reply(json!({ "clock": v.clock })),
-        "report" => reply(ok(format!(
-            "software -> rmulti:{} (Rust), Celery 5.7 wire protocol\nplatform -> Linux\nbroker -> {}\nresults -> {}",
-            env!("CARGO_PKG_VERSION"),
-            crate::broker::url::masked(&v.app.broker_url),
-            crate::broker::url::masked(&v.app.result_backend),
-        ))),
+        "report" => reply(ok(report(v))),
         "hello" => {
             let from = args.get("from_node").and_then(Value::as_str).unwrap_or("");
             if from == v.node {
@@ -139,6 +136,30 @@ fn inspect_tasks(method: &str, args: &Map<String, Value>, v: &NodeView) -> Optio
         _ => return None,
     })
 }
+
+/// `report`: Celery's bug-report layout (tools read its `software -> celery:`
+/// line), saying which Celery protocol the node speaks and that rmulti runs it.
+fn report(v: &NodeView) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let backend = crate::broker::url::masked(&v.app.result_backend);
+    let results = backend.split("://").next().unwrap_or_default().to_string();
+    format!(
+        "software -> celery:{CELERY_PROTOCOL} (its protocol; the worker is rmulti:{} in Rust)\n\
+         platform -> system:Linux arch:{}\n            kernel version:{} imp:-\n\
+         loader   -> rmulti\n\
+         settings -> transport:redis results:{results}\n\n\
+         broker_url: {}\nresult_backend: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        kernel.trim(),
+        python_str_repr(&crate::broker::url::masked(&v.app.broker_url)),
+        python_str_repr(&backend),
+    )
+}
+
+/// The Celery version whose messages, results and control replies rmulti
+/// reproduces (the fixtures of `tests/fixtures/celery-5.7`).
+const CELERY_PROTOCOL: &str = "5.7.0";
 
 /// `registered`: the task names, with ` [name=<name>]` when `name` is among
 /// the asked `taskinfoitems`.
@@ -884,6 +905,20 @@ mod tests {
         assert_eq!(out[0]["worker_pid"], json!(7));
         assert_eq!(out[0]["args"], json!([1, 2]));
         assert_eq!(out[0]["acknowledged"], json!(true));
+    }
+
+    #[test]
+    fn report_has_celerys_layout_and_names_rmulti() {
+        let out = handle(&req("report", json!({})), &view(None))
+            .reply
+            .unwrap();
+        let text = out["ok"].as_str().unwrap_or_default();
+        assert!(text.starts_with("software -> celery:5.7.0 "), "{text}");
+        assert!(text.contains("the worker is rmulti:"), "{text}");
+        assert!(
+            text.contains("\nsettings -> transport:redis results:"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct Control {
     late: revoke::LateTerminates,
     heartbeats: bool,
     next_heartbeat: Instant,
+    /// When to answer a `heartbeat` broadcast (see `HEARTBEAT_REPLY_DELAY`).
+    heartbeat_reply_at: Option<Instant>,
     online: bool,
     born: Instant,
 }
@@ -168,6 +170,7 @@ impl Control {
             late: revoke::LateTerminates::default(),
             heartbeats,
             next_heartbeat: Instant::now(),
+            heartbeat_reply_at: None,
             online: false,
             born: Instant::now(),
         }
@@ -181,7 +184,10 @@ impl Control {
     /// When the loop must wake for the next heartbeat (or a reconnect).
     pub fn next_deadline(&self) -> Option<Instant> {
         let beat = (self.online && self.heartbeats).then_some(self.next_heartbeat);
-        [beat, self.listener.retry_at()].into_iter().flatten().min()
+        [beat, self.heartbeat_reply_at, self.listener.retry_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Counts a child's report (`stats.total`, heartbeats' `processed`).
@@ -269,6 +275,14 @@ impl Control {
             self.next_heartbeat = Instant::now() + heartbeat_interval();
             let v = view();
             self.worker_event(event::WorkerEvent::Heartbeat, &v);
+        }
+        if self
+            .heartbeat_reply_at
+            .is_some_and(|at| Instant::now() >= at)
+        {
+            self.heartbeat_reply_at = None;
+            let e = event::Event::heartbeat_reply(&event::Software::rmulti());
+            self.publish_event(e);
         }
         let mut requests = Vec::new();
         for payload in self.listener.drain(MAX_PER_TURN) {
@@ -385,8 +399,8 @@ impl Control {
                     }
                 }
                 Action::HeartbeatReply => {
-                    let e = event::Event::heartbeat_reply(&event::Software::rmulti());
-                    self.publish_event(e);
+                    self.heartbeat_reply_at
+                        .get_or_insert(Instant::now() + HEARTBEAT_REPLY_DELAY);
                 }
                 Action::Log(line) => tracing::warn!("{line}"),
             }
@@ -541,6 +555,14 @@ impl Control {
 
 /// `--heartbeat-interval` is Celery's broker heartbeat, not the event one:
 /// worker heartbeats go every 2 s as Celery's do.
+/// A `heartbeat` broadcast is answered this much later. Celery's event
+/// receiver sends it (`capture(wakeup=True)`: `celery events`, Flower) right
+/// after setting up its consumer, but kombu's Redis transport sends the
+/// PSUBSCRIBE only when the receiver first polls: an answer sent at once
+/// reaches Redis before the subscription and is lost. A Python worker takes
+/// milliseconds to answer; this takes the race out.
+const HEARTBEAT_REPLY_DELAY: Duration = Duration::from_millis(100);
+
 fn heartbeat_interval() -> Duration {
     Duration::from_secs_f64(event::HEARTBEAT_FREQ)
 }
