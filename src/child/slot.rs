@@ -688,10 +688,17 @@ fn store_retrying(
             .and_then(|con| backend.store(con, task_id, json))
         {
             Ok(_) => return Ok(()),
-            Err(e) if e.is_connection_problem() && Instant::now() < deadline => {
+            // A full Redis too: its refusal is no verdict on the result, so
+            // the result waits for room rather than going to the dead letters.
+            Err(e)
+                if (e.is_connection_problem() || e.is_out_of_memory())
+                    && Instant::now() < deadline =>
+            {
                 attempt += 1;
                 tracing::error!("Cannot store result of task {task_id}: {e}; retrying ({attempt})");
-                conns.reset();
+                if e.is_connection_problem() {
+                    conns.reset();
+                }
                 // A real sleep: during a warm shutdown `nap` returns at once.
                 std::thread::sleep(Duration::from_millis(500));
             }
