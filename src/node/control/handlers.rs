@@ -59,6 +59,12 @@ fn nok(text: impl Into<String>) -> Value {
 
 /// Whether `method` acts on the tasks running now (terminating revokes),
 /// so it must see the children's latest reports.
+/// Whether `method`'s reply lists the tasks a child holds and has not
+/// started (`ChildView::reserved`).
+pub fn shows_reserved(method: &str) -> bool {
+    matches!(method, "reserved" | "dump_reserved" | "query_task")
+}
+
 pub fn acts_on_running(method: &str) -> bool {
     matches!(method, "revoke" | "terminate" | "revoke_by_stamped_headers")
 }

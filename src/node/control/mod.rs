@@ -45,7 +45,8 @@ pub struct ChildView {
     /// The task it runs and when it started (POSIX seconds).
     pub current: Option<(Started, f64)>,
     /// The tasks of its batch it has not started: reserved, as Celery's
-    /// prefetched requests.
+    /// prefetched requests (filled for the requests that show them,
+    /// `handlers::shows_reserved`).
     pub reserved: Vec<Started>,
 }
 

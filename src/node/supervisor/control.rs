@@ -27,13 +27,13 @@ impl Supervisor {
 
     /// The node is ready: listen, `worker-online`.
     pub(super) fn control_online(&mut self) {
-        let view = node_view(&self.cfg, &self.children, self.target);
+        let view = node_view(&self.cfg, &self.children, self.target, false);
         self.control.start(&view);
     }
 
     /// Shutting down: `worker-offline`.
     pub(super) fn control_offline(&mut self) {
-        let view = node_view(&self.cfg, &self.children, self.target);
+        let view = node_view(&self.cfg, &self.children, self.target, false);
         self.control.stop(&view);
     }
 
@@ -50,16 +50,24 @@ impl Supervisor {
             let (cfg, children, target) = (&self.cfg, &self.children, self.target);
             let requests = self
                 .control
-                .receive(&mut || node_view(cfg, children, target));
+                .receive(&mut || node_view(cfg, children, target, false));
             let mut snapshot: Option<NodeView> = None;
+            // Listing a batch's tasks not started parses each child's batch:
+            // done only for the requests that show them.
+            let mut with_reserved: Option<NodeView> = None;
             let mut later = Vec::new();
             for req in &requests {
                 if handlers::acts_on_running(&req.method) {
                     self.read_reports();
                     snapshot = None;
                 }
-                let v = snapshot
-                    .get_or_insert_with(|| node_view(&self.cfg, &self.children, self.target));
+                let v = if handlers::shows_reserved(&req.method) {
+                    with_reserved.insert(node_view(&self.cfg, &self.children, self.target, true))
+                } else {
+                    snapshot.get_or_insert_with(|| {
+                        node_view(&self.cfg, &self.children, self.target, false)
+                    })
+                };
                 for action in self.control.handle(req, v) {
                     match action {
                         // Now, before the child moves on.
@@ -137,8 +145,14 @@ impl Supervisor {
     }
 }
 
-/// A snapshot of the pool for the control plane.
-fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) -> NodeView {
+/// A snapshot of the pool for the control plane; the tasks each child's
+/// batch holds and has not started only `with_reserved`.
+fn node_view(
+    cfg: &NodeConfig,
+    children: &HashMap<i32, Child>,
+    target: usize,
+    with_reserved: bool,
+) -> NodeView {
     let now = broker::reserve::now_secs();
     let mut kids: Vec<ChildView> = children
         .values()
@@ -150,7 +164,11 @@ fn node_view(cfg: &NodeConfig, children: &HashMap<i32, Child>, target: usize) ->
                 let ran = Instant::now().saturating_duration_since(since);
                 (s, now - ran.as_secs_f64())
             }),
-            reserved: c.unstarted(),
+            reserved: if with_reserved {
+                c.unstarted()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     kids.sort_by_key(|c| c.slot);
