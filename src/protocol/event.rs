@@ -361,34 +361,11 @@ impl Event {
         Value::Object(m)
     }
 
-    /// Appends `to_value`'s JSON (Python's layout) to `out` without building
-    /// it: no copy of the fields, no map to hash them into.
+    /// Appends `to_value`'s JSON (Python's layout) to `out`. Worker events
+    /// go through here, a few a second; task events, the hot ones, have
+    /// their own writer (`TaskEvent::write_json`).
     pub fn write_json(&self, out: &mut String, sender: &Sender, clock: u64, timestamp: f64) {
-        const OWN: [&str; 6] = ["hostname", "utcoffset", "pid", "clock", "timestamp", "type"];
-        // A field named like one of ours takes its place: the general path.
-        if self.fields.keys().any(|k| OWN.contains(&k.as_str())) {
-            pyjson::write_json(out, &self.to_value(sender, clock, timestamp));
-            return;
-        }
-        out.push_str("{\"hostname\": ");
-        pyjson::write_json_str(out, &sender.hostname);
-        out.push_str(", \"utcoffset\": ");
-        pyjson::write_json(out, &Value::from(sender.utcoffset));
-        out.push_str(", \"pid\": ");
-        pyjson::write_json(out, &Value::from(sender.pid));
-        out.push_str(", \"clock\": ");
-        pyjson::write_json(out, &Value::from(clock));
-        for (k, v) in &self.fields {
-            out.push_str(", ");
-            pyjson::write_json_str(out, k);
-            out.push_str(": ");
-            pyjson::write_json(out, v);
-        }
-        out.push_str(", \"timestamp\": ");
-        pyjson::write_json(out, &Value::from(timestamp));
-        out.push_str(", \"type\": ");
-        pyjson::write_json_str(out, self.kind);
-        out.push('}');
+        pyjson::write_json(out, &self.to_value(sender, clock, timestamp));
     }
 }
 
