@@ -78,7 +78,7 @@ impl BrokerError {
     /// Redis refused a write because it is full (`maxmemory` with
     /// `noeviction`): it may take writes again once memory is freed.
     pub fn is_out_of_memory(&self) -> bool {
-        matches!(self, BrokerError::Redis(e) if e.code() == Some("OOM") || e.to_string().contains("OOM"))
+        matches!(self, BrokerError::Redis(e) if e.code() == Some("OOM"))
     }
 
     /// True when Redis said the credentials are wrong: waiting will not help

@@ -383,12 +383,7 @@ impl Child<'_> {
                 reporter.queue(&Report::Done);
             }
             Ok(Outcome::Finish { result, keep }) => {
-                if let Some(reason) = keep {
-                    if let Err(e) = slot.keep(conns, msg, &reason, &task.id, &task.task) {
-                        // The task ran; its outcome still goes to the backend.
-                        tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
-                    }
-                }
+                slot.keep_ran(conns, msg, keep, task);
                 slot.events
                     .push(events::finished(task, result.as_deref(), began.elapsed()));
                 slot.finish_with(msg, task, result);
@@ -484,21 +479,18 @@ impl Child<'_> {
         index: usize,
         msg: &Reserved,
     ) -> Verdict<'v> {
-        let Verdict::Run { task, plan, .. } = &verdict else {
-            return verdict;
-        };
-        if !self.slot.skipped(gen, index) {
-            return verdict;
+        match verdict {
+            Verdict::Run { task, plan, .. } if self.slot.skipped(gen, index) => {
+                let meta = (!plan.started.ignore_result).then(|| {
+                    ResultMeta::revoked(&task.id, "revoked", Utc::now()).with_request(&task)
+                });
+                let mut revoked = Verdict::Revoked { task, meta };
+                records::take_from_verdict(&self.spec.app, &mut revoked, &msg.raw);
+                self.push_verdict_event(&revoked);
+                revoked
+            }
+            other => other,
         }
-        let meta = (!plan.started.ignore_result)
-            .then(|| ResultMeta::revoked(&task.id, "revoked", Utc::now()).with_request(task));
-        let Verdict::Run { task, .. } = verdict else {
-            return verdict;
-        };
-        let mut revoked = Verdict::Revoked { task, meta };
-        records::take_from_verdict(&self.spec.app, &mut revoked, &msg.raw);
-        self.push_verdict_event(&revoked);
-        revoked
     }
 
     /// One message of a batch: (task id, result meta to store).
@@ -535,7 +527,7 @@ impl Child<'_> {
                 failure,
             } => {
                 let (id, name) = log_refusal(msg, &refusal);
-                if let Err(e) = self.slot.keep_refused(conns, msg, &reason, id, name) {
+                if let Err(e) = self.slot.keep(conns, msg, &reason, id, name) {
                     tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
                 }
                 (id.unwrap_or_default().to_string(), meta(failure))
@@ -589,11 +581,7 @@ impl Child<'_> {
             // Only under acks_late, which a batch never holds.
             Outcome::Requeue => None,
             Outcome::Finish { result, keep } => {
-                if let Some(reason) = keep {
-                    if let Err(e) = self.slot.keep(conns, msg, &reason, &task.id, &task.task) {
-                        tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
-                    }
-                }
+                self.slot.keep_ran(conns, msg, keep, task);
                 result
             }
         };

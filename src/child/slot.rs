@@ -476,7 +476,7 @@ impl<'a> Slot<'a> {
                         keys::DEAD_LETTER
                     );
                     let reason = format!("result could not be stored: {e}; result: {json}");
-                    self.keep(conns, &f.msg, &reason, &f.task_id, &f.task)?;
+                    self.keep(conns, &f.msg, &reason, Some(&f.task_id), Some(&f.task))?;
                 }
             }
             f.result = None;
@@ -613,22 +613,10 @@ impl<'a> Slot<'a> {
     }
 
     /// Keeps a record of `msg` in the dead-letter list without touching its
-    /// state (the task ran; its message is acked as usual).
+    /// state: a task that ran (its message is acked as usual), or a batch's
+    /// message that cannot run (its task unknown, its body undecodable; the
+    /// batch's finish forgets it).
     pub fn keep(
-        &self,
-        conns: &mut Connections,
-        msg: &Reserved,
-        reason: &str,
-        task_id: &str,
-        task: &str,
-    ) -> Result<(), BrokerError> {
-        let record = self.dead_letter_record(msg, reason, Some(task_id), Some(task));
-        crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
-    }
-
-    /// Keeps a record of a batch's message that cannot run (its task is
-    /// unknown, its body undecodable); the batch's finish forgets it.
-    pub fn keep_refused(
         &self,
         conns: &mut Connections,
         msg: &Reserved,
@@ -638,6 +626,21 @@ impl<'a> Slot<'a> {
     ) -> Result<(), BrokerError> {
         let record = self.dead_letter_record(msg, reason, task_id, task);
         crate::broker::reserve::push_dead_letter(conns.broker()?, &record)
+    }
+
+    /// What a task that ran asked to keep (`Outcome::Finish::keep`): a
+    /// refusal is logged, as the task's outcome still goes to the backend.
+    pub fn keep_ran(
+        &self,
+        conns: &mut Connections,
+        msg: &Reserved,
+        reason: Option<String>,
+        task: &TaskMessage,
+    ) {
+        let Some(reason) = reason else { return };
+        if let Err(e) = self.keep(conns, msg, &reason, Some(&task.id), Some(&task.task)) {
+            tracing::error!("Cannot keep the message in {}: {e}", keys::DEAD_LETTER);
+        }
     }
 
     /// The JSON record kept in the dead-letter list (documented in the README).
