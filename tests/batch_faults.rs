@@ -68,6 +68,11 @@ fn runs(dir: &TestDir) -> HashMap<String, usize> {
     count
 }
 
+fn assert_none_ran_twice(runs: &HashMap<String, usize>) {
+    let twice: Vec<_> = runs.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}");
+}
+
 /// Waits until a child logged a batch of at least `k` messages.
 fn wait_batches(dir: &TestDir, k: usize) {
     let seen = wait_until(Duration::from_secs(20), || {
@@ -140,8 +145,7 @@ fn children_killed_mid_batch_lose_nothing_and_run_nothing_twice() {
 
     let found = wait_all_finished(&redis, &dir, &ids);
     let runs = runs(&dir);
-    let twice: Vec<_> = runs.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "ran twice: {twice:?}");
+    assert_none_ran_twice(&runs);
     // Recorded lost: only tasks that ran (their result went with the
     // child) or the one each killed child was running; the ones it had
     // not started ran elsewhere.
@@ -171,20 +175,17 @@ fn a_node_killed_mid_batch_runs_nothing_twice_and_records_every_task() {
     let ids = send(&redis, 6000);
     let (mut guard, pid) = start_node(&dir);
     wait_batches(&dir, 4);
-    let kids = children_of(pid);
-    signal(pid, libc::SIGKILL);
+    let left = kill_node(pid, &children_of(pid), Duration::from_secs(5));
     assert!(
-        wait_until(Duration::from_secs(5), || !alive(pid)
-            && kids.iter().all(|&c| !alive(c))),
-        "node {pid} or its children still alive"
+        left.is_empty(),
+        "node {pid} or its children still alive: {left:?}"
     );
 
     let (_guard2, _pid2) = start_node(&dir);
     guard.remember();
     let found = wait_all_finished(&redis, &dir, &ids);
     let runs = runs(&dir);
-    let twice: Vec<_> = runs.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "ran twice: {twice:?}");
+    assert_none_ran_twice(&runs);
     let lost = found.values().filter(|m| is_worker_lost(m)).count();
     assert!(
         dir.read(MAIN_LOG).contains("ready."),

@@ -351,12 +351,10 @@ fn across_a_node_sigkill(scenario: &str, settings: &str) -> (Vec<String>, Figure
         "the node did not get going\n{}",
         node_logs(&dir)
     );
-    let pool = pool_of(pid);
-    signal(pid, libc::SIGKILL);
+    let left = kill_node(pid, &pool_of(pid), Duration::from_secs(3));
     assert!(
-        wait_until(Duration::from_secs(3), || !alive(pid)
-            && pool.iter().all(|&c| !alive(c))),
-        "the pool outlived its main process (pdeathsig)"
+        left.is_empty(),
+        "the pool outlived its main process (pdeathsig): {left:?}"
     );
     let held: i64 = redis
         .cmd(&["KEYS", "rmulti.held.*"])

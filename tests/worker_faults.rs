@@ -233,13 +233,8 @@ fn sigkill_of_the_main_process_takes_the_pool_and_leaves_a_stale_pidfile() {
     let children = descendants(pid);
     assert_eq!(children.len(), 2);
 
-    signal(pid, libc::SIGKILL);
-    assert!(
-        wait_until(Duration::from_secs(2), || !alive(pid)
-            && children.iter().all(|&c| !alive(c))),
-        "still alive after killing {pid}: {:?}",
-        children.iter().filter(|&&c| alive(c)).collect::<Vec<_>>()
-    );
+    let left = kill_node(pid, &children, Duration::from_secs(2));
+    assert!(left.is_empty(), "still alive after killing {pid}: {left:?}");
     assert_eq!(
         read_pidfile(dir.join(PIDFILE)),
         Some(pid),
@@ -492,14 +487,8 @@ fn an_acks_late_task_of_a_sigkilled_node_runs_when_the_node_restarts() {
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
-    let children = descendants(pid);
-    signal(pid, libc::SIGKILL);
-    assert!(
-        wait_until(Duration::from_secs(2), || children
-            .iter()
-            .all(|&c| !alive(c))),
-        "pool survived its main process"
-    );
+    let left = kill_node(pid, &descendants(pid), Duration::from_secs(2));
+    assert!(left.is_empty(), "pool survived its main process: {left:?}");
     // The message is still in the slot's held list, not lost.
     assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 1);
 
@@ -559,14 +548,8 @@ fn an_early_ack_task_of_a_sigkilled_node_is_recorded_lost_not_run_twice() {
 
     let id = publish_task(&redis, "celery", "proj.tasks.sleep", "[30]");
     wait_started(&redis, &id);
-    let children = descendants(pid);
-    signal(pid, libc::SIGKILL);
-    assert!(
-        wait_until(Duration::from_secs(2), || children
-            .iter()
-            .all(|&c| !alive(c))),
-        "pool survived its main process"
-    );
+    let left = kill_node(pid, &descendants(pid), Duration::from_secs(2));
+    assert!(left.is_empty(), "pool survived its main process: {left:?}");
     // Acked for kombu (Celery's early ack), still held by rmulti, marked started.
     assert_eq!(redis.cmd(&["HLEN", "unacked"]).int(), 0);
     assert_eq!(redis.cmd(&["LLEN", HELD_1]).int(), 1);

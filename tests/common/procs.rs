@@ -87,3 +87,15 @@ pub fn nobody() -> nix::unistd::User {
         .flatten()
         .expect("a user nobody in /etc/passwd")
 }
+
+/// SIGKILLs node main process `pid` and waits up to `timeout` for it and
+/// `pool` (its processes, listed before the kill) to be gone. Returns the
+/// ones still alive then (empty: all gone, as PR_SET_PDEATHSIG must make it).
+pub fn kill_node(pid: i32, pool: &[i32], timeout: std::time::Duration) -> Vec<i32> {
+    signal(pid, libc::SIGKILL);
+    super::poll::wait_until(timeout, || !alive(pid) && pool.iter().all(|&c| !alive(c)));
+    std::iter::once(pid)
+        .chain(pool.iter().copied())
+        .filter(|&p| alive(p))
+        .collect()
+}
